@@ -1,0 +1,96 @@
+# modelops: `make demo` runs the whole life locally, `make test` is what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON312 := $(shell infra/find-python.sh)
+ifeq ($(PYTHON312),)
+$(error Python 3.12 is required (see the message above))
+endif
+PYBIN := $(dir $(PYTHON312))
+# sam build looks for python3.12 on PATH.
+export PATH := $(CURDIR)/.venv/bin:$(PYBIN):$(PATH)
+export AWS_DEFAULT_REGION ?= us-east-1
+
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+TEMPLATE := template.yaml
+
+.PHONY: help
+help:
+	@echo "make demo      the whole life on the local twin (train, convert, serve, monitor, alert)"
+	@echo "make test      lint, type-check, all tests, template checks (what CI runs)"
+	@echo "make lint      ruff;  make format: ruff format + fix"
+	@echo "make build     sam build (zip functions and layers)"
+	@echo "make bench     benchmarks -> benchmarks/results.json"
+	@echo "make local     the local twin in the foreground (modelops local up)"
+
+# ---- environments ---------------------------------------------------------
+$(VENV)/.stamp: requirements/dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp
+
+# Command-line tools whose pins clash with ours (and each other) get their own venvs.
+$(TOOLS)/%/.stamp: requirements/tool-%.txt
+	@rm -rf $(TOOLS)/$*
+	$(PYTHON312) -m venv $(TOOLS)/$*
+	$(TOOLS)/$*/bin/python -m pip install -q --disable-pip-version-check -r requirements/tool-$*.txt
+	@touch $@
+
+.PHONY: tools
+tools: $(TOOLS)/aws-sam-cli/.stamp $(TOOLS)/cfn-lint/.stamp $(TOOLS)/checkov/.stamp $(TOOLS)/awscli/.stamp
+
+# ---- checks ---------------------------------------------------------------
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: format
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: typecheck
+typecheck: venv
+	$(VENV)/bin/mypy layers/shared/modelops
+
+.PHONY: validate
+validate: tools
+	$(TOOLS)/aws-sam-cli/bin/sam validate --lint --template $(TEMPLATE) --region $(AWS_DEFAULT_REGION)
+	$(TOOLS)/cfn-lint/bin/cfn-lint $(TEMPLATE)
+
+
+.PHONY: pytest
+pytest: venv tools
+	MODELOPS_AWS_CLI=$(CURDIR)/$(TOOLS)/awscli/bin/aws $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint typecheck validate pytest
+
+# ---- build, run -----------------------------------------------------------
+.PHONY: build
+build: tools
+	$(TOOLS)/aws-sam-cli/bin/sam build --template $(TEMPLATE) $$(infra/zip-functions.sh)
+
+.PHONY: local
+local: venv
+	$(VENV)/bin/modelops local up
+
+.PHONY: demo
+demo: venv
+	$(PY) -m modelops_local.demo
+
+.PHONY: bench
+bench: venv
+	$(PY) -m modelops_local.bench
+
+.PHONY: clean
+clean:
+	rm -rf .aws-sam .modelops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""boto3 clients, built once per warm container (never at import time)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+
+
+@functools.cache
+def client(service: str, region: str | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 client with standard-mode retries, cached per (service, region, endpoint).
+
+    ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) is honoured by boto3 itself,
+    which is how the local twin points every client at moto.
+    """
+    return boto3.session.Session().client(
+        service, region_name=region, endpoint_url=endpoint_url, config=RETRY_CONFIG
+    )
+
+
+def clear_cache() -> None:
+    """Forget cached clients (tests that switch endpoints or mocks call this)."""
+    client.cache_clear()

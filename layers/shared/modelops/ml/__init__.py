@@ -1,0 +1,1 @@
+"""TensorFlow-using code: imported only by the training job and the convert stage."""

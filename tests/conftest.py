@@ -1,0 +1,54 @@
+"""Shared fixtures. A guard makes sure no test can ever reach a real AWS account."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from modelops import aws
+
+
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake credentials, no config files, a fixed region (chalice's ``no_local_config``)."""
+    empty = tmp_path_factory.getbasetemp() / "no-aws-config"
+    empty.touch()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SECURITY_TOKEN", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    if not os.environ.get("MODELOPS_TEST_KEEP_ENDPOINT"):
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    aws.clear_cache()
+    yield
+    aws.clear_cache()
+
+
+@pytest.fixture
+def moto() -> Iterator[None]:
+    """In-process moto for every service (started before any client is built)."""
+    with mock_aws():
+        aws.clear_cache()
+        yield
+    aws.clear_cache()
+
+
+@pytest.fixture
+def s3(moto: None):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def registry_bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    s3.create_bucket(Bucket="registry")
+    s3.put_bucket_versioning(Bucket="registry", VersioningConfiguration={"Status": "Enabled"})
+    return "registry"
