@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from modelops import aws
+from moto import mock_aws
 
 
 @pytest.fixture(autouse=True)

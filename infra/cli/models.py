@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import click
-
 from modelops.errors import ModelOpsError
 from modelops_cli.context import Context
 

@@ -18,9 +18,8 @@ def client(service: str, region: str | None = None, endpoint_url: str | None = N
     ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) is honoured by boto3 itself,
     which is how the local twin points every client at moto.
     """
-    return boto3.session.Session().client(
-        service, region_name=region, endpoint_url=endpoint_url, config=RETRY_CONFIG
-    )
+    session: Any = boto3.session.Session()
+    return session.client(service, region_name=region, endpoint_url=endpoint_url, config=RETRY_CONFIG)
 
 
 def clear_cache() -> None:

@@ -15,6 +15,12 @@ class SpecError(ModelOpsError):
     code = "invalid_spec"
 
 
+class InvalidNameError(SpecError):
+    """A model or alias name that the registry does not accept."""
+
+    code = "invalid_name"
+
+
 class DatasetRejectedError(ModelOpsError):
     """A dataset failed validation."""
 

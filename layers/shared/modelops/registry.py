@@ -29,6 +29,7 @@ from modelops.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
     IntegrityError,
+    InvalidNameError,
     ModelNotFoundError,
     RegistryUnavailableError,
     VersionConflictError,
@@ -112,7 +113,7 @@ class Manifest:
         try:
             if not isinstance(doc, dict):
                 raise TypeError("not an object")
-            if doc.get("model") != model or int(doc.get("version")) != version:
+            if doc.get("model") != model or doc.get("version") != version:
                 raise ValueError("model/version fields do not match the key")
             arts = {}
             for role, a in dict(doc["artifacts"]).items():
@@ -207,7 +208,7 @@ class Registry:
 
     def alias_key(self, model: str, alias: str) -> str:
         if not ALIAS_RE.match(alias):
-            raise ValueError(f"invalid alias name {alias[:40]!r}")
+            raise InvalidNameError(f"invalid alias name {alias[:40]!r}: lower-case letters, digits, _ and -")
         return f"{self.model_prefix(model)}aliases/{alias}.json"
 
     # ------------------------------------------------------------------ low level
@@ -262,8 +263,7 @@ class Registry:
             page = self._call(self.s3.list_objects_v2, **kwargs)
             for cp in page.get("CommonPrefixes", []) or []:
                 yield {"Prefix": cp["Prefix"]}
-            for obj in page.get("Contents", []) or []:
-                yield obj
+            yield from page.get("Contents", []) or []
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -479,7 +479,7 @@ class Registry:
             new = mutate(current)
             if new is None:
                 return None
-            for v in {new.version, (new.canary or {}).get("version")} - {None}:
+            for v in {new.version, *([new.canary["version"]] if new.canary else [])}:
                 self.get_manifest(model, int(v))  # raises VersionNotFoundError / ModelNotFoundError
             new.alias = alias
             new.updated_at = now_iso()

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modelops.errors import SpecError
+from modelops.errors import InvalidNameError, SpecError
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 """Model names: lower-case letters, digits and dashes, at most 40 characters (they go into job names)."""
@@ -116,8 +116,8 @@ def parse_spec(raw: bytes | str | dict[str, object]) -> ModelSpec:
 
 
 def check_model_name(name: str) -> str:
-    if not MODEL_NAME_RE.match(name):
-        raise SpecError(
+    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
+        raise InvalidNameError(
             f"invalid model name {name[:60]!r}: use lower-case letters, digits and dashes (at most 40)"
         )
     return name
