@@ -10,6 +10,7 @@ PYBIN := $(dir $(PYTHON312))
 # sam build looks for python3.12 on PATH.
 export PATH := $(CURDIR)/.venv/bin:$(PYBIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -64,7 +65,8 @@ typecheck: venv
 .PHONY: validate
 validate: tools
 	$(TOOLS)/aws-sam-cli/bin/sam validate --lint --template $(TEMPLATE) --region $(AWS_DEFAULT_REGION)
-	$(TOOLS)/cfn-lint/bin/cfn-lint $(TEMPLATE)
+	$(TOOLS)/cfn-lint/bin/cfn-lint --config-file .cfnlintrc.yaml
+	$(TOOLS)/checkov/bin/checkov -f $(TEMPLATE) --config-file .checkov.yaml
 
 
 .PHONY: pytest
