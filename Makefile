@@ -91,7 +91,7 @@ demo: venv
 
 .PHONY: bench
 bench: venv
-	$(PY) -m modelops_local.bench
+	$(PY) benchmarks/run.py
 
 .PHONY: clean
 clean:

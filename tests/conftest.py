@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from modelops import aws
 from moto import mock_aws
+
+from modelops import aws
 
 
 @pytest.fixture(autouse=True)

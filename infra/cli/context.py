@@ -62,7 +62,13 @@ class Context:
 def make_context(endpoint_url: str | None, region: str | None) -> Context:
     state = local_state() or {}
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or state.get("endpoint")
-    region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or state.get("region") or "us-east-1"
+    region = (
+        region
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or os.environ.get("AWS_REGION")
+        or state.get("region")
+        or "us-east-1"
+    )
     if endpoint and not os.environ.get("AWS_ACCESS_KEY_ID") and state:
         # The twin accepts any credentials; give boto3 some so it does not look for a profile.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -9,7 +9,12 @@ from modelops_cli.models import models
 
 
 @click.group()
-@click.option("--endpoint-url", envvar="MODELOPS_ENDPOINT_URL", default=None, help="AWS endpoint (the twin's, for example).")
+@click.option(
+    "--endpoint-url",
+    envvar="MODELOPS_ENDPOINT_URL",
+    default=None,
+    help="AWS endpoint (the twin's, for example).",
+)
 @click.option("--region", default=None, help="AWS region (default: AWS_DEFAULT_REGION or us-east-1).")
 @click.pass_context
 def cli(ctx: click.Context, endpoint_url: str | None, region: str | None) -> None:

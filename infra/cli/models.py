@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+
 from modelops.errors import ModelOpsError
 from modelops_cli.context import Context
 
@@ -17,7 +18,9 @@ def _fail(exc: ModelOpsError) -> None:
 
 
 @click.group()
-@click.option("--bucket", default=None, help="Registry bucket (default: MODELOPS_REGISTRY_BUCKET_NAME or the twin's).")
+@click.option(
+    "--bucket", default=None, help="Registry bucket (default: MODELOPS_REGISTRY_BUCKET_NAME or the twin's)."
+)
 @click.pass_context
 def models(ctx: click.Context, bucket: str | None) -> None:
     """Look at and move models in the registry."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from modelops.registry import Registry
 from modelops_cli.main import cli
 
@@ -46,7 +47,9 @@ def test_list_show_promote_rollback(env: Registry) -> None:
         (("models", "show", "demo", "9"), "version_not_found"),
     ],
 )
-def test_errors_exit_non_zero_with_a_clear_message(env: Registry, args: tuple[str, ...], message: str) -> None:
+def test_errors_exit_non_zero_with_a_clear_message(
+    env: Registry, args: tuple[str, ...], message: str
+) -> None:
     r = CliRunner().invoke(cli, list(args))
     assert r.exit_code != 0
     assert message in r.output
@@ -57,7 +60,9 @@ def test_malformed_alias_exits_non_zero(env: Registry, s3) -> None:  # type: ign
     s3.put_object(Bucket="registry", Key="models/demo/aliases/production.json", Body=b"{oops")
     r = CliRunner().invoke(cli, ["models", "promote", "demo", "1"])
     assert r.exit_code != 0 and "corrupt_document" in r.output
-    assert s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read() == b"{oops"
+    assert (
+        s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read() == b"{oops"
+    )
 
 
 def test_empty_registry(monkeypatch: pytest.MonkeyPatch, tmp_path, s3, registry_bucket) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +85,9 @@ def test_bucket_that_does_not_exist(monkeypatch: pytest.MonkeyPatch, tmp_path, m
     assert r.exit_code != 0 and "does not exist" in r.output
 
 
-@pytest.mark.parametrize("args", [("models", "promote", "Bad_Name", "1"), ("models", "promote", "demo", "1", "--alias", "../x")])
+@pytest.mark.parametrize(
+    "args", [("models", "promote", "Bad_Name", "1"), ("models", "promote", "demo", "1", "--alias", "../x")]
+)
 def test_invalid_names_are_refused(env: Registry, args: tuple[str, ...]) -> None:
     r = CliRunner().invoke(cli, list(args))
     assert r.exit_code != 0 and "invalid_name" in r.output

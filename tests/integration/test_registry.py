@@ -7,6 +7,8 @@ import threading
 
 import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+
 from modelops.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
@@ -16,7 +18,6 @@ from modelops.errors import (
     VersionNotFoundError,
 )
 from modelops.registry import AliasDoc, Registry, sha256_hex
-from moto.server import ThreadedMotoServer
 
 
 @pytest.fixture
@@ -25,7 +26,9 @@ def reg(s3, registry_bucket) -> Registry:  # type: ignore[no-untyped-def]
 
 
 def publish(reg: Registry, model: str = "demo", payload: bytes = b"tflite-bytes", **meta: object):
-    return reg.publish_version(model, {"tflite": ("model.tflite", payload)}, {"metrics": {"rmse": 1.0}, **meta})
+    return reg.publish_version(
+        model, {"tflite": ("model.tflite", payload)}, {"metrics": {"rmse": 1.0}, **meta}
+    )
 
 
 def test_versions_are_allocated_in_order_and_blobs_are_content_addressed(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
@@ -190,7 +193,13 @@ def test_empty_bucket_lists_nothing(reg: Registry) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"version": "two"}', b'{"version": 0}', b'{"version": 1, "canary": {"version": 2, "weight": 3}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"version": "two"}',
+        b'{"version": 0}',
+        b'{"version": 1, "canary": {"version": 2, "weight": 3}}',
+    ],
 )
 def test_malformed_alias_document_is_an_error_not_a_guess(reg: Registry, s3, body: bytes) -> None:  # type: ignore[no-untyped-def]
     publish(reg)
@@ -203,7 +212,9 @@ def test_malformed_alias_document_is_an_error_not_a_guess(reg: Registry, s3, bod
 
 
 def test_malformed_manifest_is_reported(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
-    s3.put_object(Bucket="registry", Key="models/demo/versions/1/manifest.json", Body=json.dumps({"model": "demo"}))
+    s3.put_object(
+        Bucket="registry", Key="models/demo/versions/1/manifest.json", Body=json.dumps({"model": "demo"})
+    )
     with pytest.raises(CorruptDocumentError):
         reg.get_manifest("demo", 1)
 
@@ -238,7 +249,9 @@ def test_registry_over_http_against_moto_server() -> None:
         _, etag = reg.get_alias("demo")
         reg.promote("demo", 3)
         with pytest.raises(Exception) as exc:  # a stale ETag is refused by the server (412)
-            s3.put_object(Bucket="reg-http", Key="models/demo/aliases/production.json", Body=b"{}", IfMatch=etag)
+            s3.put_object(
+                Bucket="reg-http", Key="models/demo/aliases/production.json", Body=b"{}", IfMatch=etag
+            )
         assert exc.value.response["Error"]["Code"] == "PreconditionFailed"  # type: ignore[attr-defined]
         assert reg.read_artifact(reg.get_manifest("demo", 3), "tflite") == b"ghi"
     finally:

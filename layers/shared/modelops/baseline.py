@@ -32,8 +32,17 @@ def column_stats(values: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0) 
     finite = v[np.isfinite(v)]
     missing = int(v.size - finite.size)
     if finite.size == 0:
-        return {"count": int(v.size), "missing": missing, "min": None, "max": None, "mean": None,
-                "std": None, "edges": [], "proportions": [1.0], "sample": []}
+        return {
+            "count": int(v.size),
+            "missing": missing,
+            "min": None,
+            "max": None,
+            "mean": None,
+            "std": None,
+            "edges": [],
+            "proportions": [1.0],
+            "sample": [],
+        }
     qs = np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
     edges = np.unique(qs)
     idx = np.searchsorted(edges, finite, side="right")
@@ -69,5 +78,7 @@ def compute_baseline(
         "n_rows": int(x.shape[0]),
         "n_bins": n_bins,
         "features": {name: column_stats(x[:, i], n_bins, seed + i) for i, name in enumerate(feature_names)},
-        "prediction": column_stats(np.asarray(prediction).reshape(x.shape[0], -1)[:, 0], n_bins, seed + 10_007),
+        "prediction": column_stats(
+            np.asarray(prediction).reshape(x.shape[0], -1)[:, 0], n_bins, seed + 10_007
+        ),
     }

@@ -36,7 +36,9 @@ class CaptureRecord:
     y: np.ndarray  # (n, k) float32
 
 
-def encode_record(model: str, version: int, request_id: str, ts: float, x: np.ndarray, y: np.ndarray) -> bytes:
+def encode_record(
+    model: str, version: int, request_id: str, ts: float, x: np.ndarray, y: np.ndarray
+) -> bytes:
     """One capture line (newline-terminated) for a batch of rows and their outputs."""
     x = np.ascontiguousarray(x, dtype=_LE_F32)
     y = np.ascontiguousarray(y, dtype=_LE_F32).reshape(x.shape[0], -1)
@@ -75,8 +77,14 @@ def decode_line(line: bytes | str) -> CaptureRecord:
         version = doc["version"]
         if not isinstance(version, int) or isinstance(version, bool):
             raise CaptureFormatError("version is not an integer")
-        return CaptureRecord(str(doc["model"]), version, str(doc["request_id"]), float(doc["ts"]),
-                             x.reshape(n, f), y.reshape(n, k))
+        return CaptureRecord(
+            str(doc["model"]),
+            version,
+            str(doc["request_id"]),
+            float(doc["ts"]),
+            x.reshape(n, f),
+            y.reshape(n, k),
+        )
     except CaptureFormatError:
         raise
     except (ValueError, KeyError, TypeError) as exc:

@@ -50,5 +50,7 @@ class EventBus:
         )
         if resp.get("FailedEntryCount"):
             entry = resp["Entries"][0]
-            raise EventPublishError(f"{detail_type} not published: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+            raise EventPublishError(
+                f"{detail_type} not published: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}"
+            )
         return str(resp["Entries"][0].get("EventId", ""))

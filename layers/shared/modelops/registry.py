@@ -423,7 +423,9 @@ class Registry:
         try:
             return manifest.artifacts[role]
         except KeyError:
-            raise VersionNotFoundError(f"{manifest.model} v{manifest.version} has no {role} artifact") from None
+            raise VersionNotFoundError(
+                f"{manifest.model} v{manifest.version} has no {role} artifact"
+            ) from None
 
     # ------------------------------------------------------------------ aliases
     def get_alias(self, model: str, alias: str = "production") -> tuple[AliasDoc, str]:
@@ -490,7 +492,9 @@ class Registry:
                 if etag is None:
                     ok = self._create(key, body)
                 else:
-                    self._call(self.s3.put_object, Key=key, Body=body, IfMatch=etag, ContentType="application/json")
+                    self._call(
+                        self.s3.put_object, Key=key, Body=body, IfMatch=etag, ContentType="application/json"
+                    )
                     ok = True
             except ClientError as exc:
                 if not _is(exc, _CONFLICT_CODES | _MISSING_CODES):
@@ -504,7 +508,13 @@ class Registry:
         )
 
     def promote(
-        self, model: str, version: int, alias: str = "production", *, reason: str = "promote", actor: str | None = None
+        self,
+        model: str,
+        version: int,
+        alias: str = "production",
+        *,
+        reason: str = "promote",
+        actor: str | None = None,
     ) -> AliasDoc:
         def mutate(cur: AliasDoc | None) -> AliasDoc:
             prev = cur.version if cur else None
@@ -516,7 +526,9 @@ class Registry:
         assert doc is not None
         return doc
 
-    def rollback(self, model: str, alias: str = "production", *, reason: str = "rollback", actor: str | None = None) -> AliasDoc:
+    def rollback(
+        self, model: str, alias: str = "production", *, reason: str = "rollback", actor: str | None = None
+    ) -> AliasDoc:
         def mutate(cur: AliasDoc | None) -> AliasDoc:
             if cur is None:
                 raise AliasNotFoundError(f"{model} has no {alias!r} alias to roll back")
@@ -530,8 +542,14 @@ class Registry:
         return doc
 
     def set_canary(
-        self, model: str, version: int | None, weight: float = 0.0, alias: str = "production",
-        *, reason: str = "canary", actor: str | None = None,
+        self,
+        model: str,
+        version: int | None,
+        weight: float = 0.0,
+        alias: str = "production",
+        *,
+        reason: str = "canary",
+        actor: str | None = None,
     ) -> AliasDoc:
         """Name (or with ``version=None`` clear) the alias's canary version and its traffic weight."""
 
@@ -552,7 +570,14 @@ class Registry:
         self._create(key, json.dumps(doc, sort_keys=True).encode())
 
     def _history(
-        self, model: str, alias: str, cur: AliasDoc | None, new: AliasDoc, outcome: str, reason: str, actor: str
+        self,
+        model: str,
+        alias: str,
+        cur: AliasDoc | None,
+        new: AliasDoc,
+        outcome: str,
+        reason: str,
+        actor: str,
     ) -> None:
         entry = {
             "alias": alias,

@@ -58,7 +58,9 @@ class MonitoringSpec(_Strict):
 class ModelSpec(_Strict):
     task: Task
     target: Annotated[str, Field(min_length=1, max_length=256)]
-    features: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(min_length=1)] | None = None
+    features: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(min_length=1)] | None
+    ) = None
     training: TrainingSpec = TrainingSpec()
     conversion: ConversionSpec = ConversionSpec()
     promotion: PromotionSpec = PromotionSpec()
@@ -74,9 +76,13 @@ class ModelSpec(_Strict):
         metric = self.promotion.metric
         if metric is not None:
             if self.task == "regression" and metric not in ("rmse", "mae"):
-                raise ValueError(f"promotion.metric: {metric!r} does not apply to regression (use rmse or mae)")
+                raise ValueError(
+                    f"promotion.metric: {metric!r} does not apply to regression (use rmse or mae)"
+                )
             if self.task != "regression" and metric not in ("accuracy", "auc"):
-                raise ValueError(f"promotion.metric: {metric!r} does not apply to {self.task} (use accuracy or auc)")
+                raise ValueError(
+                    f"promotion.metric: {metric!r} does not apply to {self.task} (use accuracy or auc)"
+                )
         return self
 
     @property
