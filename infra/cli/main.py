@@ -6,6 +6,7 @@ import click
 
 from modelops_cli.context import make_context
 from modelops_cli.models import models
+from modelops_cli.status import status
 
 
 @click.group()
@@ -23,6 +24,7 @@ def cli(ctx: click.Context, endpoint_url: str | None, region: str | None) -> Non
 
 
 cli.add_command(models)
+cli.add_command(status)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()
