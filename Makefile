@@ -74,12 +74,12 @@ pytest: venv tools
 	MODELOPS_AWS_CLI=$(CURDIR)/$(TOOLS)/awscli/bin/aws $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint typecheck validate pytest
+test: lint typecheck validate build pytest
 
 # ---- build, run -----------------------------------------------------------
 .PHONY: build
-build: tools
-	$(TOOLS)/aws-sam-cli/bin/sam build --template $(TEMPLATE) $$(infra/zip-functions.sh)
+build: venv tools
+	$(PY) infra/build.py $(TOOLS)/aws-sam-cli/bin/sam
 
 .PHONY: local
 local: venv

@@ -1,0 +1,72 @@
+"""Unzipped size of each zip function with its layers, as `make build` (sam build) produced them.
+
+AWS refuses more than 250 MB unzipped (function plus layers); predict's budget is 150 MB so that
+its cold start stays short. `make test` runs `make build` first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / ".aws-sam" / "build"
+AWS_LIMIT_MB = 250.0
+BUDGET_MB = {"PredictFunction": 150.0}
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_Loader.add_multi_constructor("!", _tag)
+
+
+def tree_mb(path: Path) -> float:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            p = Path(dirpath, f)
+            if not p.is_symlink():
+                total += p.stat().st_size
+    return total / 1e6
+
+
+def zip_functions() -> dict[str, list[str]]:
+    built = yaml.load((BUILD / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 - our own loader
+    out = {}
+    for name, res in built["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::Serverless::Function" and props.get("PackageType", "Zip") == "Zip":
+            out[name] = [
+                layer["Ref"]
+                for layer in props.get("Layers", [])
+                if isinstance(layer, dict) and "Ref" in layer
+            ]
+    return out
+
+
+def test_build_exists() -> None:
+    assert (BUILD / "template.yaml").exists(), "run `make build` first (make test does)"
+
+
+@pytest.mark.parametrize(
+    "function", ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction"]
+)
+def test_unzipped_size_with_layers_is_within_budget(function: str) -> None:
+    functions = zip_functions()
+    assert function in functions, f"{function} is not a zip function in the built template"
+    size = tree_mb(BUILD / function) + sum(tree_mb(BUILD / layer) for layer in functions[function])
+    budget = BUDGET_MB.get(function, AWS_LIMIT_MB * 0.8)
+    assert size <= budget, f"{function} with its layers is {size:.1f} MB unzipped; budget {budget:.0f} MB"
