@@ -10,27 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.cfn import load
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / ".aws-sam" / "build"
 AWS_LIMIT_MB = 250.0
 BUDGET_MB = {"PredictFunction": 150.0}
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
-    if isinstance(node, yaml.ScalarNode):
-        return {suffix: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {suffix: loader.construct_sequence(node, deep=True)}
-    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_Loader.add_multi_constructor("!", _tag)
 
 
 def tree_mb(path: Path) -> float:
@@ -44,7 +30,7 @@ def tree_mb(path: Path) -> float:
 
 
 def zip_functions() -> dict[str, list[str]]:
-    built = yaml.load((BUILD / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 - our own loader
+    built = load(BUILD / "template.yaml")
     out = {}
     for name, res in built["Resources"].items():
         props = res.get("Properties", {})
