@@ -73,3 +73,65 @@ class ConversionError(ModelOpsError):
     """SavedModel could not be converted, or the result failed its parity check."""
 
     code = "conversion_failed"
+
+
+class InvalidEventError(ModelOpsError):
+    """An event of a kind this stage handles is missing what it needs (for example a job name)."""
+
+    code = "invalid_event"
+
+
+class ArtifactInvalidError(ConversionError):
+    """A staged training artifact is missing, truncated, unsafe to extract, or lacks a required file.
+
+    Permanent: retrying cannot fix the bytes, so convert reports it instead of retrying."""
+
+    code = "artifact_invalid"
+
+
+class UnsupportedOpError(ConversionError):
+    """The model needs operations that LiteRT's builtin op set lacks (they would need TF Select)."""
+
+    code = "unsupported_op"
+
+    def __init__(self, message: str, ops: list[str] | None = None):
+        super().__init__(message)
+        self.ops = list(ops or [])
+
+
+class ParityError(ConversionError):
+    """The converted model does not answer like the SavedModel within the spec's tolerance."""
+
+    code = "parity_failed"
+
+    def __init__(self, message: str, numbers: dict[str, object] | None = None):
+        super().__init__(message)
+        self.numbers = dict(numbers or {})
+
+
+class ServingBudgetError(ConversionError):
+    """The converted model is too large or too slow for the predict function."""
+
+    code = "serving_budget_exceeded"
+
+    def __init__(self, message: str, numbers: dict[str, object] | None = None):
+        super().__init__(message)
+        self.numbers = dict(numbers or {})
+
+
+class SpecMissingError(SpecError):
+    """A dataset arrived for a model that has no ``datasets/{model}/model.json``."""
+
+    code = "no_spec"
+
+
+class BackendNotConfiguredError(BackendError):
+    """The spec asks for a training backend that this stack does not have (for example Batch)."""
+
+    code = "backend_not_configured"
+
+
+class TrainingError(ModelOpsError):
+    """A training job could not run: hyperparameters missing or malformed, no dataset in its channel."""
+
+    code = "training_failed"

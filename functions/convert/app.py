@@ -1,0 +1,90 @@
+"""convert: a finished training job -> verified LiteRT artifacts, a registry version, the promotion gate.
+
+Triggered by EventBridge (SageMaker / Batch job state changes of this stack's jobs); everything it
+does is in ``modelops.conversion.handle_event`` (docs/convert.md). Real failures raise, so Lambda's
+async retries and the DLQ keep the event; a permanently bad artifact is reported (ConversionFailed)
+instead of retried.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelops import aws, conversion
+from modelops.events import EventBus
+from modelops.registry import Registry
+
+logger = Logger()
+metrics = Metrics()
+
+# One completion per job and status: replays inside the expiry window return the first answer; the
+# registry's dedup_key (the job name) covers replays after it.
+IDEMPOTENCY_KEY = "[detail.TrainingJobName || detail.jobName, detail.TrainingJobStatus || detail.status]"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    registry_bucket: str
+    idempotency_table: str = ""
+    event_bus_name: str = "default"
+    convert_work_dir: str | None = None
+    max_tflite_bytes: int = conversion.Options.max_tflite_bytes
+    max_single_row_latency_us: float = conversion.Options.max_single_row_latency_us
+
+
+def _process(deps: conversion.Deps, event: dict[str, Any]) -> dict[str, Any]:
+    result = conversion.handle_event(event, deps)
+    for name, (unit, value) in result.metrics.items():
+        metrics.add_metric(name=name, unit=unit, value=value)
+    logger.info("convert finished", extra=result.to_dict())
+    return result.to_dict()
+
+
+@functools.cache
+def runtime() -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
+    """Clients, registry, event bus and the (idempotent) processing function: once per warm container."""
+    settings = Settings()
+    s3 = aws.client("s3")
+    deps = conversion.Deps(
+        s3=s3,
+        registry=Registry(s3, settings.registry_bucket, actor="convert"),
+        bus=EventBus(aws.client("events"), settings.event_bus_name),
+        options=conversion.Options(
+            work_dir=settings.convert_work_dir,
+            max_tflite_bytes=settings.max_tflite_bytes,
+            max_single_row_latency_us=settings.max_single_row_latency_us,
+        ),
+    )
+    config = IdempotencyConfig(event_key_jmespath=IDEMPOTENCY_KEY, expires_after_seconds=6 * 3600)
+
+    def process(event: dict[str, Any]) -> dict[str, Any]:
+        return _process(deps, event)
+
+    if settings.idempotency_table:
+        store = DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
+        )
+        process = idempotent_function(data_keyword_argument="event", config=config, persistence_store=store)(
+            process
+        )
+    return process, config
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    process, config = runtime()
+    config.register_lambda_context(context)
+    return process(event=event)

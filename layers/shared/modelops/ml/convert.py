@@ -1,0 +1,349 @@
+"""SavedModel -> LiteRT (``.tflite``), parity against the SavedModel, serving budget (docs/convert.md).
+
+TensorFlow and the LiteRT interpreter are imported inside the functions that need them, so the
+numpy helpers here (:func:`compare_outputs`, :func:`score`) stay cheap to import and test.
+
+- Conversion uses only ``TFLITE_BUILTINS`` (the ops the predict runtime has); a model that needs
+  TF Select ops fails with :class:`UnsupportedOpError` naming them.
+- ``dynamic_int8`` adds ``model.int8.tflite`` (``tf.lite.Optimize.DEFAULT``: int8 weights, float
+  activations).
+- Parity: the SavedModel's ``serving_default`` signature and each ``.tflite`` (through
+  ``ai_edge_litert``, the runtime predict uses) run on the held-out rows. Float32 passes when every
+  output satisfies ``|Δ| <= tolerance * max(1, |reference|)`` (absolute for outputs of magnitude up
+  to 1, relative beyond, so a regression target in the thousands is not failed for float32
+  rounding). int8 is not gated: its metric delta is recorded.
+- Serving budget: ``.tflite`` size and the median single-row latency (``set_tensor``, ``invoke``,
+  ``get_tensor`` on one thread, as predict does), each checked against a limit.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelops.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
+from modelops.spec import LOWER_IS_BETTER
+
+SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Serving budget and parity effort."""
+
+    max_tflite_bytes: int = 100 * 1024 * 1024
+    max_single_row_latency_us: float = 50_000.0
+    latency_calls: int = 200
+    parity_max_rows: int = 10_000
+
+
+@dataclass
+class ConvertOutput:
+    tflite: bytes
+    tflite_int8: bytes | None
+    parity: dict[str, Any]
+    serving_budget: dict[str, Any]
+    frameworks: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- numpy helpers
+def predicted_labels(task: str, out: np.ndarray) -> np.ndarray | None:
+    """Class indices from model outputs (binary: P(class 1) in one column, or one column per class)."""
+    out = np.asarray(out).reshape(out.shape[0], -1)
+    if task == "regression":
+        return None
+    if out.shape[1] == 1:
+        return (out[:, 0] >= 0.5).astype(np.int64)
+    return np.argmax(out, axis=1).astype(np.int64)
+
+
+def _auc_binary(y: np.ndarray, score_: np.ndarray) -> float | None:
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score_, kind="mergesort")
+    ranks = np.empty(len(score_), dtype=np.float64)
+    sorted_scores = score_[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float | None:
+    """The promotion metric of outputs ``out`` against targets ``y`` (None when undefined)."""
+    out = np.asarray(out, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if metric in ("rmse", "mae"):
+        err = out[:, 0] - y
+        return float(np.sqrt(np.mean(err**2))) if metric == "rmse" else float(np.mean(np.abs(err)))
+    labels = y.astype(np.int64)
+    if metric == "accuracy":
+        pred = predicted_labels(task, out)
+        return None if pred is None else float(np.mean(pred == labels))
+    if metric == "auc":
+        if out.shape[1] == 1:
+            return _auc_binary(labels, out[:, 0])
+        aucs = [_auc_binary((labels == k).astype(np.int64), out[:, k]) for k in range(out.shape[1])]
+        defined = [a for a in aucs if a is not None]
+        return float(np.mean(defined)) if defined else None
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def compare_outputs(
+    reference: np.ndarray, got: np.ndarray, *, task: str, tolerance: float | None = None
+) -> dict[str, Any]:
+    """Max/mean |Δ| between two output arrays, the scaled check, and label agreement (classification).
+
+    Non-finite values count as an infinite difference unless both sides are NaN at the same place.
+    """
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    out = np.asarray(got, dtype=np.float64).reshape(len(got), -1)
+    if ref.shape != out.shape:
+        raise ParityError(
+            f"output shapes differ: SavedModel {ref.shape}, tflite {out.shape}",
+            {"savedmodel_shape": list(ref.shape), "tflite_shape": list(out.shape)},
+        )
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(ref - out)
+    both_nan = np.isnan(ref) & np.isnan(out)
+    diff[both_nan] = 0.0
+    diff[~np.isfinite(diff)] = np.inf
+    scaled = diff / np.maximum(1.0, np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0)))
+    result: dict[str, Any] = {
+        "rows": int(ref.shape[0]),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "max_scaled_diff": float(scaled.max()) if scaled.size else 0.0,
+    }
+    labels_ref, labels_out = predicted_labels(task, ref), predicted_labels(task, out)
+    if labels_ref is not None and labels_out is not None:
+        result["label_agreement"] = float(np.mean(labels_ref == labels_out)) if len(labels_ref) else 1.0
+    if tolerance is not None:
+        result["tolerance"] = float(tolerance)
+        result["passed"] = bool(result["max_scaled_diff"] <= tolerance)
+    return result
+
+
+# ---------------------------------------------------------------------------- TensorFlow side
+def _unsupported_ops(exc: Exception) -> list[str]:
+    ops: set[str] = set()
+    for err in getattr(exc, "errors", None) or []:
+        name = getattr(getattr(err, "operator", None), "name", "")
+        if name:
+            ops.add(str(name))
+    if not ops:
+        import re
+
+        text = str(exc)
+        for m in re.finditer(r"TF Select ops: ([^\n]+)", text):
+            ops.update(f"tf.{o.strip()}" for o in m.group(1).split(",") if o.strip())
+        ops.update(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text))
+    return sorted(ops)
+
+
+def to_tflite(saved_model_dir: str | os.PathLike[str], *, quantize: bool = False) -> bytes:
+    """Convert the ``serving_default`` signature with builtin ops only."""
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+        ops = _unsupported_ops(exc)
+        if ops:
+            raise UnsupportedOpError(
+                f"the model uses operations that LiteRT's builtin op set lacks: {', '.join(ops)} "
+                "(they would need TF Select, which the predict runtime does not ship)",
+                ops,
+            ) from exc
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"SavedModel could not be converted to tflite: {first[:500]}") from exc
+
+
+def _signature_io(fn: Any) -> tuple[str, str | None]:
+    _, kwargs = fn.structured_input_signature
+    if len(kwargs) != 1:
+        raise ConversionError(f"the serving signature must take exactly one input, it takes {sorted(kwargs)}")
+    outputs = fn.structured_outputs
+    out_name = None
+    if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise ConversionError(
+                f"the serving signature must have exactly one output, it has {sorted(outputs)}"
+            )
+        out_name = next(iter(outputs))
+    return next(iter(kwargs)), out_name
+
+
+def run_savedmodel(saved_model_dir: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        fn = loaded.signatures[SIGNATURE]
+    except (KeyError, OSError, ValueError) as exc:
+        raise ConversionError(f"SavedModel has no usable {SIGNATURE!r} signature: {exc}") from exc
+    in_name, out_name = _signature_io(fn)
+    try:
+        out = fn(**{in_name: tf.constant(x)})
+    except (tf.errors.OpError, TypeError, ValueError) as exc:
+        raise ConversionError(
+            f"the SavedModel cannot run the held-out rows (shape {x.shape}): {exc}"
+        ) from exc
+    value = out[out_name] if out_name is not None else out
+    return np.asarray(value.numpy())
+
+
+def _interpreter(model: bytes) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model, num_threads=1)
+
+
+def run_tflite(model: bytes, x: np.ndarray) -> np.ndarray:
+    """Run a whole batch through the model's serving signature."""
+    interp = _interpreter(model)
+    runner = interp.get_signature_runner(SIGNATURE)
+    details = runner.get_input_details()
+    if len(details) != 1:
+        raise ConversionError(f"the tflite model must take exactly one input, it takes {sorted(details)}")
+    try:
+        out = runner(**{next(iter(details)): x})
+    except (RuntimeError, ValueError) as exc:
+        raise ConversionError(
+            f"the tflite model cannot run the held-out rows (shape {x.shape}): {exc}"
+        ) from exc
+    if len(out) != 1:
+        raise ConversionError(f"the tflite model must have exactly one output, it has {sorted(out)}")
+    return np.asarray(next(iter(out.values())))
+
+
+def single_row_latency_us(
+    model: bytes, row: np.ndarray, calls: int = 200, warmup: int = 20
+) -> dict[str, float]:
+    """Median and p90 of ``set_tensor`` + ``invoke`` + ``get_tensor`` for one row (one thread)."""
+    interp = _interpreter(model)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    row = np.ascontiguousarray(row.reshape(1, -1), dtype=np.float32)
+    interp.resize_tensor_input(inp["index"], list(row.shape))
+    interp.allocate_tensors()
+    samples = []
+    for i in range(warmup + calls):
+        t0 = time.perf_counter_ns()
+        interp.set_tensor(inp["index"], row)
+        interp.invoke()
+        interp.get_tensor(out["index"])
+        if i >= warmup:
+            samples.append((time.perf_counter_ns() - t0) / 1000.0)
+    samples.sort()
+    return {"median": statistics.median(samples), "p90": samples[int(0.9 * (len(samples) - 1))]}
+
+
+def frameworks() -> dict[str, str]:
+    out = {}
+    for dist in ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy", "keras"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def convert_and_verify(
+    saved_model_dir: str | os.PathLike[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    metric: str,
+    quantize: str = "none",
+    parity_tolerance: float = 1e-4,
+    limits: Limits | None = None,
+) -> ConvertOutput:
+    """Convert, check float32 parity (raise :class:`ParityError`), measure int8, check the budget."""
+    limits = limits or Limits()
+    saved_model_dir = Path(saved_model_dir)
+    x = np.ascontiguousarray(x[: limits.parity_max_rows], dtype=np.float32)
+    y = np.asarray(y[: limits.parity_max_rows])
+    if x.ndim != 2 or len(x) == 0:
+        raise ConversionError(f"held-out rows must be a non-empty 2-D array, got shape {x.shape}")
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    tflite = to_tflite(saved_model_dir)
+    seconds["convert_float32"] = time.perf_counter() - t0
+    int8: bytes | None = None
+    if quantize == "dynamic_int8":
+        t0 = time.perf_counter()
+        int8 = to_tflite(saved_model_dir, quantize=True)
+        seconds["convert_int8"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    reference = run_savedmodel(saved_model_dir, x)
+    out32 = run_tflite(tflite, x)
+    f32 = compare_outputs(reference, out32, task=task, tolerance=parity_tolerance)
+    ref_metric = score(task, metric, y, reference)
+    f32_metric = score(task, metric, y, out32)
+    f32["metric"] = {
+        "name": metric,
+        "savedmodel": ref_metric,
+        "tflite": f32_metric,
+        "delta": None if ref_metric is None or f32_metric is None else f32_metric - ref_metric,
+    }
+    parity: dict[str, Any] = {"rows": int(len(x)), "tolerance": float(parity_tolerance), "float32": f32}
+    if not f32["passed"]:
+        raise ParityError(
+            f"float32 tflite does not match the SavedModel: max |Δ| {f32['max_abs_diff']:.3g} "
+            f"(scaled {f32['max_scaled_diff']:.3g}) > tolerance {parity_tolerance:.3g} on {len(x)} held-out rows",
+            parity,
+        )
+    if int8 is not None:
+        out8 = run_tflite(int8, x)
+        i8 = compare_outputs(reference, out8, task=task)
+        i8_metric = score(task, metric, y, out8)
+        delta = None if i8_metric is None or f32_metric is None else i8_metric - f32_metric
+        worse = None
+        if delta is not None:
+            worse = delta > 0 if LOWER_IS_BETTER[metric] else delta < 0
+        i8["metric"] = {"name": metric, "tflite_int8": i8_metric, "delta_vs_float32": delta, "worse": worse}
+        parity["int8"] = i8
+    seconds["parity"] = time.perf_counter() - t0
+
+    lat = single_row_latency_us(tflite, x[:1], calls=limits.latency_calls)
+    budget: dict[str, Any] = {
+        "tflite_bytes": len(tflite),
+        "single_row_latency_us": round(lat["median"], 2),
+        "single_row_latency_p90_us": round(lat["p90"], 2),
+        "latency_calls": limits.latency_calls,
+        "max_tflite_bytes": limits.max_tflite_bytes,
+        "max_single_row_latency_us": limits.max_single_row_latency_us,
+    }
+    if int8 is not None:
+        lat8 = single_row_latency_us(int8, x[:1], calls=limits.latency_calls)
+        budget["tflite_int8_bytes"] = len(int8)
+        budget["int8_single_row_latency_us"] = round(lat8["median"], 2)
+    over = []
+    if len(tflite) > limits.max_tflite_bytes:
+        over.append(f"model.tflite is {len(tflite)} bytes (limit {limits.max_tflite_bytes})")
+    if lat["median"] > limits.max_single_row_latency_us:
+        over.append(
+            f"single-row latency {lat['median']:.0f} µs (limit {limits.max_single_row_latency_us:.0f} µs)"
+        )
+    if over:
+        raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
+    return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds)

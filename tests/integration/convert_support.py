@@ -1,0 +1,106 @@
+"""Helpers shared by the convert tests (no TensorFlow here): events, job records, tarballs, fakes."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+BUCKET = "registry"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def sagemaker_event(job: str, status: str = "Completed", reason: str | None = None) -> dict[str, Any]:
+    ev = copy.deepcopy(load_event("sagemaker_training_completed.json"))
+    ev["detail"]["TrainingJobName"] = job
+    ev["detail"]["TrainingJobStatus"] = status
+    model = job.split("-")[1] if job.count("-") >= 2 else "demo"
+    ev["detail"]["ModelArtifacts"]["S3ModelArtifacts"] = (
+        f"s3://{BUCKET}/staging/{model}/{job}/output/model.tar.gz"
+    )
+    if reason is not None:
+        ev["detail"]["FailureReason"] = reason
+    return ev
+
+
+def spec(task: str = "regression", **sections: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"task": task, "target": "y", "features": ["a", "b", "c"]}
+    doc.update(sections)
+    return doc
+
+
+def put_job_record(s3: Any, job: str, model: str = "demo", spec_doc: Any = None, **extra: Any) -> None:
+    record = {
+        "job": job,
+        "model": model,
+        "backend": "sagemaker",
+        "dataset": {
+            "uri": f"s3://data/datasets/{model}/train.csv",
+            "bucket": "data",
+            "key": f"datasets/{model}/train.csv",
+            "version_id": "v1",
+            "sha256": "ab" * 32,
+            "rows": 256,
+        },
+        "spec": spec() if spec_doc is None else spec_doc,
+        "spec_sha256": "cd" * 32,
+        "created_at": "2025-01-01T11:00:00Z",
+        "staging_prefix": f"staging/{model}/{job}/",
+        **extra,
+    }
+    s3.put_object(Bucket=BUCKET, Key=f"jobs/{job}.json", Body=json.dumps(record).encode())
+
+
+def artifact_key(model: str, job: str) -> str:
+    return f"staging/{model}/{job}/output/model.tar.gz"
+
+
+def targz(files: dict[str, bytes]) -> bytes:
+    """A tar.gz of in-memory files (name -> bytes)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def targz_dir(root: Path) -> bytes:
+    """A model dir tarred the way SageMaker does (members relative to the dir)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(root.iterdir()):
+            tar.add(path, arcname=path.name)
+    return buf.getvalue()
+
+
+@dataclass
+class FakeBus:
+    """In-memory stand-in for modelops.events.EventBus."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str:
+        json.dumps(detail)  # what EventBridge would receive must be JSON
+        self.sent.append((detail_type, detail))
+        return f"id-{len(self.sent)}"
+
+    def types(self) -> list[str]:
+        return [t for t, _ in self.sent]
+
+    def last(self, detail_type: str) -> dict[str, Any]:
+        return [d for t, d in self.sent if t == detail_type][-1]
+
+
+def registry_keys(s3: Any, prefix: str = "models/") -> list[str]:
+    page = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for o in page.get("Contents", []))
