@@ -14,6 +14,7 @@ from modelops.errors import (
     CorruptDocumentError,
     IntegrityError,
     ModelNotFoundError,
+    PublishInProgressError,
     VersionConflictError,
     VersionNotFoundError,
 )
@@ -256,3 +257,38 @@ def test_registry_over_http_against_moto_server() -> None:
         assert reg.read_artifact(reg.get_manifest("demo", 3), "tflite") == b"ghi"
     finally:
         server.stop()
+
+
+def test_a_live_publish_claim_makes_a_concurrent_duplicate_wait(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
+    # Given writer A claimed job-1 and has not written its manifest yet
+    assert reg._claim("demo", "job-1") is None
+    # When a duplicate delivery arrives
+    with pytest.raises(PublishInProgressError):
+        reg.publish_version("demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1")
+    # Then nothing was published by the duplicate
+    assert reg.list_versions("demo") == []
+
+
+def test_an_abandoned_claim_is_taken_over_once(s3, registry_bucket) -> None:  # type: ignore[no-untyped-def]
+    now = [1000.0]
+    a = Registry(s3, registry_bucket, clock=lambda: now[0])
+    assert a._claim("demo", "job-1") is None  # A dies between claim and manifest
+    now[0] += 901
+    b = Registry(s3, registry_bucket, clock=lambda: now[0])
+    c = Registry(s3, registry_bucket, clock=lambda: now[0])
+    m = b.publish_version("demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1")  # takes over
+    assert m.version == 1
+    assert c.publish_version("demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1").version == 1
+    assert a.list_versions("demo") == [1]
+
+
+def test_alias_reason_from_the_mutation_is_kept(reg: Registry) -> None:
+    publish(reg)
+    doc = reg.update_alias(
+        "demo",
+        "production",
+        lambda cur: AliasDoc(alias="production", version=1, reason="gate: rmse 0.4 < 0.5"),
+        reason="fallback",
+    )
+    assert doc is not None and reg.get_alias("demo")[0].reason == "gate: rmse 0.4 < 0.5"
+    assert reg.history("demo", "production")[-1]["reason"] == "gate: rmse 0.4 < 0.5"

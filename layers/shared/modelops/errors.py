@@ -45,6 +45,12 @@ class VersionConflictError(ModelOpsError):
     code = "version_conflict"
 
 
+class PublishInProgressError(VersionConflictError):
+    """Another writer holds the claim to publish this job's version; retry later."""
+
+    code = "publish_in_progress"
+
+
 class IntegrityError(ModelOpsError):
     """Bytes read from the registry do not match the SHA-256 the manifest recorded."""
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from modelops.errors import (
     IntegrityError,
     InvalidNameError,
     ModelNotFoundError,
+    PublishInProgressError,
     RegistryUnavailableError,
     VersionConflictError,
     VersionNotFoundError,
@@ -43,6 +45,8 @@ else:
     S3Client = Any
 
 MANIFEST_SCHEMA_VERSION = 1
+CLAIM_STALE_SECONDS = 900.0
+"""Lambda's longest timeout: a publish claim older than this was abandoned by a writer that died."""
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 CHUNK = 1024 * 1024
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
@@ -189,11 +193,20 @@ AliasMutation = Callable[[AliasDoc | None], AliasDoc | None]
 class Registry:
     """The S3 model registry. Takes its S3 client as an argument; builds none itself."""
 
-    def __init__(self, s3: S3Client, bucket: str, *, actor: str = "modelops", alias_retries: int = 3):
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        *,
+        actor: str = "modelops",
+        alias_retries: int = 3,
+        clock: Callable[[], float] = time.time,
+    ):
         self.s3 = s3
         self.bucket = bucket
         self.actor = actor
         self.alias_retries = alias_retries
+        self.clock = clock
 
     # ------------------------------------------------------------------ keys
     @staticmethod
@@ -334,7 +347,7 @@ class Registry:
         """
         check_model_name(model)
         if dedup_key is not None:
-            existing = self.find_version(model, dedup_key)
+            existing = self._claim(model, dedup_key)
             if existing is not None:
                 return existing
         refs: dict[str, dict[str, Any]] = {}
@@ -362,6 +375,40 @@ class Registry:
                 return Manifest.from_doc(model, n, doc)
             n += 1
         raise VersionConflictError(f"could not allocate a version of {model} after {max_attempts} attempts")
+
+    def _claim(self, model: str, dedup_key: str) -> Manifest | None:
+        """Reserve ``dedup_key`` before publishing (create-only ``dedup/{sha256(key)}.json``).
+
+        Returns the version already published for the key, if any. A live claim of another writer
+        raises ``PublishInProgressError`` (retry later); a claim older than ``CLAIM_STALE_SECONDS``
+        (the writer died between claim and manifest) is taken over by compare-and-swap, so exactly
+        one replay continues.
+        """
+        key = f"{self.model_prefix(model)}dedup/{sha256_hex(dedup_key.encode())}.json"
+        body = json.dumps({"dedup_key": dedup_key, "claimed_at": now_iso(), "epoch": self.clock()}).encode()
+        if self._create(key, body):
+            return None
+        existing = self.find_version(model, dedup_key)
+        if existing is not None:
+            return existing
+        got = self._get_json(key)
+        if got is None:  # the claim vanished (deleted by hand): claim again
+            if self._create(key, body):
+                return None
+            raise PublishInProgressError(f"{model}: another writer is publishing {dedup_key!r}")
+        doc, etag = got
+        age = self.clock() - float(doc.get("epoch", 0) if isinstance(doc, dict) else 0)
+        if age < CLAIM_STALE_SECONDS:
+            raise PublishInProgressError(
+                f"{model}: another writer is publishing {dedup_key!r} ({age:.0f} s ago)"
+            )
+        try:
+            self._call(self.s3.put_object, Key=key, Body=body, IfMatch=etag, ContentType="application/json")
+        except ClientError as exc:
+            if _is(exc, _CONFLICT_CODES | _MISSING_CODES):
+                raise PublishInProgressError(f"{model}: another writer took over {dedup_key!r}") from exc
+            raise
+        return None
 
     def find_version(self, model: str, dedup_key: str) -> Manifest | None:
         """The version published for ``dedup_key``, newest first; None when there is none."""
@@ -486,7 +533,7 @@ class Registry:
             new.alias = alias
             new.updated_at = now_iso()
             new.updated_by = actor
-            new.reason = reason
+            new.reason = new.reason or reason
             body = json.dumps(new.to_dict(), sort_keys=True).encode()
             try:
                 if etag is None:
@@ -500,7 +547,7 @@ class Registry:
                 if not _is(exc, _CONFLICT_CODES | _MISSING_CODES):
                     raise
                 ok = False
-            self._history(model, alias, current, new, "applied" if ok else "conflict", reason, actor)
+            self._history(model, alias, current, new, "applied" if ok else "conflict", new.reason, actor)
             if ok:
                 return new
         raise VersionConflictError(
