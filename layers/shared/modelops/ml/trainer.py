@@ -1,0 +1,430 @@
+"""The training job's work: read the CSV, train a Keras model, evaluate it, write the model dir.
+
+One code path for every backend (SageMaker, Batch, the local twin): :func:`run_sagemaker` reads the
+SageMaker training-container contract (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``,
+hyperparameters from ``/opt/ml/input/config/hyperparameters.json`` or ``SM_HPS``) and calls
+:func:`train`. What lands in the model dir is listed in docs/contracts.md ("Jobs"); the choices
+(split, early stopping, imputation, metrics) are in docs/training.md.
+
+Kept Python 3.10 compatible: the AWS TensorFlow training image runs 3.10.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelops.baseline import compute_baseline
+from modelops.dataset import LoadedDataset, load_csv, split_sizes
+from modelops.errors import DatasetRejectedError, ModelOpsError, SpecError, TrainingError
+from modelops.spec import ModelSpec, parse_spec
+
+EARLY_STOP_SHARE = 0.15
+"""Share of the training rows held back to decide early stopping (the held-out split is never seen)."""
+MIN_ROWS_FOR_EARLY_STOP_SPLIT = 10
+EPS = 1e-7
+HYPERPARAMETERS_FILE = "/opt/ml/input/config/hyperparameters.json"
+REQUIRED_HYPERPARAMETERS = ("model", "job", "spec")
+
+Log = Callable[[str], None]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+# ---------------------------------------------------------------------------- metrics (numpy only)
+def auc_binary(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties averaged; None without both classes."""
+    y = np.asarray(y).astype(bool).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    sorted_scores = score[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    ranks = np.empty(score.size, dtype=np.float64)
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1.0, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def auc_macro(y: np.ndarray, proba: np.ndarray) -> float | None:
+    """Macro one-vs-rest AUC over the classes that have both positives and negatives in ``y``."""
+    aucs = [auc_binary(y == k, proba[:, k]) for k in range(proba.shape[1])]
+    defined = [a for a in aucs if a is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    err = np.asarray(pred, dtype=np.float64).ravel() - y
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else 0.0
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "r2": r2}
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float | None]:
+    """``proba``: P(class 1) in one column (binary) or one column per class."""
+    y = np.asarray(y).astype(np.int64).ravel()
+    p = np.asarray(proba, dtype=np.float64).reshape(len(y), -1)
+    if p.shape[1] == 1:
+        p1 = np.clip(p[:, 0], EPS, 1 - EPS)
+        pred = (p[:, 0] >= 0.5).astype(np.int64)
+        log_loss = -float(np.mean(y * np.log(p1) + (1 - y) * np.log(1 - p1)))
+        auc = auc_binary(y == 1, p[:, 0])
+    else:
+        pred = np.argmax(p, axis=1)
+        log_loss = -float(np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
+        auc = auc_macro(y, p)
+    return {"accuracy": float(np.mean(pred == y)), "auc": auc, "log_loss": log_loss}
+
+
+def constant_baseline(
+    spec: ModelSpec, y_train: np.ndarray, y_val: np.ndarray, n_classes: int
+) -> dict[str, Any]:
+    """Metrics of the best constant predictor fitted on the training rows (mean, or class priors)."""
+    m: dict[str, float | None]
+    if spec.task == "regression":
+        m = dict(regression_metrics(y_val, np.full(len(y_val), float(np.mean(y_train)))))
+    else:
+        priors = np.bincount(y_train.astype(np.int64), minlength=n_classes) / len(y_train)
+        if spec.task == "binary":
+            m = classification_metrics(y_val, np.full((len(y_val), 1), priors[1]))
+        else:
+            m = classification_metrics(y_val, np.tile(priors, (len(y_val), 1)))
+    return {f"baseline_{k}": v for k, v in m.items()}
+
+
+# ---------------------------------------------------------------------------- data
+def split_indices(n_rows: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) row indices: a seeded permutation, the held-out share taken first."""
+    _, n_val = split_sizes(n_rows, validation_split)
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- model
+def _configure_tf(seed: int, mixed_precision: bool) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # already initialised
+    use_mixed = bool(mixed_precision and gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    return {"gpus": len(gpus), "device": "GPU" if gpus else "CPU", "mixed_precision": use_mixed}
+
+
+def build_model(
+    spec: ModelSpec, x_train: np.ndarray, n_classes: int, y_mean: float = 0.0, y_std: float = 1.0
+) -> Any:
+    """A Keras model: Normalization (adapted on ``x_train``), dense layers from the spec, a task head.
+
+    Regression ends with a fixed rescaling to the target's mean and spread, so the network learns a
+    standardized target while the model answers in the target's own units.
+    """
+    import keras
+
+    t = spec.training
+    inputs = keras.Input(shape=(x_train.shape[1],), name="features", dtype="float32")
+    norm = keras.layers.Normalization(name="normalize")
+    norm.adapt(x_train.astype(np.float32))
+    h = norm(inputs)
+    for i, units in enumerate(t.hidden_units):
+        h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
+        if t.dropout > 0:
+            h = keras.layers.Dropout(t.dropout, seed=t.seed + i, name=f"dropout_{i}")(h)
+    if spec.task == "regression":
+        out = keras.layers.Dense(1, dtype="float32", name="head")(h)
+        out = keras.layers.Rescaling(scale=y_std, offset=y_mean, dtype="float32", name="target_scale")(out)
+        loss = "mse"
+    elif spec.task == "binary":
+        out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(h)
+        loss = "binary_crossentropy"
+    else:
+        out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="head")(h)
+        loss = "sparse_categorical_crossentropy"
+    model = keras.Model(inputs, out, name="modelops")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss)
+    return model
+
+
+def _epoch_logger(epochs: int, log: Log) -> Any:
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            parts = [f"epoch {epoch + 1}/{epochs}"] + [f"{k}={float(v):.6g}" for k, v in sorted(logs.items())]
+            log(" ".join(parts))
+
+    return EpochLog()
+
+
+# ---------------------------------------------------------------------------- the job
+def train(
+    data_path: str | Path,
+    spec: ModelSpec,
+    model_dir: str | Path,
+    *,
+    hyperparameters: Mapping[str, str] | None = None,
+    output_data_dir: str | Path | None = None,
+    mixed_precision: bool = False,
+    log: Log = _print,
+) -> dict[str, Any]:
+    """Train on the CSV at ``data_path`` and write the model dir; returns the held-out metrics.
+
+    Raises ``DatasetRejectedError`` when the file does not validate or is not the dataset the job was
+    started for (``hyperparameters["dataset_sha256"]``).
+    """
+    started = time.time()
+    hps = dict(hyperparameters or {})
+    data_path, model_dir = Path(data_path), Path(model_dir)
+    sha = sha256_file(data_path)
+    expected = hps.get("dataset_sha256") or ""
+    if expected and sha != expected:
+        raise DatasetRejectedError(
+            f"the dataset changed after it was validated: SHA-256 {sha[:12]}... is not the {expected[:12]}... "
+            "the job was started for (upload it again to train on the new content)"
+        )
+    data: LoadedDataset = load_csv(data_path, spec)
+    device = _configure_tf(spec.training.seed, mixed_precision)
+
+    import keras
+    import tensorflow as tf
+
+    t = spec.training
+    n_classes = len(data.classes or [])
+    train_idx, val_idx = split_indices(len(data.y), t.validation_split, t.seed)
+    x_raw_train = data.x[train_idx]
+    means = np.nanmean(np.where(np.isnan(x_raw_train).all(axis=0), 0.0, x_raw_train), axis=0)
+    means = np.nan_to_num(means, nan=0.0)
+    x = np.where(np.isnan(data.x), means, data.x).astype(np.float32)
+    x_train, x_val = x[train_idx], x[val_idx]
+    y = data.y.astype(np.float32) if spec.task == "regression" else data.y.astype(np.int64)
+    y_train, y_val = y[train_idx], y[val_idx]
+
+    # early stopping watches a slice of the training rows, never the held-out split
+    n_es = round(len(train_idx) * EARLY_STOP_SHARE) if len(train_idx) >= MIN_ROWS_FOR_EARLY_STOP_SPLIT else 0
+    es_perm = np.random.default_rng(t.seed + 1).permutation(len(train_idx))
+    fit_rows, es_rows = np.sort(es_perm[n_es:]), np.sort(es_perm[:n_es])
+    y_mean = float(np.mean(y_train[fit_rows])) if spec.task == "regression" else 0.0
+    y_std = float(np.std(y_train[fit_rows])) if spec.task == "regression" else 1.0
+    model = build_model(spec, x_train[fit_rows], n_classes, y_mean, y_std if y_std > 0 else 1.0)
+
+    monitor = "val_loss" if n_es else "loss"
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=t.early_stopping_patience, restore_best_weights=True
+        ),
+        _epoch_logger(t.epochs, log),
+    ]
+    history = model.fit(
+        x_train[fit_rows],
+        y_train[fit_rows],
+        validation_data=(x_train[es_rows], y_train[es_rows]) if n_es else None,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    epochs_run = len(hist.get("loss", []))
+    best_epoch = int(np.argmin(hist[monitor])) + 1 if hist.get(monitor) else epochs_run
+
+    out_val = np.asarray(model.predict(x_val, batch_size=1024, verbose=0), dtype=np.float64)
+    out_train = np.asarray(model.predict(x_train, batch_size=1024, verbose=0), dtype=np.float64)
+    if spec.task == "regression":
+        metrics: dict[str, Any] = regression_metrics(y_val, out_val[:, 0])
+        train_prediction = out_train[:, 0]
+    else:
+        metrics = classification_metrics(y_val, out_val)
+        train_prediction = out_train[:, 0] if spec.task == "binary" else np.argmax(out_train, axis=1)
+    metrics.update(constant_baseline(spec, y_train, y_val, n_classes))
+    metrics["n_val"] = int(len(val_idx))
+    metrics["n_train"] = int(len(train_idx))
+    for name, value in metrics.items():
+        if not name.startswith("n_") and value is not None:
+            log(f"validation:{name}={value:.6g}")
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        model.export(str(model_dir / "saved_model"), format="tf_saved_model", verbose=False)
+    except TypeError:  # Keras before 3.5 (the AWS TF 2.16 image) has no ``verbose``
+        model.export(str(model_dir / "saved_model"), format="tf_saved_model")
+    schema = {
+        "task": spec.task,
+        "target": spec.target,
+        "features": [{"name": f, "dtype": "float32"} for f in data.features],
+        "classes": data.classes,
+    }
+    baseline = compute_baseline(x_raw_train, data.features, train_prediction, seed=t.seed)
+    # plain float32 arrays: readable with np.load(..., allow_pickle=False)
+    np.savez(model_dir / "heldout.npz", x=x_val.astype(np.float32), y=y_val.astype(np.float32))
+    report = data.report.to_dict()
+    record = {
+        "job": hps.get("job"),
+        "model": hps.get("model"),
+        "dataset": {
+            "uri": hps.get("dataset_uri"),
+            "version_id": hps.get("dataset_version_id") or None,
+            "sha256": sha,
+            "rows": int(len(data.y)),
+        },
+        "hyperparameters": hps,
+        "spec": spec.model_dump(mode="json"),
+        "frameworks": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "device": device,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "history": hist,
+        "split": {
+            "seed": t.seed,
+            "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)),
+            "n_early_stopping": int(n_es),
+        },
+        "imputation": {f: float(m) for f, m in zip(data.features, means, strict=True)},
+        "validation": {
+            k: report[k]
+            for k in ("rows", "duplicate_rate", "max_missing_rate", "missing", "excluded_columns")
+        },
+        "duration_s": round(time.time() - started, 3),
+    }
+    _write_json(model_dir / "metrics.json", metrics)
+    _write_json(model_dir / "schema.json", schema)
+    _write_json(model_dir / "baseline.json", baseline)
+    _write_json(model_dir / "training_record.json", record)
+    if output_data_dir is not None:
+        Path(output_data_dir).mkdir(parents=True, exist_ok=True)
+        _write_json(Path(output_data_dir) / "metrics.json", metrics)
+    log(
+        f"trained {spec.task} model on {len(train_idx)} rows in {record['duration_s']}s ({epochs_run} epochs, {device['device']})"
+    )
+    return metrics
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False))
+
+
+# ---------------------------------------------------------------------------- the container contract
+def read_hyperparameters(env: Mapping[str, str]) -> dict[str, str]:
+    """Hyperparameters as strings: the SageMaker config file (exact strings) when present, else ``SM_HPS``.
+
+    The SageMaker training toolkit JSON-decodes values for ``SM_HPS``, so a value may arrive as an
+    object (the spec) or a number; both are turned back into the strings they were sent as.
+    """
+    config_dir = env.get("SM_INPUT_CONFIG_DIR")
+    path = Path(config_dir) / "hyperparameters.json" if config_dir else Path(HYPERPARAMETERS_FILE)
+    raw: Any = None
+    if path.is_file():
+        raw = json.loads(path.read_text())
+    elif env.get("SM_HPS"):
+        raw = json.loads(env["SM_HPS"])
+    if not isinstance(raw, dict):
+        raise TrainingError(f"no hyperparameters: neither {path} nor SM_HPS holds a JSON object")
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        out[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+    missing = [k for k in REQUIRED_HYPERPARAMETERS if not out.get(k)]
+    if missing:
+        raise TrainingError(f"hyperparameters lack {', '.join(missing)}")
+    return out
+
+
+def find_dataset(channel: Path, dataset_uri: str = "") -> Path:
+    """The CSV in the ``train`` channel: the file named like the dataset's key, or the only file."""
+    if not channel.is_dir():
+        raise TrainingError(f"the train channel {channel} does not exist")
+    files = sorted(p for p in channel.rglob("*") if p.is_file())
+    name = dataset_uri.rsplit("/", 1)[-1] if dataset_uri else ""
+    named = [p for p in files if name and p.name == name]
+    if len(named) == 1:
+        return named[0]
+    if len(files) == 1:
+        return files[0]
+    raise TrainingError(
+        f"the train channel holds {len(files)} files and none is unambiguously {name or 'the dataset'!r}"
+    )
+
+
+def write_failure(output_data_dir: Path, message: str) -> Path | None:
+    """SageMaker's ``/opt/ml/output/failure`` (``SM_OUTPUT_DATA_DIR/../failure``); its first 1 KiB is
+    the job's FailureReason."""
+    path = output_data_dir.parent / "failure"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message[:4096])
+    except OSError:
+        return None
+    return path
+
+
+def run_sagemaker(env: Mapping[str, str] | None = None, log: Log = _print) -> int:
+    """Run one job under the SageMaker training-container contract. Exit status: 0 done, 2 bad input
+    (dataset, spec, hyperparameters), 1 anything else; on failure the reason goes to stderr and to
+    the failure file."""
+    env = os.environ if env is None else env
+    channel = Path(env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    output_data = Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    try:
+        hps = read_hyperparameters(env)
+        spec = parse_spec(hps["spec"])
+        data_path = find_dataset(channel, hps.get("dataset_uri", ""))
+        log(f"training {hps.get('model')} job {hps.get('job')} on {data_path.name}")
+        train(
+            data_path,
+            spec,
+            model_dir,
+            hyperparameters=hps,
+            output_data_dir=output_data,
+            mixed_precision=env.get("MODELOPS_MIXED_PRECISION", "") in ("1", "true", "True"),
+            log=log,
+        )
+        return 0
+    except (DatasetRejectedError, SpecError, TrainingError) as exc:
+        message = f"{exc.code}: {exc}"
+        status = 2
+    except ModelOpsError as exc:
+        message = f"{exc.code}: {exc}"
+        status = 1
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        message = f"training failed ({type(exc).__name__}): {exc}"
+        status = 1
+    print(f"training failed: {message}", file=sys.stderr, flush=True)
+    write_failure(output_data, message)
+    return status

@@ -1,0 +1,547 @@
+"""train_trigger on moto: datasets dropped in S3 start exactly one job, bad ones are quarantined."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+from modelops import aws
+from modelops.backends import JobRequest, StartedJob
+from modelops.errors import BackendError
+from modelops.spec import parse_spec
+from modelops.training import (
+    TrainTrigger,
+    TrainTriggerSettings,
+    build,
+    job_name,
+    parse_record,
+    quarantine_prefix,
+    spec_sha256,
+)
+
+EVENT = json.loads((Path(__file__).parents[1] / "events" / "s3_dataset_put.json").read_text())
+ROLE = "arn:aws:iam::123456789012:role/modelops-training"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-training:1"
+SPEC = {"task": "regression", "target": "y", "training": {"instance_type": "ml.g5.2xlarge", "epochs": 3}}
+JOB_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def good_csv(n: int = 30, eol: str = "\n", offset: int = 0) -> bytes:
+    rows = "".join(f"{i},{(i * 7) % 11},{2 * i + (i * 7) % 11 + offset}{eol}" for i in range(n))
+    return f"a,b,y{eol}{rows}".encode()
+
+
+# ---------------------------------------------------------------------------- fixture
+@dataclass
+class Stack:
+    s3: Any
+    sm: Any
+    sqs: Any
+    queue_url: str
+    settings: TrainTriggerSettings
+    seen_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def put(self, key: str, body: bytes, bucket: str = "data") -> dict[str, Any]:
+        """Upload and return the S3 event record AWS would send (key URL-encoded)."""
+        resp = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        record = copy.deepcopy(EVENT["Records"][0])
+        record["s3"]["bucket"]["name"] = bucket
+        record["s3"]["object"].update(
+            key=quote_plus(key, safe="/"),
+            size=len(body),
+            eTag=resp["ETag"].strip('"'),
+            versionId=resp["VersionId"],
+        )
+        return record
+
+    def put_spec(self, spec: Any, model: str = "demo") -> None:
+        body = spec if isinstance(spec, bytes) else json.dumps(spec).encode()
+        self.s3.put_object(Bucket="data", Key=f"datasets/{model}/model.json", Body=body)
+
+    def trigger(self, persistence: bool = True, **overrides: Any) -> TrainTrigger:
+        if not persistence:
+            overrides["idempotency_table"] = ""
+        settings = self.settings.model_copy(update=overrides)
+        store = None
+        if persistence:
+            store = DynamoDBPersistenceLayer(table_name="idempotency", boto3_client=boto3.client("dynamodb"))
+        return build(settings, lambda service: boto3.client(service, region_name="us-east-1"), store)
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        while True:
+            msgs = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not msgs:
+                return self.seen_events
+            for m in msgs:
+                doc = json.loads(m["Body"])
+                self.seen_events.append((doc["detail-type"], doc["detail"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def jobs(self) -> list[str]:
+        return sorted(j["TrainingJobName"] for j in self.sm.list_training_jobs()["TrainingJobSummaries"])
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        return sorted(
+            o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        )
+
+    def json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+@pytest.fixture
+def stack(moto: None) -> Iterator[Stack]:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for bucket in ("data", "registry"):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="modelops-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events = boto3.client("events", region_name="us-east-1")
+    events.put_rule(Name="modelops", EventPattern=json.dumps({"source": ["modelops"]}))
+    events.put_targets(Rule="modelops", Targets=[{"Id": "q", "Arn": queue_arn}])
+    boto3.client("dynamodb", region_name="us-east-1").create_table(
+        TableName="idempotency",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    settings = TrainTriggerSettings(
+        registry_bucket="registry",
+        training_role_arn=ROLE,
+        training_image_uri=IMAGE,
+        idempotency_table="idempotency",
+    )
+    yield Stack(s3, boto3.client("sagemaker", region_name="us-east-1"), sqs, queue_url, settings)
+
+
+# ---------------------------------------------------------------------------- job names
+def test_job_name_is_deterministic_and_follows_the_contract() -> None:
+    name = job_name("demo", "a" * 64, "b" * 64, "modelops")
+    assert name == "modelops-demo-" + hashlib.sha256(("a" * 64 + "b" * 64).encode()).hexdigest()[:12]
+    assert name == job_name("demo", "a" * 64, "b" * 64, "modelops")
+    assert name != job_name("demo", "a" * 64, "c" * 64, "modelops")  # spec changed
+    assert name != job_name("demo", "c" * 64, "b" * 64, "modelops")  # data changed
+    long = job_name("m" * 39 + "x", "a" * 64, "b" * 64, "p" * 21)
+    assert len(long) == 63 and JOB_RE.match(long)
+    with pytest.raises(ValueError):
+        job_name("demo", "a" * 64, "b" * 64, "Bad_Prefix")
+
+
+def test_spec_sha_ignores_formatting_but_not_content() -> None:
+    a = parse_spec(json.dumps(SPEC, indent=4))
+    b = parse_spec(json.dumps({**SPEC, "conversion": {"quantize": "none"}}))  # a default, spelled out
+    c = parse_spec(json.dumps({**SPEC, "training": {**SPEC["training"], "epochs": 4}}))
+    assert spec_sha256(a) == spec_sha256(b) != spec_sha256(c)
+
+
+def test_parse_record_url_decodes_keys() -> None:
+    record = copy.deepcopy(EVENT["Records"][0])
+    record["s3"]["object"]["key"] = "datasets/demo/my+data%2Bv1%C3%A9.csv"
+    obj = parse_record(record)
+    assert obj is not None and obj.key == "datasets/demo/my data+v1é.csv"
+    assert obj.version_id == "096fKKXTRTtl3on89fVO.nfljtsv6qko"
+    assert parse_record({"s3": {}}) is None
+
+
+# ---------------------------------------------------------------------------- accepted
+def test_accepted_dataset_starts_one_sagemaker_job(stack: Stack) -> None:
+    # Given a spec and a dataset
+    stack.put_spec(SPEC)
+    body = good_csv()
+    record = stack.put("datasets/demo/train.csv", body)
+
+    # When the upload's event arrives
+    result = stack.trigger().handle_event({"Records": [record]})
+
+    # Then one job named from the data and spec hashes runs on SageMaker as the spec asks
+    [res] = result["results"]
+    sha = hashlib.sha256(body).hexdigest()
+    job = job_name("demo", sha, spec_sha256(parse_spec(SPEC)), "modelops")
+    assert res["status"] == "started" and res["job"] == job and res["backend"] == "sagemaker"
+    assert stack.jobs() == [job]
+    desc = stack.sm.describe_training_job(TrainingJobName=job)
+    assert desc["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+    assert (
+        desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+        == "s3://data/datasets/demo/train.csv"
+    )
+    assert desc["OutputDataConfig"]["S3OutputPath"] == "s3://registry/staging/demo/"
+    assert desc["HyperParameters"]["dataset_version_id"] == record["s3"]["object"]["versionId"]
+    # and the job record follows docs/contracts.md
+    doc = stack.json("registry", f"jobs/{job}.json")
+    assert {
+        "job",
+        "model",
+        "backend",
+        "dataset",
+        "spec",
+        "spec_sha256",
+        "created_at",
+        "staging_prefix",
+    } <= set(doc)
+    assert doc["dataset"] == {
+        "uri": "s3://data/datasets/demo/train.csv",
+        "bucket": "data",
+        "key": "datasets/demo/train.csv",
+        "version_id": record["s3"]["object"]["versionId"],
+        "sha256": sha,
+        "rows": 30,
+    }
+    assert doc["staging_prefix"] == f"staging/demo/{job}/" and doc["backend"] == "sagemaker"
+    assert parse_spec(doc["spec"]) == parse_spec(SPEC)
+    assert stack.keys("registry", "jobs/") == [f"jobs/{job}.json", f"jobs/{job}.started.json"]
+    # and the stage said so on the bus
+    [(kind, detail)] = stack.events()
+    assert kind == "TrainingJobStarted"
+    assert detail["model"] == "demo" and detail["job"] == job and detail["dataset"]["sha256"] == sha
+    assert stack.keys("data", "quarantine/") == []
+
+
+def test_bom_and_crlf_dataset_is_accepted(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/excel.csv", b"\xef\xbb\xbf" + good_csv(eol="\r\n"))
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "started"
+    assert len(stack.jobs()) == 1
+
+
+def test_url_encoded_key_is_decoded(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    key = "datasets/demo/my data+v1.csv"
+    record = stack.put(key, good_csv())
+    assert record["s3"]["object"]["key"] == "datasets/demo/my+data%2Bv1.csv"
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "started"
+    desc = stack.sm.describe_training_job(TrainingJobName=res["job"])
+    assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://data/{key}"
+
+
+# ---------------------------------------------------------------------------- rejected
+BAD_INPUTS = {
+    "empty": (b"", "empty_file"),
+    "header_only": (b"a,b,y\n", "no_rows"),
+    "missing_target": (good_csv().replace(b"a,b,y", b"a,b,z"), "missing_target"),
+    "text_in_numeric": (good_csv().replace(b"\n5,2,", b"\n5,two,"), "non_numeric"),
+    "nan": (good_csv().replace(b"\n5,2,", b"\nnan,2,"), "non_finite"),
+    "inf": (good_csv().replace(b"\n5,2,", b"\n5,inf,"), "non_finite"),
+    "one_row": (b"a,b,y\n1,2,3\n", "too_few_rows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_dataset_is_quarantined_with_a_reason_and_an_alert(stack: Stack, case: str) -> None:
+    # Given a dataset that must not train
+    body, code = BAD_INPUTS[case]
+    spec = {**SPEC, "features": ["a", "b"]} if case == "text_in_numeric" else SPEC
+    stack.put_spec(spec)
+    record = stack.put("datasets/demo/bad.csv", body)
+    version = record["s3"]["object"]["versionId"]
+
+    # When its event arrives
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+
+    # Then it is rejected with the code, copied to quarantine beside reason.json, and nothing trains
+    assert res["status"] == "rejected" and res["code"] == code
+    prefix = f"quarantine/demo/bad.csv/{version}/"
+    assert stack.keys("data", "quarantine/") == [prefix + "bad.csv", prefix + "reason.json"]
+    assert stack.s3.get_object(Bucket="data", Key=prefix + "bad.csv")["Body"].read() == body
+    reason = stack.json("data", prefix + "reason.json")
+    assert reason["code"] == code and reason["model"] == "demo"
+    assert reason["dataset"]["key"] == "datasets/demo/bad.csv" and reason["dataset"]["version_id"] == version
+    assert reason["reason"]
+    # the original is untouched; no job, no job record
+    assert stack.s3.get_object(Bucket="data", Key="datasets/demo/bad.csv")["Body"].read() == body
+    assert stack.jobs() == [] and stack.keys("registry") == []
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["code"] == code and detail["model"] == "demo"
+    assert detail["quarantine"] == f"s3://data/{prefix}"
+
+
+def test_dataset_for_a_model_without_spec_is_rejected_with_that_reason(stack: Stack) -> None:
+    record = stack.put("datasets/nospec/train.csv", good_csv())
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "no_spec"
+    assert "datasets/nospec/model.json" in res["reason"]
+    assert stack.jobs() == []
+    assert [k for k, _ in stack.events()] == ["DatasetRejected"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        ({"task": "regression", "target": "y", "training": {"epochs": -1}}, "training.epochs"),
+        ({"task": "regression", "target": "y", "colour": "red"}, "colour: unknown key"),
+    ],
+)
+def test_invalid_spec_is_rejected_with_the_field_named(stack: Stack, spec: Any, needle: str) -> None:
+    stack.put_spec(spec)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "invalid_spec"
+    assert needle in res["reason"]
+    assert stack.jobs() == []
+
+
+def test_bad_model_name_in_key_is_rejected(stack: Stack) -> None:
+    record = stack.put("datasets/Bad_Name/train.csv", good_csv())
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "bad_key"
+    assert stack.keys("data", "quarantine/Bad_Name/train.csv/")
+
+
+def test_object_over_the_size_limit_is_rejected_before_reading(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/big.csv", good_csv(200))
+    [res] = stack.trigger(max_dataset_bytes=1000).handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "too_large"
+    assert stack.jobs() == []
+
+
+def test_batch_backend_missing_from_the_stack_is_a_clear_rejection(stack: Stack) -> None:
+    stack.put_spec({**SPEC, "training": {"backend": "batch"}})
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "backend_not_configured"
+    assert "TrainingBackend=batch" in res["reason"]
+
+
+@pytest.mark.parametrize(
+    ("key", "event_name"),
+    [
+        ("datasets/demo/model.json", "ObjectCreated:Put"),
+        ("other/demo/train.csv", "ObjectCreated:Put"),
+        ("datasets/demo/train.csv", "ObjectRemoved:Delete"),
+    ],
+)
+def test_records_that_are_not_datasets_are_ignored(stack: Stack, key: str, event_name: str) -> None:
+    record = stack.put(key, good_csv())
+    record["eventName"] = event_name
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "ignored"
+    assert stack.events() == [] and stack.keys("data", "quarantine/") == []
+
+
+def test_deleted_version_is_reported_gone_not_retried(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    stack.s3.delete_object(
+        Bucket="data", Key="datasets/demo/train.csv", VersionId=record["s3"]["object"]["versionId"]
+    )
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "gone" and stack.jobs() == []
+
+
+# ---------------------------------------------------------------------------- idempotency
+def test_same_event_three_times_starts_one_job(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger()
+
+    results = [trigger.handle_event({"Records": [record]})["results"][0] for _ in range(3)]
+
+    assert [r["status"] for r in results] == ["started"] * 3  # replays answered from the idempotency store
+    assert len({r["job"] for r in results}) == 1
+    assert len(stack.jobs()) == 1
+    assert [k for k, _ in stack.events()] == ["TrainingJobStarted"]
+    items = boto3.client("dynamodb", region_name="us-east-1").scan(TableName="idempotency")["Items"]
+    assert len(items) == 1 and items[0]["status"]["S"] == "COMPLETED"
+
+
+def test_replays_past_the_idempotency_store_still_start_one_job(stack: Stack) -> None:
+    # Given no idempotency store (or an expired record): the job record and marker still hold
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger(persistence=False)
+    statuses = [r["status"] for r in trigger.handle_event({"Records": [record] * 3})["results"]]
+    assert statuses == ["started", "duplicate", "duplicate"]
+    assert len(stack.jobs()) == 1
+    assert [k for k, _ in stack.events()] == ["TrainingJobStarted"]
+
+
+def test_out_of_order_versions_each_train_once(stack: Stack) -> None:
+    # Given two versions of the same key, their events duplicated and delivered out of order
+    stack.put_spec(SPEC)
+    v1 = stack.put("datasets/demo/train.csv", good_csv(offset=0))
+    v2 = stack.put("datasets/demo/train.csv", good_csv(offset=1))
+    trigger = stack.trigger()
+
+    for record in (v2, v1, v2, v1, v1):
+        trigger.handle_event({"Records": [record]})
+
+    # Then each version trained exactly once, on its own bytes
+    jobs = stack.jobs()
+    assert len(jobs) == 2
+    versions = {
+        stack.sm.describe_training_job(TrainingJobName=j)["HyperParameters"]["dataset_version_id"]
+        for j in jobs
+    }
+    assert versions == {v1["s3"]["object"]["versionId"], v2["s3"]["object"]["versionId"]}
+    assert [k for k, _ in stack.events()] == ["TrainingJobStarted"] * 2
+
+
+def test_same_content_under_a_new_key_does_not_retrain_unless_the_spec_changed(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    trigger = stack.trigger()
+    first = trigger.handle_event({"Records": [stack.put("datasets/demo/a.csv", good_csv())]})["results"][0]
+    again = trigger.handle_event({"Records": [stack.put("datasets/demo/b.csv", good_csv())]})["results"][0]
+    assert first["status"] == "started" and again == {**again, "status": "duplicate", "job": first["job"]}
+    assert len(stack.jobs()) == 1
+
+    stack.put_spec({**SPEC, "training": {**SPEC["training"], "epochs": 7}})
+    changed = trigger.handle_event({"Records": [stack.put("datasets/demo/c.csv", good_csv())]})["results"][0]
+    assert changed["status"] == "started" and changed["job"] != first["job"]
+    assert len(stack.jobs()) == 2
+
+
+class FlakyBackend:
+    """Fails the first ``failures`` starts the way a throttled backend does after its retries."""
+
+    name = "sagemaker"
+
+    def __init__(self, inner: Any, failures: int):
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def start(self, req: JobRequest) -> StartedJob:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise BackendError("sagemaker:CreateTrainingJob: still ThrottlingException after 4 attempts")
+        return self.inner.start(req)  # type: ignore[no-any-return]
+
+
+def test_backend_failure_raises_and_the_retry_starts_exactly_one_job(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger()
+    real = trigger.backends("sagemaker")
+    flaky = FlakyBackend(real, failures=2)
+    trigger.backends = lambda name: flaky  # type: ignore[assignment,return-value]
+
+    # The first two deliveries fail (Lambda retries them; the DLQ would keep a third failure)
+    for _ in range(2):
+        with pytest.raises(BackendError):
+            trigger.handle_event({"Records": [record]})
+    assert stack.jobs() == [] and stack.events() == []
+    job_keys = stack.keys("registry", "jobs/")
+    assert len(job_keys) == 1 and job_keys[0].endswith(".json") and ".started" not in job_keys[0]
+
+    # The next retry starts the job once, and a later replay changes nothing
+    [res] = trigger.handle_event({"Records": [record]})["results"]
+    trigger.handle_event({"Records": [record]})
+    assert res["status"] == "started" and stack.jobs() == [res["job"]]
+    assert flaky.calls == 3
+    assert [k for k, _ in stack.events()] == ["TrainingJobStarted"]
+
+
+def test_one_failing_record_does_not_block_the_others(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    good = stack.put("datasets/demo/good.csv", good_csv())
+    bad = stack.put("datasets/demo/bad.csv", b"")
+    trigger = stack.trigger()
+    flaky = FlakyBackend(trigger.backends("sagemaker"), failures=1)
+    trigger.backends = lambda name: flaky  # type: ignore[assignment,return-value]
+    with pytest.raises(BackendError):
+        trigger.handle_event({"Records": [good, bad]})
+    assert [k for k, _ in stack.events()] == ["DatasetRejected"]  # the bad one was still handled
+    results = trigger.handle_event({"Records": [good, bad]})["results"]
+    assert [r["status"] for r in results] == ["started", "rejected"]
+    assert len(stack.jobs()) == 1
+
+
+# ---------------------------------------------------------------------------- the handler
+class FakeContext:
+    function_name = "train_trigger"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:train_trigger"
+    aws_request_id = "11111111-2222-3333-4444-555555555555"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def test_handler_end_to_end_with_template_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "REGISTRY_BUCKET": "registry",
+        "DATA_BUCKET": "data",
+        "JOB_PREFIX": "modelops",
+        "IDEMPOTENCY_TABLE": "idempotency",
+        "TRAINING_ROLE_ARN": ROLE,
+        "TRAINING_IMAGE_URI": "",
+        "BATCH_JOB_QUEUE": "",
+        "BATCH_JOB_DEFINITION": "",
+        "MAX_DATASET_ROWS": "5000000",
+        "MAX_DATASET_BYTES": "104857600",
+        "POWERTOOLS_SERVICE_NAME": "train_trigger",
+    }.items():
+        monkeypatch.setenv(name, value)
+    from functions.train_trigger import app
+
+    app.stage.cache_clear()
+    aws.clear_cache()
+    stack.put_spec(SPEC)
+    event = {
+        "Records": [
+            stack.put("datasets/demo/train.csv", good_csv()),
+            stack.put("datasets/demo/x.csv", b"a,b\n"),
+        ]
+    }
+    try:
+        out = app.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
+        again = app.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
+    finally:
+        app.stage.cache_clear()
+    assert [r["status"] for r in out["results"]] == ["started", "rejected"]
+    assert again == out
+    [job] = stack.jobs()
+    image = stack.sm.describe_training_job(TrainingJobName=job)["AlgorithmSpecification"]["TrainingImage"]
+    assert image.endswith("/tensorflow-training:2.16-gpu-py310")  # no image of our own: the AWS one
+    assert any(k.endswith("/sourcedir.tar.gz") for k in stack.keys("registry", "code/training/"))
+
+
+def test_local_training_url_sends_every_job_to_the_twin(stack: Stack) -> None:
+    from tests.integration.test_backends import FakeTwin
+
+    stack.put_spec({**SPEC, "training": {"backend": "batch"}})
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    with FakeTwin([(200, {"TrainingJobArn": "arn:local"})]) as twin:
+        [res] = stack.trigger(local_training_url=twin.url).handle_event({"Records": [record]})["results"]
+    assert res["status"] == "started" and res["backend"] == "local"
+    [(path, body)] = twin.requests
+    assert path == "/training-jobs" and body["TrainingJobName"] == res["job"]
+    assert stack.json("registry", f"jobs/{res['job']}.json")["backend"] == "local"
+
+
+def test_quarantine_prefix_shape() -> None:
+    assert quarantine_prefix("datasets/demo/x/y.csv", "v1", None) == "quarantine/demo/x/y.csv/v1/"
+    assert quarantine_prefix("datasets/demo/y.csv", None, "abc") == "quarantine/demo/y.csv/etag-abc/"
+
+
+def test_the_handler_imports_no_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, functions.train_trigger.app; "
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'scipy') if m in sys.modules); "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

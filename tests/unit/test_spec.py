@@ -1,0 +1,98 @@
+"""The model spec (datasets/{model}/model.json): typed, strict, and every error names its field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelops.errors import SpecError
+from modelops.spec import ModelSpec, check_model_name, parse_spec
+
+MINIMAL = {"task": "regression", "target": "y"}
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    spec = parse_spec(json.dumps(MINIMAL).encode())
+    assert spec.features is None
+    assert spec.training.backend == "sagemaker"
+    assert spec.training.hidden_units == [64, 32]
+    assert spec.training.validation_split == pytest.approx(0.2)
+    assert spec.metric == "rmse"
+
+
+def test_full_design_example_parses() -> None:
+    raw = {
+        "task": "binary",
+        "target": "label",
+        "features": ["a", "b"],
+        "training": {
+            "backend": "batch",
+            "epochs": 5,
+            "batch_size": 8,
+            "hidden_units": [4],
+            "validation_split": 0.25,
+            "seed": 7,
+            "instance_type": "ml.g5.2xlarge",
+        },
+        "conversion": {"quantize": "dynamic_int8", "parity_tolerance": 1e-3},
+        "promotion": {"metric": "auc", "min_improvement": 0.01, "canary_weight": 0.1},
+        "monitoring": {"psi_threshold": 0.3, "capture_sample_rate": 0.5},
+    }
+    spec = parse_spec(raw)
+    assert isinstance(spec, ModelSpec)
+    assert spec.training.instance_type == "ml.g5.2xlarge"
+    assert spec.metric == "auc"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({**MINIMAL, "colour": "red"}, "colour: unknown key"),
+        ({**MINIMAL, "training": {"epochz": 3}}, "training.epochz: unknown key"),
+        ({**MINIMAL, "task": "ranking"}, "task"),
+        ({"task": "regression"}, "target"),
+        ({**MINIMAL, "training": {"epochs": 0}}, "training.epochs"),
+        ({**MINIMAL, "training": {"validation_split": 0.95}}, "training.validation_split"),
+        ({**MINIMAL, "training": {"hidden_units": [0]}}, "training.hidden_units.0"),
+        ({**MINIMAL, "training": {"instance_type": "g5.xlarge"}}, "training.instance_type"),
+        ({**MINIMAL, "training": {"backend": "kubernetes"}}, "training.backend"),
+        ({**MINIMAL, "features": []}, "features"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_named(raw: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(raw)
+    assert field in str(exc.value)
+    assert exc.value.code == "invalid_spec"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({**MINIMAL, "features": ["a", "a"]}, "duplicate"),
+        ({**MINIMAL, "features": ["a", "y"]}, "target column cannot also be a feature"),
+        ({**MINIMAL, "promotion": {"metric": "auc"}}, "does not apply to regression"),
+        ({"task": "binary", "target": "y", "promotion": {"metric": "rmse"}}, "does not apply to binary"),
+    ],
+)
+def test_inconsistent_specs_are_rejected(raw: dict[str, object], needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(raw)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", "null"])
+def test_not_a_json_object_is_rejected(raw: bytes | str) -> None:
+    with pytest.raises(SpecError):
+        parse_spec(raw)
+
+
+@pytest.mark.parametrize("name", ["demo", "a", "diabetes-2", "x" * 40])
+def test_good_model_names(name: str) -> None:
+    assert check_model_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Demo", "-demo", "de_mo", "x" * 41, "a/b"])
+def test_bad_model_names(name: str) -> None:
+    with pytest.raises(SpecError):
+        check_model_name(name)
