@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from modelops_cli.context import make_context
+from modelops_cli.local import local
 from modelops_cli.models import models
+from modelops_cli.monitor import monitor
 from modelops_cli.status import status
 
 
@@ -24,6 +26,8 @@ def cli(ctx: click.Context, endpoint_url: str | None, region: str | None) -> Non
 
 
 cli.add_command(models)
+cli.add_command(monitor)
+cli.add_command(local)
 cli.add_command(status)
 
 if __name__ == "__main__":  # pragma: no cover

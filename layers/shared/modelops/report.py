@@ -1,0 +1,156 @@
+"""The monitor's ``report.html``: one self-contained page (inline CSS and SVG, no scripts, no links
+to fetch), readable in a browser straight from S3 or from an e-mail attachment."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}
+h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}h3{font-size:1rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
+td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+.drift{background:#ffebe9}.ok{color:#1a7f37}.bad{color:#cf222e;font-weight:600}.muted{color:#57606a}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}
+"""
+_REF, _CUR = "#8c959f", "#cf222e"
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return escape(str(v))
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.2f}%"
+
+
+def bar_chart(feature: dict[str, Any], width: int = 560, height: int = 200) -> str:
+    """Grouped bars: the baseline's and the window's share of each PSI bin of one feature."""
+    ref = [float(p) for p in feature.get("reference_proportions") or []]
+    cur = [float(p) for p in feature.get("current_proportions") or []]
+    edges = [float(e) for e in feature.get("edges") or []]
+    n = max(len(ref), len(cur))
+    if n == 0:
+        return ""
+    top = max([*ref, *cur, 1e-9])
+    pad_l, pad_b, pad_t = 40, 36, 10
+    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
+    slot = plot_w / n
+    bar = slot * 0.38
+    parts = [
+        f'<svg width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="bin shares of {escape(str(feature.get("name")))}">',
+        f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 10}" y2="{pad_t + plot_h}" stroke="#57606a"/>',
+        f'<text x="4" y="{pad_t + 10}" font-size="10" fill="#57606a">{top:.0%}</text>',
+    ]
+    for i in range(n):
+        x0 = pad_l + i * slot + slot * 0.1
+        for j, (vals, colour) in enumerate(((ref, _REF), (cur, _CUR))):
+            v = vals[i] if i < len(vals) else 0.0
+            h = plot_h * v / top
+            parts.append(
+                f'<rect x="{x0 + j * bar:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                f'fill="{colour}"><title>bin {i}: {"baseline" if j == 0 else "window"} {v:.2%}</title></rect>'
+            )
+        if i < len(edges):
+            xe = pad_l + (i + 1) * slot
+            parts.append(
+                f'<text x="{xe:.1f}" y="{height - pad_b + 14 + 10 * (i % 2)}" font-size="9" '
+                f'text-anchor="middle" fill="#57606a">{edges[i]:.3g}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _version_section(r: dict[str, Any]) -> str:
+    out = [
+        f"<h2>{escape(str(r['model']))} v{_num(r['version'])} "
+        f"<span class='muted'>({escape(str(r.get('role') or 'other'))})</span></h2>"
+    ]
+    verdict = str(r.get("verdict"))
+    cls = "bad" if verdict in ("drift", "baseline_error") else ("ok" if verdict == "ok" else "muted")
+    out.append(
+        f"<p>Verdict: <span class='{cls}'>{escape(verdict)}</span>; {_num(r.get('samples'))} rows in "
+        f"{_num(r.get('lines'))} capture lines; max PSI {_num(r.get('max_psi'))} "
+        f"(threshold {_num(r.get('psi_threshold'))}); missing {_pct(r.get('missing_rate'))}.</p>"
+    )
+    if r.get("problem"):
+        out.append(f"<p class='bad'>{escape(str(r['problem']))}</p>")
+    if verdict == "insufficient_samples":
+        out.append(f"<p class='muted'>Fewer than {_num(r.get('min_samples'))} rows: counted, not judged.</p>")
+    bad = r.get("bad") or {}
+    if bad:
+        items = ", ".join(f"{escape(k)}: {_num(v)}" for k, v in sorted(bad.items()))
+        out.append(f"<p>Skipped lines: {items}.</p>")
+    q = r.get("quality")
+    if q:
+        if q.get("error"):
+            out.append(
+                f"<p>Quality on {_num(q.get('labelled'))} labelled rows: {escape(str(q['error']))}</p>"
+            )
+        else:
+            rows = "".join(
+                f"<tr><td>{escape(m)}</td><td>{_num(v)}</td><td>{_num((q.get('heldout') or {}).get(m))}</td>"
+                f"<td>{_num((q.get('delta') or {}).get(m))}</td></tr>"
+                for m, v in (q.get("metrics") or {}).items()
+            )
+            out.append(
+                f"<h3>Quality on {_num(q.get('labelled'))} labelled rows</h3><table><tr><th>metric</th>"
+                f"<th>window</th><th>held-out</th><th>change</th></tr>{rows}</table>"
+            )
+    feats = list(r.get("features") or [])
+    if r.get("prediction"):
+        feats.append({**r["prediction"], "name": "(prediction)"})
+    if feats:
+        drifted = {f["name"] for f in r.get("drifted_features") or []}
+        rows = "".join(
+            f"<tr class='{'drift' if f['name'] in drifted else ''}'><td>{escape(str(f['name']))}</td>"
+            f"<td>{_num(f.get('psi'))}</td><td>{_num(f.get('ks'))}</td><td>{_num(f.get('wasserstein_norm'))}</td>"
+            f"<td>{_pct(f.get('missing_rate'))}</td><td>{_pct(f.get('out_of_range_rate'))}</td>"
+            f"<td>{_num(f.get('mean'))}</td><td>{_num(f.get('std'))}</td></tr>"
+            for f in feats
+        )
+        out.append(
+            "<table><tr><th>feature</th><th>PSI</th><th>KS</th><th>Wasserstein (norm.)</th><th>missing</th>"
+            f"<th>out of range</th><th>mean</th><th>std</th></tr>{rows}</table>"
+        )
+        for f in feats:
+            if f["name"] in drifted:
+                out.append(
+                    f"<h3>{escape(str(f['name']))}: PSI {_num(f.get('psi'))}, KS {_num(f.get('ks'))}</h3>"
+                    f"<p class='legend'><span style='background:{_REF}'></span>baseline"
+                    f"<span style='background:{_CUR}'></span>this window</p>{bar_chart(f)}"
+                )
+    return "".join(out)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The whole page for one model's report (``report.json``'s document)."""
+    model = escape(str(report.get("model")))
+    window = report.get("window") or {}
+    head = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>modelops monitor: {model}</title>"
+        f"<style>{_CSS}</style></head><body>"
+    )
+    verdict = str(report.get("verdict"))
+    body = [
+        f"<h1>Monitor report: {model}</h1>",
+        f"<p>Window {escape(str(window.get('start')))} to {escape(str(window.get('end')))}; verdict "
+        f"<span class='{'bad' if verdict == 'drift' else 'ok'}'>{escape(verdict)}</span>; max PSI "
+        f"{_num(report.get('max_psi'))}; {_num(report.get('samples'))} rows.</p>",
+        "<p class='muted'>PSI on the training baseline's decile bins (empty bins floored at 1e-4); KS is the "
+        "two-sample statistic against the baseline's reference sample; Wasserstein is W1 divided by the "
+        "training standard deviation.</p>",
+    ]
+    body.extend(_version_section(r) for r in report.get("versions") or [])
+    return head + "".join(body) + "</body></html>"
