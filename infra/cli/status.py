@@ -55,12 +55,17 @@ def render(report: dict[str, Any]) -> str:
         lines.append(head)
         mon = m.get("monitor")
         if mon:
-            verdict = "DRIFT" if mon.get("drift") else "ok"
-            if mon.get("verdict") == "insufficient_samples":
-                verdict = "too few samples"
+            verdict = {
+                "drift": "DRIFT",
+                "ok": "ok",
+                "insufficient_samples": "too few samples",
+                "no_baseline": "no baseline",
+            }.get(str(mon.get("verdict")), str(mon.get("verdict", "?")))
+            if mon.get("drift"):
+                verdict = "DRIFT"
             lines.append(
                 f"  last monitor {mon.get('at', '?')}: {verdict}, max PSI {mon.get('max_psi', '-')}, "
-                f"{mon.get('samples', 0)} samples; report {mon.get('report', '-')}"
+                f"{mon.get('samples', 0)} samples; report {mon.get('report_html') or mon.get('report', '-')}"
             )
         else:
             lines.append("  not monitored yet")
