@@ -52,3 +52,26 @@ def registry_bucket(s3) -> str:  # type: ignore[no-untyped-def]
     s3.create_bucket(Bucket="registry")
     s3.put_bucket_versioning(Bucket="registry", VersioningConfiguration={"Status": "Enabled"})
     return "registry"
+
+
+# ---- the local twin (appended by the twin's owner; see docs/local-twin.md) --------------------------
+
+
+@pytest.fixture(scope="session")
+def twin() -> Iterator[object]:
+    """The whole ``template.yaml`` on the local twin (moto + in-process handlers), once per session,
+    on free ports. Talk to it with ``twin.client("s3")``, ``twin.api_url``, ``twin.outputs``; call
+    ``twin.wait_idle()`` instead of sleeping, and read ``twin.invocations``."""
+    from modelops_local.testing import start_twin
+
+    started = start_twin()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(autouse=True)
+def _twin_cold_start(request: pytest.FixtureRequest) -> None:
+    """Tests may call handlers directly (and leave their cached clients built for ``mock_aws``):
+    each test that uses the session twin starts with cold handlers."""
+    if "twin" in request.fixturenames:
+        request.getfixturevalue("twin").cold_start()
