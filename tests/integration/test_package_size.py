@@ -56,3 +56,27 @@ def test_unzipped_size_with_layers_is_within_budget(function: str) -> None:
     size = tree_mb(BUILD / function) + sum(tree_mb(BUILD / layer) for layer in functions[function])
     budget = BUDGET_MB.get(function, AWS_LIMIT_MB * 0.8)
     assert size <= budget, f"{function} with its layers is {size:.1f} MB unzipped; budget {budget:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    "function", ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction"]
+)
+def test_built_function_imports_from_its_own_layers(function: str) -> None:
+    """The handler imports with the layers' copies of our dependencies (boto3 is Lambda's own)."""
+    import subprocess
+    import sys
+
+    layers = zip_functions()[function]
+    path = [str(BUILD / layer / "python") for layer in layers] + [str(BUILD / function)]
+    probe = (
+        "import app, sys, modelops, numpy, pydantic; "
+        "mods = [modelops, numpy, pydantic] + ([sys.modules['ai_edge_litert']] if 'ai_edge_litert' in sys.modules else []); "
+        "bad = [m.__name__ for m in mods if not m.__file__.startswith(sys.argv[1])]; "
+        "heavy = [m for m in ('tensorflow', 'scipy', 'pandas', 'keras') if m in sys.modules]; "
+        "print(bad, heavy); sys.exit(1 if bad or heavy else 0)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "AWS_DEFAULT_REGION": "us-east-1"}
+    r = subprocess.run(
+        [sys.executable, "-c", probe, str(BUILD)], env=env, capture_output=True, text=True, cwd=BUILD
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
