@@ -495,7 +495,9 @@ class PredictService:
         clock: Callable[[], float] = time.monotonic,
     ) -> PredictService:
         registry = Registry(
-            s3 if s3 is not None else aws.client("s3"), settings.registry_bucket, actor="predict"
+            s3 if s3 is not None else aws.client("s3", config=aws.INTERACTIVE_CONFIG),
+            settings.registry_bucket,
+            actor="predict",
         )
         cache = ModelCache(
             registry,
