@@ -148,11 +148,14 @@ class _Tee(io.TextIOBase):
     def __init__(self) -> None:
         super().__init__()
         self.downstream: Any = sys.stdout
+        self.echo = True  # False: keep handler output in the invocation's log only (the demo's choice)
 
     def write(self, s: str) -> int:
         buf = getattr(_Tee.local, "buffer", None)
         if buf is not None:
             buf.append(s)
+            if not self.echo:
+                return len(s)
         try:
             return int(self.downstream.write(s) or 0)
         except ValueError:  # a closed stream (pytest's capture of an earlier test)

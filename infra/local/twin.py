@@ -138,7 +138,9 @@ class Twin:
         telemetry_interval: float = 1.0,
         code_roots: Iterable[str | Path] | None = None,
         seed: int | None = None,
+        echo_handler_output: bool = True,
     ) -> None:
+        lambdas.TEE.echo = echo_handler_output
         self.template_path = Path(template)
         self.port = port
         self.api_port = api_port

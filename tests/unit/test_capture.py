@@ -93,3 +93,20 @@ def test_sizes_must_match() -> None:
 
 def test_iter_lines_skips_blanks() -> None:
     assert list(iter_lines(b"a\n\n  \nb\n")) == [b"a", b"b"]
+
+
+def test_baseline_bins_discrete_traffic_like_the_training_data() -> None:
+    """A discrete feature trained from rounded text must bin full-precision float32 traffic alike."""
+    from modelops.baseline import column_stats
+
+    rng = np.random.default_rng(0)
+    exact = rng.choice([-0.0446416365069974, 0.0506801187398187], size=400)
+    train = np.array([float(f"{v:.6g}") for v in exact])  # as a CSV with 6 significant digits has it
+    stats = column_stats(train)
+    traffic = exact.astype("<f4").astype(np.float64)  # as predict captures it
+    bins = np.bincount(
+        np.searchsorted(stats["edges"], traffic, side="right"), minlength=len(stats["proportions"])
+    )
+    np.testing.assert_allclose(bins / bins.sum(), stats["proportions"])
+    train_bins = np.bincount(np.searchsorted(stats["edges"], train, side="right"), minlength=len(bins))
+    np.testing.assert_allclose(train_bins / train_bins.sum(), stats["proportions"])

@@ -75,7 +75,7 @@ def test_psi_empty_bins_use_the_epsilon_floor(rng: np.random.Generator) -> None:
 
 
 def test_missing_and_out_of_range_rates(rng: np.random.Generator) -> None:
-    train = rng.uniform(-1, 1, 5_000)
+    train = rng.uniform(-1, 1, 5_000).astype(np.float32).astype(np.float64)  # model inputs are float32
     ref = _ref(train)
     current = np.concatenate(
         [
@@ -98,7 +98,7 @@ def test_missing_and_out_of_range_rates(rng: np.random.Generator) -> None:
 
 
 def test_wasserstein_exact_path_matches_scipy_and_is_normalised(rng: np.random.Generator) -> None:
-    train = rng.normal(3.0, 2.0, 10_000)
+    train = rng.normal(3.0, 2.0, 10_000).astype(np.float32).astype(np.float64)  # model inputs are float32
     ref = _ref(train)
     current = rng.normal(3.5, 2.0, 5_000)
     got = drift.compare(ref, drift.partial(ref, current))

@@ -27,8 +27,13 @@ SAMPLE_SIZE = 2000
 
 
 def column_stats(values: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0) -> dict[str, Any]:
-    """Baseline statistics of one numeric column (NaN counts as missing)."""
-    v = np.asarray(values, dtype=np.float64).ravel()
+    """Baseline statistics of one numeric column (NaN counts as missing).
+
+    Values are taken as float32 first: the model's input is float32 and so is captured traffic, and
+    an edge computed in float64 would put a float32-rounded copy of the same value into another bin
+    (a binary feature would look drifted).
+    """
+    v = np.asarray(values, dtype=np.float32).astype(np.float64).ravel()
     finite = v[np.isfinite(v)]
     missing = int(v.size - finite.size)
     if finite.size == 0:
@@ -44,7 +49,7 @@ def column_stats(values: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0) 
             "sample": [],
         }
     qs = np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
-    edges = np.unique(qs)
+    edges = _between_values(np.unique(finite), np.unique(qs))
     idx = np.searchsorted(edges, finite, side="right")
     counts = np.bincount(idx, minlength=edges.size + 1).astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -60,6 +65,21 @@ def column_stats(values: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0) 
         "proportions": [float(c) for c in counts / counts.sum()],
         "sample": [float(s) for s in np.sort(sample)],
     }
+
+
+def _between_values(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Move each edge that sits exactly on a training value to the midpoint below that value.
+
+    Every training value keeps its bin (nothing lies between the two), but a value that arrives a
+    rounding error away from it (a discrete feature written with fewer digits, float32 vs float64)
+    no longer falls into the neighbouring bin. (Below the minimum, out-of-range counts tell.)
+    """
+    edges = edges[edges > values[0]]  # an edge at the minimum only opens a bin no training value is in
+    pos = np.searchsorted(values, edges)
+    on_value = (pos < values.size) & (values[np.minimum(pos, values.size - 1)] == edges)
+    moved = edges.copy()
+    moved[on_value] = (values[pos[on_value] - 1] + values[pos[on_value]]) / 2.0
+    return np.unique(moved)
 
 
 def compute_baseline(

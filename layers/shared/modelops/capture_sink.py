@@ -59,7 +59,7 @@ def encode_lines(
 class CaptureSink:
     """Queues capture lines and sends them to Firehose from a background thread.
 
-    ``firehose_factory`` builds the Firehose client, once, on the sender thread.
+    ``firehose_factory`` builds the Firehose client, once, on the first captured request's thread.
     """
 
     def __init__(
@@ -103,6 +103,17 @@ class CaptureSink:
                 self._failures += 1
             return False
         size = sum(len(line) for line in lines)
+        if self._client is None:
+            # Built once, on the first captured request's thread: it resolves the invocation's
+            # credentials, region and endpoint (the sender thread may see a different environment,
+            # as on the local twin, where each invocation has its own).
+            try:
+                self._client = self._factory()
+            except Exception:
+                log.exception("could not build the Firehose client")
+                with self._cv:
+                    self._failures += len(lines)
+                return False
         with self._cv:
             if self._closed or self._queued_bytes + size > self.max_queue_bytes:
                 self._failures += len(lines)
@@ -187,8 +198,6 @@ class CaptureSink:
         pending = batch
         for attempt in range(2):
             try:
-                if self._client is None:
-                    self._client = self._factory()  # built on the sender thread, off the request path
                 resp = self._client.put_record_batch(
                     DeliveryStreamName=self.stream, Records=[{"Data": line} for line in pending]
                 )
