@@ -193,10 +193,10 @@ class Life:
         return got
 
     # ------------------------------------------------------------------ monitor and alerts
-    def subscribe_alerts(self) -> str:
+    def subscribe_alerts(self, queue_name: str = "demo-alerts") -> str:
         """An SQS queue subscribed to AlertsTopic, as a user's own subscriber would be."""
         sqs = self.twin.client("sqs")
-        url = sqs.create_queue(QueueName="demo-alerts")["QueueUrl"]
+        url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.twin.client("sns").subscribe(
             TopicArn=self.twin.outputs["AlertsTopicArn"], Protocol="sqs", Endpoint=arn
