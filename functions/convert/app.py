@@ -1,7 +1,7 @@
 """convert: a finished training job -> verified LiteRT artifacts, a registry version, the promotion gate.
 
-Triggered by EventBridge (SageMaker / Batch job state changes of this stack's jobs); everything it
-does is in ``modelops.conversion.handle_event`` (docs/convert.md). Real failures raise, so Lambda's
+Triggered by EventBridge (SageMaker training and tuning job / Batch job state changes of this stack's
+jobs); everything it does is in ``modelops.conversion.handle_event`` (docs/convert.md). Real failures raise, so Lambda's
 async retries and the DLQ keep the event; a permanently bad artifact is reported (ConversionFailed)
 instead of retried.
 """
@@ -29,8 +29,12 @@ logger = Logger()
 metrics = Metrics()
 
 # One completion per job and status: replays inside the expiry window return the first answer; the
-# registry's dedup_key (the job name) covers replays after it.
-IDEMPOTENCY_KEY = "[detail.TrainingJobName || detail.jobName, detail.TrainingJobStatus || detail.status]"
+# registry's dedup_key (the job name) covers replays after it. Batch is keyed by job id: the children of
+# an array job share their parent's name (and are ignored), so a child's answer must not stand for it.
+IDEMPOTENCY_KEY = (
+    "[detail.TrainingJobName || detail.HyperParameterTuningJobName || detail.jobId || detail.jobName, "
+    "detail.TrainingJobStatus || detail.HyperParameterTuningJobStatus || detail.status]"
+)
 
 
 class Settings(BaseSettings):
@@ -61,6 +65,7 @@ def runtime() -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
         s3=s3,
         registry=Registry(s3, settings.registry_bucket, actor="convert"),
         bus=EventBus(aws.client("events"), settings.event_bus_name),
+        sagemaker=aws.client("sagemaker"),
         options=conversion.Options(
             work_dir=settings.convert_work_dir,
             max_tflite_bytes=settings.max_tflite_bytes,

@@ -9,6 +9,10 @@
   ``MODELOPS_OUTPUT_S3`` (``s3://RegistryBucket/staging/{model}/{job}/output/model.tar.gz``), which is
   exactly where SageMaker would have put it. A failed Batch job leaves its reason beside it
   (``.../output/failure``).
+- A child of a Batch array job (a search: ``search_mode=array`` in ``SM_HPS``, index
+  ``AWS_BATCH_JOB_ARRAY_INDEX``) trains one trial and writes under
+  ``staging/{model}/{job}/trials/{index:03d}/``: ``output/model.tar.gz`` when the trial completed, then
+  ``trial.json`` (written last, also for a failed trial, which does not fail the child).
 
 Exit status: 0 done, 2 bad input (dataset, spec, hyperparameters), 1 anything else; the reason is
 printed to stderr and written to SageMaker's failure file (``SM_OUTPUT_DATA_DIR/../failure``).
@@ -26,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelops import search as searching
 from modelops.ml.trainer import run_sagemaker, write_failure
 
 
@@ -61,6 +66,8 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
                 import boto3
 
                 s3 = boto3.client("s3")
+            if hps.get(searching.SEARCH_MODE_HP) == "array":
+                out_key = _array_output_key(out_key, env.get("AWS_BATCH_JOB_ARRAY_INDEX", ""))
             bucket, key = _split_s3(str(hps["dataset_uri"]))
             extra = {"VersionId": str(hps["dataset_version_id"])} if hps.get("dataset_version_id") else {}
             s3.download_file(bucket, key, str(channel / key.rsplit("/", 1)[-1]), ExtraArgs=extra or None)
@@ -78,7 +85,15 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
         }
         status = run_sagemaker(job_env)
         prefix = out_key.rsplit("/", 1)[0] + "/"
-        if status == 0:
+        trial = output_data / searching.TRIAL_FILE
+        if status == 0 and trial.is_file():  # an array child: the trial's record is written last
+            trial_prefix = prefix.removesuffix("output/")
+            if json.loads(trial.read_text()).get("state") == "complete":
+                archive = tar_model_dir(model_dir, root / "model.tar.gz")
+                s3.upload_file(str(archive), out_bucket, out_key)
+            s3.put_object(Bucket=out_bucket, Key=trial_prefix + searching.TRIAL_FILE, Body=trial.read_bytes())
+            print(f"trial record s3://{out_bucket}/{trial_prefix}{searching.TRIAL_FILE}", flush=True)
+        elif status == 0:
             archive = tar_model_dir(model_dir, root / "model.tar.gz")
             s3.upload_file(str(archive), out_bucket, out_key)
             print(f"uploaded s3://{out_bucket}/{out_key}", flush=True)
@@ -87,6 +102,16 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
             if failure.is_file():
                 s3.put_object(Bucket=out_bucket, Key=prefix + "failure", Body=failure.read_bytes())
         return status
+
+
+def _array_output_key(out_key: str, index: str) -> str:
+    """``staging/{model}/{job}/output/model.tar.gz`` -> ``.../{job}/trials/{index:03d}/output/model.tar.gz``."""
+    if not index.isdigit():
+        raise ValueError(f"an array child needs AWS_BATCH_JOB_ARRAY_INDEX (got {index[:20]!r})")
+    staging = out_key.removesuffix("output/model.tar.gz")
+    if staging == out_key:
+        raise ValueError(f"MODELOPS_OUTPUT_S3 does not end in output/model.tar.gz: {out_key[:200]!r}")
+    return searching.batch_trial_prefix(staging, int(index)) + "output/model.tar.gz"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

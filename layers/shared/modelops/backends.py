@@ -10,6 +10,11 @@ Three implementations of one interface, all fed the same :class:`JobRequest`:
 - :class:`LocalBackend`: POSTs the same ``CreateTrainingJob`` request as JSON to the local twin
   (``{MODELOPS_LOCAL_TRAINING_URL}/training-jobs``); 409 means "already started".
 
+A spec with ``training.search`` (docs/training.md "Search") becomes, per backend (``plan_search``,
+asked before the job record is written, so a search a backend cannot run is refused before any job
+starts): a SageMaker hyperparameter tuning job (``CreateHyperParameterTuningJob``), a Batch array job of
+independent random trials, or, locally, one job that runs the whole search (Optuna, parallel processes).
+
 Throttling, quota and 5xx errors are retried a bounded number of times with jittered backoff; then
 :class:`~modelops.errors.BackendError` is raised so that Lambda's retries and the DLQ keep the event.
 Clients are passed in; nothing here builds one.
@@ -32,7 +37,8 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from modelops.errors import BackendError
+from modelops import search as searching
+from modelops.errors import BackendError, SearchNotSupportedError
 from modelops.spec import ModelSpec
 
 T = TypeVar("T")
@@ -87,9 +93,10 @@ from modelops.ml.trainer import run_sagemaker
 if __name__ == "__main__":
     sys.exit(run_sagemaker())
 '''
-_SOURCE_REQUIREMENTS = "pydantic>=2.7,<3\n"
+_SOURCE_REQUIREMENTS = "pydantic>=2.12,<3\n"  # Field(exclude_if=...) in modelops.spec
 
 METRIC_NAMES = ("rmse", "mae", "r2", "accuracy", "auc", "log_loss")
+OBJECTIVE_METRICS = ("rmse", "mae", "accuracy", "auc")
 
 
 # ---------------------------------------------------------------------------- the request
@@ -107,6 +114,8 @@ class JobRequest:
     dataset_sha256: str
     rows: int
     registry_bucket: str
+    job_prefix: str = "modelops"
+    """The stack's ``JobPrefix`` (a tuning job's name starts with it)."""
 
     @property
     def dataset_uri(self) -> str:
@@ -160,6 +169,43 @@ class TrainingBackend(Protocol):
     def start(self, req: JobRequest) -> StartedJob:
         """Start the job, or find it already started (same name). Raises ``BackendError``."""
         ...
+
+
+class SearchBackend(TrainingBackend, Protocol):
+    """A backend that can run ``training.search``. A backend without ``plan_search`` cannot."""
+
+    def plan_search(self, req: JobRequest) -> dict[str, Any]:
+        """How this backend runs the request's search (recorded in the job record's ``search``); raises
+        ``SearchNotSupportedError`` for a search it cannot run. Starts nothing."""
+        ...
+
+
+def plan_search(backend: TrainingBackend, req: JobRequest) -> dict[str, Any] | None:
+    """The backend's plan for the request's search (None without one); ``SearchNotSupportedError`` when
+    the backend cannot run it. Called before the job record is written: nothing has started yet."""
+    search = req.spec.training.search
+    if search is None:
+        return None
+    plan = getattr(backend, "plan_search", None)
+    if plan is None:
+        raise SearchNotSupportedError(
+            f"the {backend.name} backend cannot run a search (training.search): use sagemaker, batch or "
+            "the local twin, or remove training.search"
+        )
+    out: dict[str, Any] = plan(req)
+    return out
+
+
+def _search_base(req: JobRequest) -> dict[str, Any]:
+    search = req.spec.training.search
+    assert search is not None
+    return {
+        "strategy": search.strategy,
+        "max_trials": search.max_trials,
+        "max_parallel": search.max_parallel,
+        "objective": searching.objective_name(req.spec.metric),
+        "direction": searching.direction(req.spec),
+    }
 
 
 # ---------------------------------------------------------------------------- retries
@@ -219,10 +265,126 @@ def aws_tensorflow_image(region: str, instance_type: str) -> str:
 
 
 def metric_definitions() -> list[dict[str, str]]:
-    """Regexes that pick the trainer's ``validation:<metric>=<value>`` lines out of the job's log."""
-    return [
-        {"Name": f"validation:{m}", "Regex": f"validation:{m}=([-+0-9.eE]+|nan|inf)"} for m in METRIC_NAMES
-    ] + [{"Name": "train:loss", "Regex": r"epoch \d+/\d+ loss=([-+0-9.eE]+)"}]
+    """Regexes that pick the trainer's ``validation:<metric>=<value>`` lines out of the job's log (and, for
+    a tuning job's trials, the ``objective:<metric>=<value>`` lines: one per epoch, then the final one)."""
+    return (
+        [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([-+0-9.eE]+|nan|inf)"} for m in METRIC_NAMES]
+        + [{"Name": "train:loss", "Regex": r"epoch \d+/\d+ loss=([-+0-9.eE]+)"}]
+        + [
+            {"Name": searching.objective_name(m), "Regex": f"{searching.objective_name(m)}=([-+0-9.eE]+)"}
+            for m in OBJECTIVE_METRICS
+        ]
+    )
+
+
+def parameter_ranges(req: JobRequest) -> dict[str, list[dict[str, Any]]]:
+    """SageMaker's ``ParameterRanges`` for the spec's search: Continuous ``learning_rate`` (Logarithmic or
+    Linear) and ``dropout``, Integer ``epochs``, Categorical ``batch_size`` and ``hidden_units`` (widths
+    joined by ``-``, ``none`` for no hidden layer)."""
+    search = req.spec.training.search
+    assert search is not None
+    continuous, integer, categorical = [], [], []
+    if search.learning_rate is not None:
+        lr = search.learning_rate
+        continuous.append(
+            {
+                "Name": "learning_rate",
+                "MinValue": f"{lr.min:.10g}",
+                "MaxValue": f"{lr.max:.10g}",
+                "ScalingType": "Logarithmic" if lr.log else "Linear",
+            }
+        )
+    if search.dropout is not None:
+        continuous.append(
+            {
+                "Name": "dropout",
+                "MinValue": f"{search.dropout.min:.10g}",
+                "MaxValue": f"{search.dropout.max:.10g}",
+                "ScalingType": "Linear",
+            }
+        )
+    if search.epochs is not None:
+        integer.append(
+            {
+                "Name": "epochs",
+                "MinValue": str(search.epochs.min),
+                "MaxValue": str(search.epochs.max),
+                "ScalingType": "Linear",
+            }
+        )
+    if search.batch_size is not None:
+        categorical.append({"Name": "batch_size", "Values": [str(b) for b in search.batch_size]})
+    if search.hidden_units is not None:
+        categorical.append(
+            {"Name": "hidden_units", "Values": [searching.encode_units(u) for u in search.hidden_units]}
+        )
+    return {
+        "ContinuousParameterRanges": continuous,
+        "IntegerParameterRanges": integer,
+        "CategoricalParameterRanges": categorical,
+    }
+
+
+def create_tuning_job_request(
+    req: JobRequest,
+    *,
+    image: str,
+    role_arn: str,
+    max_runtime_s: int = 86_400,
+    volume_gb: int = 30,
+    extra_hyperparameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``CreateHyperParameterTuningJob`` request for a spec with ``training.search``.
+
+    Each training job it launches runs one trial (static hyperparameter ``search_mode=tuning``; the
+    tuned values come as hyperparameters) with the same image, role, channel and limits as a single
+    job, and writes to ``staging/{model}/{job}/trials/{training job}/output/model.tar.gz``. The objective
+    is ``objective:<promotion metric>`` (Minimize for rmse/mae, Maximize for accuracy/auc); trials that
+    fall behind are stopped early (``TrainingJobEarlyStoppingType`` Auto; Hyperband brings its own).
+    """
+    search = req.spec.training.search
+    if search is None:
+        raise BackendError("a tuning job needs training.search in the spec")
+    single = create_training_job_request(
+        req,
+        image=image,
+        role_arn=role_arn,
+        max_runtime_s=max_runtime_s,
+        volume_gb=volume_gb,
+        extra_hyperparameters={**(extra_hyperparameters or {}), searching.SEARCH_MODE_HP: "tuning"},
+    )
+    config: dict[str, Any] = {
+        "Strategy": {"random": "Random", "bayesian": "Bayesian", "hyperband": "Hyperband"}[search.strategy],
+        "HyperParameterTuningJobObjective": {
+            "Type": "Minimize" if searching.direction(req.spec) == "minimize" else "Maximize",
+            "MetricName": searching.objective_name(req.spec.metric),
+        },
+        "ResourceLimits": {
+            "MaxNumberOfTrainingJobs": search.max_trials,
+            "MaxParallelTrainingJobs": search.parallel,
+        },
+        "ParameterRanges": parameter_ranges(req),
+        "TrainingJobEarlyStoppingType": "Off" if search.strategy == "hyperband" else "Auto",
+        "RandomSeed": search.seed if search.seed is not None else req.spec.training.seed,
+    }
+    if search.strategy == "hyperband":
+        config["StrategyConfig"] = {
+            "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": req.spec.training.epochs}
+        }
+    return {
+        "HyperParameterTuningJobName": searching.tuning_job_name(req.job, req.job_prefix),
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": single["HyperParameters"],
+            "AlgorithmSpecification": single["AlgorithmSpecification"],
+            "RoleArn": role_arn,
+            "InputDataConfig": single["InputDataConfig"],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{req.registry_bucket}/{req.staging_prefix}trials/"},
+            "ResourceConfig": single["ResourceConfig"],
+            "StoppingCondition": single["StoppingCondition"],
+        },
+        "Tags": single["Tags"],
+    }
 
 
 def create_training_job_request(
@@ -360,7 +522,8 @@ class SageMakerBackend:
                 "sagemaker_region": json.dumps(self.region),
                 "sagemaker_container_log_level": "20",
             }
-        return create_training_job_request(
+        build = create_training_job_request if req.spec.training.search is None else create_tuning_job_request
+        return build(
             req,
             image=image,
             role_arn=self.role_arn,
@@ -368,7 +531,17 @@ class SageMakerBackend:
             extra_hyperparameters=extra,
         )
 
+    def plan_search(self, req: JobRequest) -> dict[str, Any]:
+        """Every strategy runs as a SageMaker hyperparameter tuning job."""
+        return {
+            **_search_base(req),
+            "mode": "tuning",
+            "tuning_job": searching.tuning_job_name(req.job, req.job_prefix),
+        }
+
     def start(self, req: JobRequest) -> StartedJob:
+        if req.spec.training.search is not None:
+            return self._start_tuning(req)
         request = self.request(req)
         try:
             resp = self.retry.call(
@@ -379,6 +552,34 @@ class SageMakerBackend:
                 return StartedJob(req.job, self.name, self._arn(req.job), already_started=True)
             raise BackendError(f"sagemaker:CreateTrainingJob refused {req.job}: {error_code(exc)}") from exc
         return StartedJob(req.job, self.name, str(resp.get("TrainingJobArn", "")))
+
+    def _start_tuning(self, req: JobRequest) -> StartedJob:
+        request = self.request(req)
+        name = request["HyperParameterTuningJobName"]
+        try:
+            resp = self.retry.call(
+                "sagemaker:CreateHyperParameterTuningJob",
+                lambda: self.sm.create_hyper_parameter_tuning_job(**request),
+                _aws_retryable,
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ResourceInUse":
+                return StartedJob(req.job, self.name, self._tuning_arn(name), already_started=True)
+            raise BackendError(
+                f"sagemaker:CreateHyperParameterTuningJob refused {name} (job {req.job}): {error_code(exc)}"
+            ) from exc
+        return StartedJob(req.job, self.name, str(resp.get("HyperParameterTuningJobArn", "")))
+
+    def _tuning_arn(self, name: str) -> str:
+        try:
+            resp = self.retry.call(
+                "sagemaker:DescribeHyperParameterTuningJob",
+                lambda: self.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+                _aws_retryable,
+            )
+        except ClientError:
+            return ""
+        return str(resp.get("HyperParameterTuningJobArn", ""))
 
     def _arn(self, job: str) -> str:
         try:
@@ -406,13 +607,31 @@ class BatchBackend:
         self.job_definition = job_definition
         self.retry = retry or RetryPolicy()
 
+    def plan_search(self, req: JobRequest) -> dict[str, Any]:
+        """An array job of independent trials (``random`` only: no trial can learn from another); a
+        one-trial search runs in a single job."""
+        search = req.spec.training.search
+        assert search is not None
+        if search.strategy != "random":
+            raise SearchNotSupportedError(
+                f"the batch backend runs a search as an array job of independent trials, so it supports "
+                f"strategy 'random' only (got {search.strategy!r}); use sagemaker for bayesian or hyperband"
+            )
+        if search.max_trials < 2:  # an array job has 2 to 10,000 children
+            return {**_search_base(req), "mode": "in_job"}
+        return {**_search_base(req), "mode": "array", "array_size": search.max_trials}
+
     def request(self, req: JobRequest) -> dict[str, Any]:
+        hps = req.hyperparameters()
+        plan = self.plan_search(req) if req.spec.training.search is not None else None
+        if plan is not None and plan["mode"] == "array":
+            hps[searching.SEARCH_MODE_HP] = "array"
         env = {
-            "SM_HPS": json.dumps(req.hyperparameters(), sort_keys=True),
+            "SM_HPS": json.dumps(hps, sort_keys=True),
             "MODELOPS_OUTPUT_S3": req.output_uri,
             "MODELOPS_JOB_NAME": req.job,
         }
-        return {
+        out: dict[str, Any] = {
             "jobName": req.job,
             "jobQueue": self.job_queue,
             "jobDefinition": self.job_definition,
@@ -420,6 +639,9 @@ class BatchBackend:
             "tags": req.tags(),
             "propagateTags": True,
         }
+        if plan is not None and plan["mode"] == "array":
+            out["arrayProperties"] = {"size": plan["array_size"]}
+        return out
 
     def find(self, job: str) -> str | None:
         """The id of a job of that name in the queue (any status), or None (also when the role may not
@@ -504,6 +726,10 @@ class LocalBackend:
 
     def request(self, req: JobRequest) -> dict[str, Any]:
         return create_training_job_request(req, image=self.image, role_arn=self.role_arn)
+
+    def plan_search(self, req: JobRequest) -> dict[str, Any]:
+        """The twin runs the whole search inside the one training job (parallel processes, Optuna)."""
+        return {**_search_base(req), "mode": "in_job"}
 
     def _post(self, body: bytes) -> dict[str, Any]:
         http = urllib.request.Request(

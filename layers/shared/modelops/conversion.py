@@ -12,8 +12,10 @@ event                                          outcome
 ============================================  ==========================================================
 not a SageMaker/Batch job state change          ``ignored`` (logged)
 non-terminal status (InProgress, RUNNING...)    ``ignored``
-no ``jobs/{job}.json`` in the registry bucket   ``ignored``: another stack's job
+no ``jobs/{job}.json`` in the registry bucket   ``ignored``: another stack's job (a tuning job's own training
+                                                jobs and Batch array children too: the search's event counts)
 job Failed / Stopped / FAILED                   ``training_failed``: TrainingJobFailed event, registry untouched
+a search in which no trial completed            ``training_failed`` (the reason lists the trials' errors)
 artifact missing, truncated, unsafe, or         ``conversion_failed``: ConversionFailed event, no version,
 lacks a file; spec invalid; unsupported op;     no retry (the same bytes fail the same way)
 parity or serving budget failed
@@ -21,6 +23,8 @@ a version was already published for the job     ``replayed``: no new version; th
                                                 decided about that version
 completed job                                   ``published``: one version, ModelVersionPublished, gate,
                                                 ModelPromoted or PromotionRejected
+completed search (tuning job, Batch array job,  ``published``: the best trial's model, exactly like a single
+or a job that ran its search itself)            run; every trial in the manifest's ``search``
 S3 throttling / 5xx / network, EventBridge      raises: Lambda retries, then the DLQ keeps the event
 failure, alias CAS retry budget spent, bugs
 ============================================  ==========================================================
@@ -47,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 
 from modelops import gate
+from modelops import search as searching
 from modelops.errors import (
     ArtifactInvalidError,
     ConversionError,
@@ -59,7 +64,7 @@ from modelops.errors import (
     SpecError,
 )
 from modelops.registry import Manifest, Registry
-from modelops.spec import ModelSpec, check_model_name, parse_spec
+from modelops.spec import ModelSpec, SearchSpec, check_model_name, parse_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelops.ml.convert import ConvertOutput
@@ -111,6 +116,8 @@ class Deps:
     registry: Registry
     bus: EventSink
     options: Options = field(default_factory=Options)
+    sagemaker: Any = None
+    """Needed for tuning job events only (DescribeHyperParameterTuningJob, ListTrainingJobsFor...)."""
 
     @property
     def bucket(self) -> str:
@@ -126,6 +133,11 @@ class JobEvent:
     reason: str
     artifact_uri: str | None
     hyperparameters: dict[str, str]
+    kind: str = "training"
+    """``training`` (SageMaker or the twin), ``tuning`` (a SageMaker tuning job: ``job`` is its name until
+    resolved), ``batch``."""
+    array_index: int | None = None
+    """Set for a child of a Batch array job (its parent's event is the one that counts)."""
 
 
 @dataclass
@@ -174,7 +186,17 @@ def parse_job_event(event: Any) -> JobEvent | None:
     source, kind, detail = event.get("source"), event.get("detail-type"), event.get("detail")
     if not isinstance(detail, Mapping):
         detail = {}
-    if source == "aws.sagemaker" and kind == "SageMaker Training Job State Change":
+    array_index: int | None = None
+    event_kind = "training"
+    if source == "aws.sagemaker" and kind == "SageMaker HyperParameter Tuning Job State Change":
+        job, raw = (
+            detail.get("HyperParameterTuningJobName"),
+            str(detail.get("HyperParameterTuningJobStatus", "")),
+        )
+        status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
+        reason = str(detail.get("FailureReason") or ("stopped" if raw == "Stopped" else ""))
+        uri, hyper, backend, event_kind = None, {}, "sagemaker", "tuning"
+    elif source == "aws.sagemaker" and kind == "SageMaker Training Job State Change":
         job, raw = detail.get("TrainingJobName"), str(detail.get("TrainingJobStatus", ""))
         status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
         reason = str(detail.get("FailureReason") or ("stopped" if raw == "Stopped" else ""))
@@ -187,11 +209,25 @@ def parse_job_event(event: Any) -> JobEvent | None:
         job, raw = detail.get("jobName"), str(detail.get("status", ""))
         status = {"SUCCEEDED": "completed", "FAILED": "failed"}.get(raw, "other")
         reason, uri, hyper, backend = str(detail.get("statusReason") or ""), None, {}, "batch"
+        event_kind = "batch"
+        array = detail.get("arrayProperties")
+        if isinstance(array, Mapping) and isinstance(array.get("index"), int):
+            array_index = int(array["index"])
     else:
         return None
     if not isinstance(job, str) or not JOB_NAME_RE.match(job):
         raise InvalidEventError(f"{kind} event without a valid job name: {str(job)[:80]!r}")
-    return JobEvent(job, backend, status, raw, reason, str(uri) if uri else None, hyper)
+    return JobEvent(
+        job,
+        backend,
+        status,
+        raw,
+        reason,
+        str(uri) if uri else None,
+        hyper,
+        kind=event_kind,
+        array_index=array_index,
+    )
 
 
 # ---------------------------------------------------------------------------- S3 helpers
@@ -337,6 +373,8 @@ class Bundle:
     training_record: dict[str, Any]
     x: Any  # np.ndarray float32 (rows, features)
     y: Any  # np.ndarray
+    search: dict[str, Any] | None = None
+    """``trials.json`` of a job that ran its search itself (every trial), when present."""
 
     @property
     def saved_model(self) -> Path:
@@ -366,6 +404,11 @@ def read_bundle(root: Path, task: str) -> Bundle:
     record = _json_file(root, "training_record.json") if (root / "training_record.json").is_file() else {}
     baseline = (root / "baseline.json").read_bytes()
     _json_file(root, "baseline.json")
+    search = None
+    if (root / searching.TRIALS_FILE).is_file():
+        search = _json_file(root, searching.TRIALS_FILE)
+        if not isinstance(search.get("trials"), list):
+            raise ArtifactInvalidError(f"{searching.TRIALS_FILE} in the training artifact has no trials list")
     features = schema.get("features")
     if not isinstance(features, list) or not features:
         raise ArtifactInvalidError("schema.json has no features")
@@ -381,7 +424,7 @@ def read_bundle(root: Path, task: str) -> Bundle:
         raise ArtifactInvalidError(
             f"heldout.npz x has shape {x.shape} and y {y.shape}; expected (rows > 0, {len(features)}) and (rows,)"
         )
-    return Bundle(root, schema, metrics, baseline, record, x, y)
+    return Bundle(root, schema, metrics, baseline, record, x, y, search)
 
 
 # ---------------------------------------------------------------------------- orchestration
@@ -392,12 +435,147 @@ def handle_event(event: Any, deps: Deps) -> Result:
         return _ignored(None, f"not a training job state change: {str(_get(event, 'detail-type'))[:80]}")
     if job_event.status == "other":
         return _ignored(job_event.job, f"job status {job_event.raw_status!r} is not final")
+    if job_event.array_index is not None:
+        return _ignored(job_event.job, "a child of a Batch array job: the parent's event converts the search")
+    if job_event.kind == "tuning":
+        return handle_tuning_job(job_event, deps)
     record = load_job_record(deps.s3, deps.bucket, job_event.job)
     if record is None:
         return _ignored(job_event.job, "no job record in this stack's registry: another stack's job")
     if job_event.status == "failed":
         return _training_failed(deps, job_event, record)
+    plan = record.doc.get("search")
+    if job_event.kind == "batch" and isinstance(plan, Mapping) and plan.get("mode") == "array":
+        return convert_batch_search(job_event, record, deps)
     return convert_job(job_event, record, deps)
+
+
+# ---------------------------------------------------------------------------- searches
+def _trials_prefix(model: str, job: str) -> str:
+    return f"staging/{model}/{job}/trials/"
+
+
+def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
+    """A SageMaker tuning job ended: find our job (its static ``job`` hyperparameter, checked against the
+    job record's ``search.tuning_job``), then convert the best training job's model, with every trial
+    (``ListTrainingJobsForHyperParameterTuningJob``) in the manifest. No trial completed: TrainingJobFailed."""
+    if deps.sagemaker is None:
+        raise RuntimeError("convert has no SageMaker client: it cannot resolve a tuning job's best trial")
+    name = ev.job
+    try:
+        desc = deps.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    except ClientError as exc:
+        if _code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+            return _ignored(name, "no such tuning job")
+        raise
+    definition = desc.get("TrainingJobDefinition") or {}
+    static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
+    job = static.get("job", "")
+    if not JOB_NAME_RE.match(job):
+        return _ignored(name, "a tuning job that names no modelops job")
+    record = load_job_record(deps.s3, deps.bucket, job)
+    if record is None:
+        return _ignored(job, "no job record in this stack's registry: another stack's job")
+    plan = record.doc.get("search")
+    if not isinstance(plan, Mapping) or plan.get("tuning_job") != name:
+        return _ignored(job, f"the job record does not name tuning job {name}")
+    raw = str(desc.get("HyperParameterTuningJobStatus") or ev.raw_status)
+    status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
+    reason = str(desc.get("FailureReason") or ev.reason or ("stopped" if raw == "Stopped" else ""))
+    jev = JobEvent(job, "sagemaker", status, raw, reason, None, static, kind="tuning")
+    if status == "other":
+        return _ignored(job, f"tuning job {name} is {raw!r}, not final")
+    if status == "failed":
+        return _training_failed(deps, jev, record)
+    spec = record.spec
+    if spec is None or spec.training.search is None:
+        return convert_job(jev, record, deps)  # reports the spec problem
+    trials = _tuning_trials(deps.sagemaker, name, spec.training.search)
+    best = str((desc.get("BestTrainingJob") or {}).get("TrainingJobName") or "")
+    if not best:
+        failed = JobEvent(job, "sagemaker", "failed", raw, searching.failure_reason(trials), None, static)
+        return _training_failed(deps, failed, record)
+    if not JOB_NAME_RE.match(best) or not best.startswith(f"{name}-"):
+        raise InvalidEventError(f"tuning job {name} names an unexpected best training job {best[:80]!r}")
+    doc = searching.summary(
+        spec, trials, backend_mode="tuning", extra={"tuning_job": name, "best_training_job": best}
+    )
+    for t in trials:
+        if t.get("training_job") == best:
+            doc["best_trial"], doc["best_value"] = t["number"], t["value"]
+    key = f"{_trials_prefix(record.model, job)}{best}/{ARTIFACT_FILE}"
+    return convert_job(jev, record, deps, key=key, search=doc)
+
+
+def _tuning_trials(sm: Any, name: str, search: SearchSpec) -> list[dict[str, Any]]:
+    summaries: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}
+        if token:
+            kwargs["NextToken"] = token
+        resp = sm.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs)
+        summaries.extend(resp.get("TrainingJobSummaries") or [])
+        token = resp.get("NextToken")
+        if not token:
+            return searching.trials_from_tuning_jobs(summaries, search)
+
+
+def convert_batch_search(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
+    """A Batch array job ended: every child left ``trials/{index:03d}/trial.json`` (and, when it completed,
+    ``output/model.tar.gz``); convert the best complete trial's model. No trial completed: TrainingJobFailed."""
+    spec = record.spec
+    if spec is None or spec.training.search is None:
+        return convert_job(ev, record, deps)  # reports the spec problem
+    size = int((record.doc.get("search") or {}).get("array_size") or spec.training.search.max_trials)
+    prefix = _trials_prefix(record.model, ev.job)
+    found: dict[int, dict[str, Any]] = {}
+    for key in _list_keys(deps.s3, deps.bucket, prefix):
+        parts = key[len(prefix) :].split("/")
+        if len(parts) != 2 or parts[1] != searching.TRIAL_FILE or not parts[0].isdigit():
+            continue
+        index = int(parts[0])
+        try:
+            body = deps.s3.get_object(Bucket=deps.bucket, Key=key)["Body"].read()
+            found[index] = searching.load_trial(body)
+        except ClientError as exc:
+            raise _transient(exc, key) from exc
+        except ValueError as exc:
+            found[index] = searching.trial_doc(
+                index, {}, "failed", error=f"unreadable {searching.TRIAL_FILE}: {exc}"
+            )
+    trials = [
+        found.get(i) or searching.trial_doc(i, {}, "failed", error="the child job left no trial record")
+        for i in range(max(size, max(found, default=-1) + 1))
+    ]
+    best = searching.best_trial(trials, searching.direction(spec) == "minimize")
+    if best is None:
+        failed = JobEvent(
+            ev.job, ev.backend, "failed", ev.raw_status, searching.failure_reason(trials), None, {}
+        )
+        return _training_failed(deps, failed, record)
+    doc = searching.summary(spec, trials, backend_mode="array", extra={"array_size": size})
+    key = (
+        searching.batch_trial_prefix(f"staging/{record.model}/{ev.job}/", int(best["number"])) + ARTIFACT_FILE
+    )
+    return convert_job(ev, record, deps, key=key, search=doc)
+
+
+def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        try:
+            resp = s3.list_objects_v2(**kwargs)
+        except ClientError as exc:
+            raise _transient(exc, f"s3://{bucket}/{prefix}") from exc
+        keys.extend(str(o["Key"]) for o in resp.get("Contents", []))
+        token = resp.get("NextContinuationToken")
+        if not resp.get("IsTruncated") or not token:
+            return keys
 
 
 def _get(event: Any, key: str) -> Any:
@@ -466,14 +644,23 @@ def artifact_key(model: str, job: str) -> str:
     return f"staging/{model}/{job}/{ARTIFACT_FILE}"
 
 
-def convert_job(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
+def convert_job(
+    ev: JobEvent,
+    record: JobRecord,
+    deps: Deps,
+    *,
+    key: str | None = None,
+    search: dict[str, Any] | None = None,
+) -> Result:
+    """Convert the job's model (``key``: the best trial's archive of a search, else the contract's
+    ``artifact_key``) and publish it; ``search`` (else the archive's ``trials.json``) goes to the manifest."""
     model, spec, opts = record.model, record.spec, deps.options
     if spec is None:
         return _conversion_failed(deps, ev, model, record.spec_error or SpecError("no spec"), stage="spec")
     existing = deps.registry.find_version(model, ev.job)
     if existing is not None:
         return _replay(ev, record, spec, existing, deps)
-    key = artifact_key(model, ev.job)
+    key = key or artifact_key(model, ev.job)
     if ev.artifact_uri and ev.artifact_uri != f"s3://{deps.bucket}/{key}":
         logger.warning(
             "event names another artifact; using the contract's",
@@ -503,6 +690,8 @@ def convert_job(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
         savedmodel = deterministic_targz(bundle.saved_model, "saved_model")
         conversion_id = uuid.uuid4().hex
         metadata = _metadata(ev, record, spec, bundle, out, conversion_id)
+        if search is not None or bundle.search is not None:
+            metadata["search"] = search if search is not None else bundle.search
         artifacts: dict[str, tuple[str, bytes | Path]] = {"tflite": ("model.tflite", out.tflite)}
         if out.tflite_int8 is not None:
             artifacts["tflite_int8"] = ("model.int8.tflite", out.tflite_int8)
@@ -594,6 +783,17 @@ def _published_detail(manifest: Manifest) -> dict[str, Any]:
         },
         "serving_budget": manifest.get("serving_budget"),
         "artifacts": sorted(manifest.artifacts),
+        **_search_brief(manifest.get("search")),
+    }
+
+
+def _search_brief(search: Any) -> dict[str, Any]:
+    if not isinstance(search, Mapping):
+        return {}
+    keys = ("strategy", "mode", "best_trial", "best_value", "counts", "direction")
+    return {
+        "search": {k: search.get(k) for k in keys}
+        | {"objective": (search.get("objective") or {}).get("name")}
     }
 
 

@@ -141,3 +141,25 @@ class TrainingError(ModelOpsError):
     """A training job could not run: hyperparameters missing or malformed, no dataset in its channel."""
 
     code = "training_failed"
+
+
+class SearchNotSupportedError(BackendNotConfiguredError):
+    """The spec asks for a search that its training backend cannot run (checked before any job starts)."""
+
+    code = "search_not_supported"
+
+
+class SearchFailedError(ModelOpsError):
+    """Every trial of a search failed (or none completed): the job fails and no version is published."""
+
+    code = "search_failed"
+
+
+class TrialPrunedError(ModelOpsError):
+    """A search trial was stopped early because it was doing worse than the others (not a failure)."""
+
+    code = "trial_pruned"
+
+    def __init__(self, message: str, epochs_run: int = 0):
+        super().__init__(message)
+        self.epochs_run = epochs_run

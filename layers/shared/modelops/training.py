@@ -46,9 +46,10 @@ from modelops.backends import (
     SageMakerBackend,
     StartedJob,
     TrainingBackend,
+    plan_search,
 )
 from modelops.dataset import CHUNK, DatasetReport, Limits, validate_stream
-from modelops.errors import BackendNotConfiguredError, SpecError, SpecMissingError
+from modelops.errors import BackendNotConfiguredError, SearchNotSupportedError, SpecError, SpecMissingError
 from modelops.events import EventBus
 from modelops.spec import MODEL_NAME_RE, ModelSpec, parse_spec
 
@@ -422,7 +423,12 @@ class TrainTrigger:
             dataset_sha256=report.sha256,
             rows=report.rows,
             registry_bucket=self.settings.registry_bucket,
+            job_prefix=self.settings.job_prefix,
         )
+        try:
+            search = plan_search(backend, req)  # before the record: a search it cannot run starts nothing
+        except SearchNotSupportedError as exc:
+            return self._reject(obj, model, exc.code, str(exc), report)
         dataset = {**obj.to_dict(), "sha256": report.sha256, "rows": report.rows}
         record = {
             "job": job,
@@ -434,6 +440,7 @@ class TrainTrigger:
             "created_at": self.clock(),
             "staging_prefix": req.staging_prefix,
             "hyperparameters": req.hyperparameters(),
+            **({"search": search} if search is not None else {}),
             "validation": {
                 k: v
                 for k, v in report.to_dict().items()
@@ -459,6 +466,7 @@ class TrainTrigger:
                     "rows": report.rows,
                     "duplicate_rate": report.duplicate_rate,
                     "max_missing_rate": report.max_missing_rate,
+                    **({"search": search} if search is not None else {}),
                 },
             )
         self._create(

@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modelops import search as searching
 from modelops.baseline import compute_baseline
 from modelops.dataset import LoadedDataset, load_csv, split_sizes
-from modelops.errors import DatasetRejectedError, ModelOpsError, SpecError, TrainingError
+from modelops.errors import DatasetRejectedError, ModelOpsError, SpecError, TrainingError, TrialPrunedError
 from modelops.spec import ModelSpec, parse_spec
 
 EARLY_STOP_SHARE = 0.15
@@ -186,7 +191,75 @@ def _epoch_logger(epochs: int, log: Log) -> Any:
     return EpochLog()
 
 
+# ---------------------------------------------------------------------------- search trials
+@dataclass
+class TrialHook:
+    """Makes :func:`train` a search trial: the objective (the promotion metric on the selection rows) is
+    measured after every epoch, logged as ``objective:<metric>=<value>`` when ``log_each_epoch``, and
+    passed to ``report(epoch, value)``, which answers True to prune the trial (it then raises
+    ``TrialPrunedError`` and writes nothing). ``stop`` (set on SIGTERM) ends training at the next
+    epoch's end and still writes the model. After a complete trial ``final`` holds the objective of the
+    model as written."""
+
+    metric: str
+    report: Callable[[int, float], bool] | None = None
+    log_each_epoch: bool = False
+    stop: threading.Event | None = None
+    values: list[float] = field(default_factory=list)
+    final: float | None = None
+    epochs_run: int = 0
+    pruned: bool = False
+
+
+def objective_value(spec: ModelSpec, metric: str, y: np.ndarray, out: np.ndarray) -> float:
+    """The promotion metric of model outputs ``out`` against ``y`` (nan when undefined, e.g. AUC of one class)."""
+    if spec.task == "regression":
+        value: float | None = regression_metrics(y, out[:, 0])[metric]
+    else:
+        value = classification_metrics(y, out).get(metric)
+    return float(value) if value is not None else math.nan
+
+
+def _trial_callback(hook: TrialHook, spec: ModelSpec, x: np.ndarray, y: np.ndarray, log: Log) -> Any:
+    import keras
+
+    def outputs(model: Any) -> np.ndarray:
+        if len(x) <= 16_384:
+            return np.asarray(model(x, training=False), dtype=np.float64)
+        return np.asarray(model.predict(x, batch_size=8192, verbose=0), dtype=np.float64)
+
+    class TrialReport(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            value = objective_value(spec, hook.metric, y, outputs(self.model))
+            hook.values.append(value)
+            if hook.log_each_epoch:
+                log(f"{searching.objective_name(hook.metric)}={value:.6g}")
+            if hook.report is not None and math.isfinite(value) and hook.report(epoch + 1, value):
+                hook.pruned = True
+                self.model.stop_training = True
+            if hook.stop is not None and hook.stop.is_set():
+                log("stop requested (SIGTERM): finishing with the weights so far")
+                self.model.stop_training = True
+
+    return TrialReport()
+
+
 # ---------------------------------------------------------------------------- the job
+def check_dataset(data_path: Path, spec: ModelSpec, hps: Mapping[str, str]) -> tuple[str, LoadedDataset]:
+    """The file's SHA-256 (checked against ``dataset_sha256``) and the validated table.
+
+    Raises ``DatasetRejectedError`` when the file does not validate or is not the dataset the job was
+    started for."""
+    sha = sha256_file(data_path)
+    expected = hps.get("dataset_sha256") or ""
+    if expected and sha != expected:
+        raise DatasetRejectedError(
+            f"the dataset changed after it was validated: SHA-256 {sha[:12]}... is not the {expected[:12]}... "
+            "the job was started for (upload it again to train on the new content)"
+        )
+    return sha, load_csv(data_path, spec)
+
+
 def train(
     data_path: str | Path,
     spec: ModelSpec,
@@ -196,23 +269,19 @@ def train(
     output_data_dir: str | Path | None = None,
     mixed_precision: bool = False,
     log: Log = _print,
+    trial: TrialHook | None = None,
+    record_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on the CSV at ``data_path`` and write the model dir; returns the held-out metrics.
 
     Raises ``DatasetRejectedError`` when the file does not validate or is not the dataset the job was
-    started for (``hyperparameters["dataset_sha256"]``).
+    started for (``hyperparameters["dataset_sha256"]``). With ``trial`` it is one trial of a search
+    (:class:`TrialHook`); ``record_extra`` is merged into ``training_record.json``.
     """
     started = time.time()
     hps = dict(hyperparameters or {})
     data_path, model_dir = Path(data_path), Path(model_dir)
-    sha = sha256_file(data_path)
-    expected = hps.get("dataset_sha256") or ""
-    if expected and sha != expected:
-        raise DatasetRejectedError(
-            f"the dataset changed after it was validated: SHA-256 {sha[:12]}... is not the {expected[:12]}... "
-            "the job was started for (upload it again to train on the new content)"
-        )
-    data: LoadedDataset = load_csv(data_path, spec)
+    sha, data = check_dataset(data_path, spec, hps)
     device = _configure_tf(spec.training.seed, mixed_precision)
 
     import keras
@@ -244,6 +313,11 @@ def train(
         ),
         _epoch_logger(t.epochs, log),
     ]
+    if trial is not None:
+        # the objective is measured on the selection rows (the early-stopping slice of the training rows);
+        # with too few rows for that slice, on the rows it trains on. Never on the held-out split.
+        sel = es_rows if n_es else fit_rows
+        callbacks.append(_trial_callback(trial, spec, x_train[sel], y_train[sel], log))
     history = model.fit(
         x_train[fit_rows],
         y_train[fit_rows],
@@ -257,6 +331,27 @@ def train(
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     epochs_run = len(hist.get("loss", []))
     best_epoch = int(np.argmin(hist[monitor])) + 1 if hist.get(monitor) else epochs_run
+    objective: dict[str, Any] | None = None
+    if trial is not None:
+        trial.epochs_run = epochs_run
+        if trial.pruned:
+            last = trial.values[-1] if trial.values else math.nan
+            raise TrialPrunedError(
+                f"pruned after {epochs_run} epochs ({searching.objective_name(trial.metric)}={last:.6g})",
+                epochs_run=epochs_run,
+            )
+        sel = es_rows if n_es else fit_rows
+        out_sel = np.asarray(model.predict(x_train[sel], batch_size=1024, verbose=0), dtype=np.float64)
+        trial.final = objective_value(spec, trial.metric, y_train[sel], out_sel)
+        log(f"{searching.objective_name(trial.metric)}={trial.final:.6g}")
+        objective = {
+            "metric": trial.metric,
+            "name": searching.objective_name(trial.metric),
+            "split": "selection" if n_es else "training",
+            "rows": int(len(sel)),
+            "value": trial.final if math.isfinite(trial.final) else None,
+            "per_epoch": [v if math.isfinite(v) else None for v in trial.values],
+        }
 
     out_val = np.asarray(model.predict(x_val, batch_size=1024, verbose=0), dtype=np.float64)
     out_train = np.asarray(model.predict(x_train, batch_size=1024, verbose=0), dtype=np.float64)
@@ -322,6 +417,9 @@ def train(
         },
         "duration_s": round(time.time() - started, 3),
     }
+    if objective is not None:
+        record["objective"] = objective
+    record.update(record_extra or {})
     _write_json(model_dir / "metrics.json", metrics)
     _write_json(model_dir / "schema.json", schema)
     _write_json(model_dir / "baseline.json", baseline)
@@ -395,25 +493,55 @@ def write_failure(output_data_dir: Path, message: str) -> Path | None:
 def run_sagemaker(env: Mapping[str, str] | None = None, log: Log = _print) -> int:
     """Run one job under the SageMaker training-container contract. Exit status: 0 done, 2 bad input
     (dataset, spec, hyperparameters), 1 anything else; on failure the reason goes to stderr and to
-    the failure file."""
+    the failure file.
+
+    With ``training.search`` in the spec the job is a search (docs/training.md "Search"): the whole
+    search in this job (no ``search_mode`` hyperparameter: local twin, single Batch job), one trial of a
+    SageMaker tuning job (``search_mode=tuning``: the tuned values come as hyperparameters), or one
+    child of a Batch array job (``search_mode=array``: trial ``AWS_BATCH_JOB_ARRAY_INDEX``)."""
     env = os.environ if env is None else env
     channel = Path(env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
     model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
     output_data = Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    mixed = env.get("MODELOPS_MIXED_PRECISION", "") in ("1", "true", "True")
     try:
         hps = read_hyperparameters(env)
         spec = parse_spec(hps["spec"])
         data_path = find_dataset(channel, hps.get("dataset_uri", ""))
+        mode = hps.get(searching.SEARCH_MODE_HP, "")
         log(f"training {hps.get('model')} job {hps.get('job')} on {data_path.name}")
-        train(
-            data_path,
-            spec,
-            model_dir,
-            hyperparameters=hps,
-            output_data_dir=output_data,
-            mixed_precision=env.get("MODELOPS_MIXED_PRECISION", "") in ("1", "true", "True"),
-            log=log,
-        )
+        if spec.training.search is None:
+            if mode:
+                raise TrainingError(
+                    f"{searching.SEARCH_MODE_HP}={mode!r} but the spec has no training.search"
+                )
+            train(
+                data_path,
+                spec,
+                model_dir,
+                hyperparameters=hps,
+                output_data_dir=output_data,
+                mixed_precision=mixed,
+                log=log,
+            )
+        elif mode == "":
+            from modelops.ml.search import run_search  # Optuna: only for a search run inside this job
+
+            run_search(
+                data_path,
+                spec,
+                model_dir,
+                hyperparameters=hps,
+                output_data_dir=output_data,
+                mixed_precision=mixed,
+                log=log,
+            )
+        elif mode == "tuning":
+            run_tuning_trial(data_path, spec, model_dir, hps, output_data, env, mixed=mixed, log=log)
+        elif mode == "array":
+            run_array_trial(data_path, spec, model_dir, hps, output_data, env, mixed=mixed, log=log)
+        else:
+            raise TrainingError(f"unknown {searching.SEARCH_MODE_HP} {mode[:40]!r} (tuning or array)")
         return 0
     except (DatasetRejectedError, SpecError, TrainingError) as exc:
         message = f"{exc.code}: {exc}"
@@ -428,3 +556,124 @@ def run_sagemaker(env: Mapping[str, str] | None = None, log: Log = _print) -> in
     print(f"training failed: {message}", file=sys.stderr, flush=True)
     write_failure(output_data, message)
     return status
+
+
+def _on_sigterm(event: threading.Event) -> Callable[[], None]:
+    """Set ``event`` on SIGTERM (SageMaker's stop: early stopping, Hyperband, StopTrainingJob) so the
+    trial ends at the next epoch's end and still writes its model; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+
+    def undo() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return undo
+
+
+def run_tuning_trial(
+    data_path: Path,
+    spec: ModelSpec,
+    model_dir: Path,
+    hps: Mapping[str, str],
+    output_data: Path,
+    env: Mapping[str, str],
+    *,
+    mixed: bool = False,
+    log: Log = _print,
+) -> dict[str, Any]:
+    """One training job of a SageMaker tuning job: the tuned values arrive as hyperparameters; the
+    objective is printed once per epoch (for SageMaker's early stopping / Hyperband) and once at the end."""
+    assert spec.training.search is not None
+    params = searching.params_from_hyperparameters(hps, spec.training.search)
+    log("trial " + " ".join(f"{k}={v}" for k, v in searching.hyperparameter_strings(params).items()))
+    hook = TrialHook(metric=spec.metric, log_each_epoch=True, stop=threading.Event())
+    undo = _on_sigterm(hook.stop) if hook.stop is not None else (lambda: None)
+    try:
+        metrics = train(
+            data_path,
+            searching.apply_params(spec, params),
+            model_dir,
+            hyperparameters=hps,
+            output_data_dir=output_data,
+            mixed_precision=mixed,
+            log=log,
+            trial=hook,
+            record_extra={
+                "trial": {"mode": "tuning", "params": params, "training_job": env.get("TRAINING_JOB_NAME")}
+            },
+        )
+    finally:
+        undo()
+    if hook.final is None or not math.isfinite(hook.final):
+        raise TrainingError(f"the trial's objective {spec.metric} is not finite (training diverged)")
+    return metrics
+
+
+def run_array_trial(
+    data_path: Path,
+    spec: ModelSpec,
+    model_dir: Path,
+    hps: Mapping[str, str],
+    output_data: Path,
+    env: Mapping[str, str],
+    *,
+    mixed: bool = False,
+    log: Log = _print,
+) -> dict[str, Any]:
+    """One child of a Batch array job: trial ``AWS_BATCH_JOB_ARRAY_INDEX`` with the parameters the seeded
+    random sampler gives that index (the same as trial ``index`` of an in-job random search).
+
+    Writes ``trial.json`` to ``output_data`` whether the trial completes or fails: a failed trial is a
+    record, not a failed job. Bad data or hyperparameters still fail the job (raised before training)."""
+    search = spec.training.search
+    assert search is not None
+    raw = env.get("AWS_BATCH_JOB_ARRAY_INDEX", "")
+    if not raw.isdigit() or int(raw) >= search.max_trials:
+        raise TrainingError(
+            f"AWS_BATCH_JOB_ARRAY_INDEX {raw[:20]!r} is not a trial index below {search.max_trials}"
+        )
+    index = int(raw)
+    check_dataset(data_path, spec, hps)
+    from modelops.ml.search import sample_params  # Optuna
+
+    seed = search.seed if search.seed is not None else spec.training.seed
+    params = sample_params(search, seed, index)
+    log(f"trial {index} " + " ".join(f"{k}={v}" for k, v in searching.hyperparameter_strings(params).items()))
+    hook = TrialHook(metric=spec.metric, log_each_epoch=True)
+    started = time.time()
+    try:
+        train(
+            data_path,
+            searching.apply_params(spec, params),
+            model_dir,
+            hyperparameters=hps,
+            output_data_dir=output_data,
+            mixed_precision=mixed,
+            log=log,
+            trial=hook,
+            record_extra={"trial": {"mode": "array", "number": index, "params": params}},
+        )
+        if hook.final is None or not math.isfinite(hook.final):
+            raise TrainingError(f"the objective {spec.metric} is not finite (training diverged)")
+        doc = searching.trial_doc(
+            index,
+            params,
+            "complete",
+            value=hook.final,
+            epochs_run=hook.epochs_run,
+            duration_s=time.time() - started,
+        )
+    except Exception as exc:  # noqa: BLE001 - a failed trial is recorded; the search goes on
+        log(f"trial {index} failed: {searching.short_error(exc)}")
+        doc = searching.trial_doc(
+            index,
+            params,
+            "failed",
+            epochs_run=hook.epochs_run or None,
+            duration_s=time.time() - started,
+            error=searching.short_error(exc),
+        )
+    output_data.mkdir(parents=True, exist_ok=True)
+    _write_json(output_data / searching.TRIAL_FILE, doc)
+    return doc
