@@ -8,6 +8,7 @@ from modelops_cli.context import make_context
 from modelops_cli.local import local
 from modelops_cli.models import models
 from modelops_cli.monitor import monitor
+from modelops_cli.predict import predict
 from modelops_cli.status import status
 
 
@@ -27,6 +28,7 @@ def cli(ctx: click.Context, endpoint_url: str | None, region: str | None) -> Non
 
 cli.add_command(models)
 cli.add_command(monitor)
+cli.add_command(predict)
 cli.add_command(local)
 cli.add_command(status)
 

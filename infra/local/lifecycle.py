@@ -50,6 +50,7 @@ def sklearn_table(name: str) -> Dataset:
         "diabetes": datasets.load_diabetes,
         "breast_cancer": datasets.load_breast_cancer,
         "wine": datasets.load_wine,
+        "iris": datasets.load_iris,
     }[name]
     d = loader()
     names = [str(n).replace(" ", "_") for n in d.feature_names]

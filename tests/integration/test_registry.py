@@ -292,3 +292,33 @@ def test_alias_reason_from_the_mutation_is_kept(reg: Registry) -> None:
     )
     assert doc is not None and reg.get_alias("demo")[0].reason == "gate: rmse 0.4 < 0.5"
     assert reg.history("demo", "production")[-1]["reason"] == "gate: rmse 0.4 < 0.5"
+
+
+def test_a_retry_of_the_same_delivery_takes_over_its_own_claim_at_once(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
+    # Given a publish that crashed between its claim and its manifest (blobs uploaded, no version)
+    real_create = reg._create
+
+    def crash_on_manifest(key: str, body: bytes, content_type: str = "application/json") -> bool:
+        if key.endswith("manifest.json"):
+            raise ConnectionError("the container died")
+        return real_create(key, body, content_type)
+
+    reg._create = crash_on_manifest  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        reg.publish_version(
+            "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-1"
+        )
+    reg._create = real_create  # type: ignore[method-assign]
+    assert reg.list_versions("demo") == []
+    # When another delivery arrives, it waits; the retry of the same event finishes the work, once
+    with pytest.raises(PublishInProgressError):
+        reg.publish_version(
+            "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-2"
+        )
+    m = reg.publish_version(
+        "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-1"
+    )
+    again = reg.publish_version(
+        "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-1"
+    )
+    assert (m.version, again.version) == (1, 1) and reg.list_versions("demo") == [1]

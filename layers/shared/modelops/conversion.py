@@ -138,6 +138,9 @@ class JobEvent:
     resolved), ``batch``."""
     array_index: int | None = None
     """Set for a child of a Batch array job (its parent's event is the one that counts)."""
+    event_id: str | None = None
+    """EventBridge's id of the event: the same on Lambda's retries and on a replay from the DLQ, so a
+    retry may take over its own earlier publish claim at once (see Registry.publish_version)."""
 
 
 @dataclass
@@ -227,6 +230,7 @@ def parse_job_event(event: Any) -> JobEvent | None:
         hyper,
         kind=event_kind,
         array_index=array_index,
+        event_id=str(event["id"]) if isinstance(event.get("id"), str) else None,
     )
 
 
@@ -482,7 +486,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     raw = str(desc.get("HyperParameterTuningJobStatus") or ev.raw_status)
     status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
     reason = str(desc.get("FailureReason") or ev.reason or ("stopped" if raw == "Stopped" else ""))
-    jev = JobEvent(job, "sagemaker", status, raw, reason, None, static, kind="tuning")
+    jev = JobEvent(job, "sagemaker", status, raw, reason, None, static, kind="tuning", event_id=ev.event_id)
     if status == "other":
         return _ignored(job, f"tuning job {name} is {raw!r}, not final")
     if status == "failed":
@@ -493,7 +497,16 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     trials = _tuning_trials(deps.sagemaker, name, spec.training.search)
     best = str((desc.get("BestTrainingJob") or {}).get("TrainingJobName") or "")
     if not best:
-        failed = JobEvent(job, "sagemaker", "failed", raw, searching.failure_reason(trials), None, static)
+        failed = JobEvent(
+            job,
+            "sagemaker",
+            "failed",
+            raw,
+            searching.failure_reason(trials),
+            None,
+            static,
+            event_id=ev.event_id,
+        )
         return _training_failed(deps, failed, record)
     if not JOB_NAME_RE.match(best) or not best.startswith(f"{name}-"):
         raise InvalidEventError(f"tuning job {name} names an unexpected best training job {best[:80]!r}")
@@ -697,7 +710,9 @@ def convert_job(
             artifacts["tflite_int8"] = ("model.int8.tflite", out.tflite_int8)
         artifacts["savedmodel"] = ("savedmodel.tar.gz", savedmodel)
         artifacts["baseline"] = ("baseline.json", bundle.baseline)
-        manifest = deps.registry.publish_version(model, artifacts, metadata, dedup_key=ev.job)
+        manifest = deps.registry.publish_version(
+            model, artifacts, metadata, dedup_key=ev.job, claim_token=ev.event_id
+        )
     if manifest.get("conversion_id") != conversion_id:
         # a concurrent duplicate published first; behave as a replay of its version
         return _replay(ev, record, spec, manifest, deps)

@@ -336,6 +336,7 @@ class Registry:
         metadata: dict[str, Any],
         *,
         dedup_key: str | None = None,
+        claim_token: str | None = None,
         max_attempts: int = 100,
     ) -> Manifest:
         """Upload artifacts (content-addressed), then create the next version's manifest.
@@ -343,11 +344,12 @@ class Registry:
         ``artifacts`` maps role -> (file name, bytes or a path). The manifest is created last with
         ``If-None-Match: *``; a writer that loses the race for n tries n+1 with the same blobs.
         With ``dedup_key`` (for example the training job name), a version already published for
-        that key is returned instead of a new one (replays publish once).
+        that key is returned instead of a new one (replays publish once). ``claim_token`` identifies
+        the delivery (an EventBridge event id): a retry of the same delivery takes over its own claim.
         """
         check_model_name(model)
         if dedup_key is not None:
-            existing = self._claim(model, dedup_key)
+            existing = self._claim(model, dedup_key, claim_token)
             if existing is not None:
                 return existing
         refs: dict[str, dict[str, Any]] = {}
@@ -376,16 +378,19 @@ class Registry:
             n += 1
         raise VersionConflictError(f"could not allocate a version of {model} after {max_attempts} attempts")
 
-    def _claim(self, model: str, dedup_key: str) -> Manifest | None:
+    def _claim(self, model: str, dedup_key: str, token: str | None = None) -> Manifest | None:
         """Reserve ``dedup_key`` before publishing (create-only ``dedup/{sha256(key)}.json``).
 
         Returns the version already published for the key, if any. A live claim of another writer
         raises ``PublishInProgressError`` (retry later); a claim older than ``CLAIM_STALE_SECONDS``
         (the writer died between claim and manifest) is taken over by compare-and-swap, so exactly
-        one replay continues.
+        one replay continues. A claim carrying the same ``token`` (the same delivery, retried after a
+        crash) is taken over at once.
         """
         key = f"{self.model_prefix(model)}dedup/{sha256_hex(dedup_key.encode())}.json"
-        body = json.dumps({"dedup_key": dedup_key, "claimed_at": now_iso(), "epoch": self.clock()}).encode()
+        body = json.dumps(
+            {"dedup_key": dedup_key, "claimed_at": now_iso(), "epoch": self.clock(), "token": token}
+        ).encode()
         if self._create(key, body):
             return None
         existing = self.find_version(model, dedup_key)
@@ -398,7 +403,8 @@ class Registry:
             raise PublishInProgressError(f"{model}: another writer is publishing {dedup_key!r}")
         doc, etag = got
         age = self.clock() - float(doc.get("epoch", 0) if isinstance(doc, dict) else 0)
-        if age < CLAIM_STALE_SECONDS:
+        ours = token is not None and isinstance(doc, dict) and doc.get("token") == token
+        if age < CLAIM_STALE_SECONDS and not ours:
             raise PublishInProgressError(
                 f"{model}: another writer is publishing {dedup_key!r} ({age:.0f} s ago)"
             )
