@@ -33,6 +33,11 @@ from modelops.predict_api import (
 )
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+"""A value the model's float32 input can hold."""
+
+
 class PredictRequest(BaseModel):
     """Rows (lists of numbers in the schema's feature order) or records (objects keyed by feature name)."""
 
@@ -43,8 +48,9 @@ class PredictRequest(BaseModel):
         },
     )
     instances: Annotated[
-        list[list[float]] | list[dict[str, float]],
-        Field(min_length=1, description="At most MAX_ROWS (10,000) rows; finite numbers only"),
+        Annotated[list[Annotated[list[Float32], Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[Annotated[dict[str, Float32], Field(min_length=1)]], Field(min_length=1)],
+        Field(description="At least one and at most MAX_ROWS (10,000) rows; finite numbers only"),
     ]
 
 
