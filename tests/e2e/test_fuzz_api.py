@@ -10,8 +10,8 @@ import json
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from modelops.registry import Registry
 from tests.integration.predict_support import models, publish

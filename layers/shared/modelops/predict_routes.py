@@ -32,7 +32,6 @@ from modelops.predict_api import (
     service,
 )
 
-
 FLOAT32_MAX = 3.4028234663852886e38
 Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A value the model's float32 input can hold."""
