@@ -157,3 +157,10 @@ def test_predict_deploys_as_a_canary_with_rollback_alarms() -> None:
 
 def test_outputs_name_everything_a_client_needs() -> None:
     assert {"DataBucketName", "RegistryBucketName", "AlertsTopicArn", "ApiUrl"} <= T["Outputs"].keys()
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_deploys_through_an_alias_with_rollback_alarms(name: str) -> None:
+    props = FUNCTIONS[name]["Properties"]
+    assert props["AutoPublishAlias"] == "live"
+    assert props["DeploymentPreference"]["Alarms"], name
