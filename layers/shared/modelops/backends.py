@@ -571,26 +571,26 @@ class SageMakerBackend:
         return StartedJob(req.job, self.name, str(resp.get("HyperParameterTuningJobArn", "")))
 
     def _tuning_arn(self, name: str) -> str:
-        try:
-            resp = self.retry.call(
-                "sagemaker:DescribeHyperParameterTuningJob",
-                lambda: self.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
-                _aws_retryable,
-            )
-        except ClientError:
-            return ""
-        return str(resp.get("HyperParameterTuningJobArn", ""))
+        return self._describe_arn(
+            "DescribeHyperParameterTuningJob",
+            "HyperParameterTuningJobArn",
+            lambda: self.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+        )
 
     def _arn(self, job: str) -> str:
+        return self._describe_arn(
+            "DescribeTrainingJob",
+            "TrainingJobArn",
+            lambda: self.sm.describe_training_job(TrainingJobName=job),
+        )
+
+    def _describe_arn(self, operation: str, key: str, call: Callable[[], Any]) -> str:
+        """The ARN of a job that already exists (best effort: "" when it cannot be described)."""
         try:
-            resp = self.retry.call(
-                "sagemaker:DescribeTrainingJob",
-                lambda: self.sm.describe_training_job(TrainingJobName=job),
-                _aws_retryable,
-            )
+            resp = self.retry.call(f"sagemaker:{operation}", call, _aws_retryable)
         except ClientError:
             return ""
-        return str(resp.get("TrainingJobArn", ""))
+        return str(resp.get(key, ""))
 
 
 # ---------------------------------------------------------------------------- Batch
