@@ -141,8 +141,9 @@ def main() -> int:
         say(f"monitor report: {report.get('report_html')}")
         say(f"  copied to {out / 'report.html'} (open it in a browser: one chart per drifted feature)")
         say(
-            'to explore by hand: `make local` in one shell; in another `eval "$(modelops local env)"`, then '
-            "`aws s3 ls`, `modelops models list`, `modelops status`, `curl -X POST $MODELOPS_API_URL/models/...`"
+            "to explore by hand: `make local` in one shell; in another `source .venv/bin/activate`, "
+            '`eval "$(modelops local env)"`, then `modelops models list`, `modelops status`, '
+            "`curl -X POST $MODELOPS_API_URL/models/NAME/predict -d ...` (README: Quick tour)"
         )
         say(f"done in {time.monotonic() - started:.0f} s; the twin is stopped, nothing is left running")
     return 0
