@@ -58,25 +58,74 @@ def test_unzipped_size_with_layers_is_within_budget(function: str) -> None:
     assert size <= budget, f"{function} with its layers is {size:.1f} MB unzipped; budget {budget:.0f} MB"
 
 
+# What the Lambda python3.12 runtime itself provides besides the standard library.
+LAMBDA_RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
+
+
 @pytest.mark.parametrize(
     "function", ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction"]
 )
-def test_built_function_imports_from_its_own_layers(function: str) -> None:
-    """The handler imports with the layers' copies of our dependencies (boto3 is Lambda's own)."""
+def test_built_function_imports_from_its_own_layers(function: str, tmp_path: Path) -> None:
+    """The handler imports with nothing but the standard library, the runtime's boto3 and what its
+    own layers carry: no site-packages of the development environment (python -S)."""
+    import importlib.util
     import subprocess
     import sys
 
+    runtime = tmp_path / "lambda-runtime"
+    runtime.mkdir()
+    for name in LAMBDA_RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name.removesuffix(".py"))
+        assert spec is not None and spec.origin, name
+        src = Path(spec.origin) if name.endswith(".py") else Path(spec.origin).parent
+        (runtime / src.name).symlink_to(src)
     layers = zip_functions()[function]
-    path = [str(BUILD / layer / "python") for layer in layers] + [str(BUILD / function)]
+    path = [str(BUILD / function)] + [str(BUILD / layer / "python") for layer in layers] + [str(runtime)]
     probe = (
-        "import app, sys, modelops, numpy, pydantic; "
-        "mods = [modelops, numpy, pydantic] + ([sys.modules['ai_edge_litert']] if 'ai_edge_litert' in sys.modules else []); "
-        "bad = [m.__name__ for m in mods if not m.__file__.startswith(sys.argv[1])]; "
+        "import sys; sys.path[:0] = sys.argv[1].split(':'); import app; "
         "heavy = [m for m in ('tensorflow', 'scipy', 'pandas', 'keras') if m in sys.modules]; "
-        "print(bad, heavy); sys.exit(1 if bad or heavy else 0)"
+        "print(heavy); sys.exit(1 if heavy else 0)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {"AWS_DEFAULT_REGION": "us-east-1", "PATH": os.environ.get("PATH", "")}
     r = subprocess.run(
-        [sys.executable, "-c", probe, str(BUILD)], env=env, capture_output=True, text=True, cwd=BUILD
+        [sys.executable, "-S", "-E", "-c", probe, os.pathsep.join(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=BUILD / function,
+        check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_shared_layer_carries_the_training_source_bundle(tmp_path: Path) -> None:
+    """train_trigger uploads the layer's modelops package as a SageMaker job's source: it must hold
+    the trainer (shipped as source, never imported by a function)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, io, tarfile, gzip; sys.path[:0] = sys.argv[1].split(':'); "
+        "from modelops.backends import source_bundle; "
+        "names = tarfile.open(fileobj=io.BytesIO(source_bundle())).getnames(); "
+        "print('\\n'.join(names)); sys.exit(0 if 'modelops/ml/trainer.py' in names else 1)"
+    )
+    layer = BUILD / "SharedLayer" / "python"
+    r = subprocess.run(
+        [sys.executable, "-c", probe, f"{layer}"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        str(layer)
+        in subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path[:0] = [sys.argv[1]]; import modelops; print(modelops.__file__)",
+                str(layer),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
