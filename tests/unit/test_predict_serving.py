@@ -14,6 +14,7 @@ import pytest
 
 from modelops.errors import (
     AliasNotFoundError,
+    CorruptDocumentError,
     IntegrityError,
     ModelNotFoundError,
     RegistryUnavailableError,
@@ -85,6 +86,7 @@ class FakeRegistry:
         self.aliases: dict[tuple[str, str], tuple[AliasDoc, str]] = {}
         self.calls: list[str] = []
         self.unavailable = False
+        self.corrupt: set[tuple[str, int]] = set()
         self._etag = 0
 
     def add_version(self, model: str, version: int, data: bytes | None = None, **extra: Any) -> Manifest:
@@ -132,6 +134,8 @@ class FakeRegistry:
 
     def get_manifest(self, model: str, version: int) -> Manifest:
         self.calls.append("get_manifest")
+        if (model, version) in self.corrupt:
+            raise CorruptDocumentError(f"manifest of {model} v{version} is malformed")
         if (model, version) not in self.manifests:
             if not self._known(model):
                 raise ModelNotFoundError(model)
@@ -320,6 +324,33 @@ def test_integrity_failure_serves_the_previous_version_and_alerts_once(
     assert served(cache)[0] == 1
     assert reg.calls.count("download_artifact") == downloads + 1
     assert len(events.published) == 1
+
+
+def test_a_corrupt_manifest_of_the_new_version_keeps_the_previous_serving_and_alerts(
+    cache: ModelCache, reg: FakeRegistry, clock: Clock, events: Events
+) -> None:
+    reg.add_version("demo", 1)
+    reg.add_version("demo", 2)
+    reg.set_alias("demo", 1)
+    assert served(cache)[0] == 1
+    reg.corrupt.add(("demo", 2))
+    reg.set_alias("demo", 2, previous=1)
+    clock.now += 11
+    for _ in range(3):
+        assert served(cache)[0] == 1
+    assert [(t, d["version"]) for t, d in events.published] == [("ArtifactIntegrityFailed", 2)]
+    assert reg.calls.count("get_manifest") <= 3  # remembered, not fetched on every request
+
+
+def test_a_batch_is_answered_by_the_verified_model_even_if_tmp_changes(
+    cache: ModelCache, reg: FakeRegistry
+) -> None:
+    reg.add_version("demo", 1)
+    reg.set_alias("demo", 1)
+    lm = cache.resolve("demo")
+    assert lm.predict(X1)[0, 0] == 6.0
+    lm.path.write_bytes(artifact(7))  # someone rewrites the file in /tmp after the verified load
+    np.testing.assert_array_equal(lm.predict(np.ones((5, 3), dtype=np.float32)), np.full((5, 1), 3.0))
 
 
 def test_a_failed_canary_falls_back_to_the_primary(

@@ -178,7 +178,8 @@ class LoadedModel:
     """A verified .tflite file behind LiteRT interpreters.
 
     Single rows use an interpreter allocated once for a batch of one (the minimal path: set_tensor,
-    invoke, get_tensor). Batches use a second interpreter resized to the batch size, which is kept
+    invoke, get_tensor). Batches use a second interpreter (both are built at load, from the file
+    that was just verified) resized to the batch size, which is kept
     allocated until a batch of another size comes. Invocations are serialised by a lock (an
     interpreter is not thread-safe; the local twin serves requests from threads).
     """
@@ -211,7 +212,8 @@ class LoadedModel:
             raise ValueError(f"a binary classifier must output 1 or 2 values, not {self.n_outputs}")
         if info.task == "multiclass" and info.classes is not None and self.n_outputs != len(info.classes):
             raise ValueError(f"the model outputs {self.n_outputs} values for {len(info.classes)} classes")
-        self._batch: Any = None
+        # Built now, from the file that was just verified: never from a later read of /tmp.
+        self._batch: Any = factory(str(path))
         self._batch_rows = 0
 
     def _invoke(self, interp: Any, x: np.ndarray) -> np.ndarray:
@@ -226,8 +228,6 @@ class LoadedModel:
         with self._lock:
             if n == 1:
                 return self._invoke(self._single, x)
-            if self._batch is None:
-                self._batch = self._factory(str(self.path))
             if n != self._batch_rows:
                 self._batch.resize_tensor_input(self._in, [n, self.info.n_features], strict=False)
                 self._batch.allocate_tensors()
@@ -332,8 +332,8 @@ class ModelCache:
         else:
             try:
                 got = self.registry.get_alias_if_changed(model, name, entry.etag)
-            except RegistryUnavailableError:
-                log.warning("registry unavailable; serving %s %s from a stale alias", model, name)
+            except (RegistryUnavailableError, CorruptDocumentError) as exc:
+                log.warning("%s; serving %s %s from the alias last read", exc.code, model, name)
                 entry.fresh_until = now + min(self.ttl, 1.0)
                 return entry.doc
             except AliasNotFoundError as exc:
@@ -458,7 +458,10 @@ class ModelCache:
             if self.clock() < failed[0]:
                 raise failed[1]
             del self._failed[key]
-        manifest = self.manifest(model, version)
+        try:
+            manifest = self.manifest(model, version)  # an unknown version stays a 404, below
+        except CorruptDocumentError as exc:
+            raise self._load_failed(model, version, alias, exc) from exc
         try:
             info = model_info(manifest)
             path = self._fetch(manifest, info)
@@ -473,12 +476,7 @@ class ModelCache:
             RuntimeError,
             OSError,
         ) as exc:
-            err = ArtifactLoadError(
-                f"model {model!r} version {version} failed its integrity or compatibility check and is not served"
-            )
-            self._failed[key] = (self.clock() + self.retry_failed_after, err)
-            self._alert(model, version, alias, exc)
-            raise err from exc
+            raise self._load_failed(model, version, alias, exc) from exc
         self._loaded[key] = lm
         while len(self._loaded) > self.max_loaded:
             _, old = self._loaded.popitem(last=False)
@@ -486,6 +484,15 @@ class ModelCache:
                 old.path.unlink(missing_ok=True)
         log.info("loaded %s v%s (%s, %s)", model, version, info.role, info.sha256[:12])
         return lm
+
+    def _load_failed(self, model: str, version: int, alias: str | None, exc: Exception) -> ArtifactLoadError:
+        """Remember (for a while) and alert on a version that cannot be served; the error to raise."""
+        err = ArtifactLoadError(
+            f"model {model!r} version {version} failed its integrity or compatibility check and is not served"
+        )
+        self._failed[(model, version)] = (self.clock() + self.retry_failed_after, err)
+        self._alert(model, version, alias, exc)
+        return err
 
     def _fetch(self, manifest: Manifest, info: ModelInfo) -> Path:
         """The verified artifact on local disk: re-hashed when already there, else downloaded (verified)."""
