@@ -440,3 +440,68 @@ def test_monitor_imports_no_tensorflow_scipy_or_pandas() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_labels_join_the_rows_of_a_request_captured_in_several_lines(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capture_sink splits a request over Firehose's record limit into lines "{rid}#{first row}"."""
+    from modelops import capture_sink
+
+    monkeypatch.setattr(capture_sink, "MAX_RECORD_BYTES", 4_000)  # a small limit: the same split logic
+
+    publish_model(world["s3"])
+    rng = np.random.default_rng(21)
+    x = training_data(rng, 300).astype(np.float32)
+    y = (x @ weights().astype(np.float32))[:, None]
+    lines = capture_sink.encode_lines("demo", 1, "big", time.time() - 120, x, y)
+    assert len(lines) > 2  # the request really was split
+    put_captures(world["s3"], lines)
+    truth = y[:, 0].astype(np.float64) + rng.normal(0, 0.5, 300)
+    labels = [json.dumps({"request_id": "big", "row": i, "label": float(truth[i])}) for i in range(300)]
+    world["s3"].put_object(Bucket=DATA, Key="labels/demo/big.jsonl", Body="\n".join(labels).encode())
+
+    (m,) = run(world)["models"]
+
+    err = y[:, 0].astype(np.float64) - truth
+    assert m["quality"]["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-5)
+
+
+def test_hostile_label_lines_are_counted_not_fatal(world: dict[str, Any]) -> None:
+    publish_model(world["s3"])
+    rng = np.random.default_rng(5)
+    put_captures(world["s3"], capture_lines(training_data(rng, 200), rids=[f"r{i}" for i in range(200)]))
+    lines = [
+        json.dumps({"request_id": "r1", "row": 0, "label": 10**400}),  # an int no float can hold
+        "[" * 100_000 + "]" * 100_000,  # nesting deeper than any decoder's stack
+        json.dumps({"request_id": "r2", "row": 0, "label": True}),
+        json.dumps({"request_id": "r3", "row": 0, "label": 1.5}),
+    ]
+    world["s3"].put_object(Bucket=DATA, Key="labels/demo/x.jsonl", Body="\n".join(lines).encode())
+
+    summary = run(world)
+
+    assert summary["labels_bad_lines"] == 3
+    assert summary["models"][0]["samples"] == 200
+
+
+def test_a_corrupt_manifest_is_reported_and_the_run_goes_on(world: dict[str, Any]) -> None:
+    publish_model(world["s3"])
+    rng = np.random.default_rng(8)
+    put_captures(world["s3"], capture_lines(training_data(rng, 200), version=1))
+    put_captures(world["s3"], capture_lines(training_data(rng, 150), version=7))
+    world["s3"].put_object(Bucket="registry", Key="models/demo/versions/7/manifest.json", Body=b"{not json")
+
+    summary = run(world)
+
+    verdicts = {m["version"]: m for m in summary["models"]}
+    assert verdicts[1]["verdict"] == "ok" and verdicts[1]["samples"] == 200
+    assert verdicts[7]["verdict"] == "baseline_error" and verdicts[7]["samples"] == 0
+    assert summary["bad"] == {"not_compared": 150}
+    report = json.loads(
+        world["s3"]
+        .get_object(Bucket="registry", Key=verdicts[7]["report"].removeprefix("s3://registry/"))["Body"]
+        .read()
+    )
+    v7 = next(v for v in report["versions"] if v["version"] == 7)
+    assert "manifest_error" in v7["problem"]

@@ -38,7 +38,15 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from modelops import drift
-from modelops.errors import CorruptDocumentError, IntegrityError, ModelOpsError, SpecError
+from modelops.errors import (
+    CorruptDocumentError,
+    IntegrityError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ModelOpsError,
+    SpecError,
+    VersionNotFoundError,
+)
 from modelops.events import EventBus
 from modelops.registry import Registry
 from modelops.spec import check_model_name, parse_spec
@@ -65,6 +73,7 @@ BAD_REASONS = (
     "non_numeric",
     "bad_array",
     "wrong_feature_count",
+    "not_compared",
     "wrong_output_count",
     "unknown_version",
     "unsupported_format",
@@ -124,8 +133,12 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
     try:
         check_model_name(model)
         manifest = registry.get_manifest(model, version)
-    except (ModelOpsError, ValueError):
+    except (ModelNotFoundError, VersionNotFoundError, InvalidNameError, ValueError):
         return None
+    except CorruptDocumentError as exc:  # reported for this version; the other models are still watched
+        return VersionContext(model=model, version=version, features=[], problem=f"manifest_error: {exc}")
+    # RegistryUnavailableError raises: the run fails and Lambda retries it, rather than reporting
+    # every line of a real version as "unknown".
     schema = manifest.get("schema") or {}
     spec_doc = manifest.get("spec") or {}
     try:
@@ -181,7 +194,8 @@ class GroupState:
     xb: list[bytes] = field(default_factory=list)
     yb: list[bytes] = field(default_factory=list)
     block_rows: int = 0
-    labelled_lines: list[tuple[str, int, int]] = field(default_factory=list)  # (request_id, first row, n)
+    labelled_lines: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """(request_id, first row in the block, rows, the line's first row within its request)"""
     # joined labels
     label_y: list[np.ndarray] = field(default_factory=list)
     label_x: list[np.ndarray] = field(default_factory=list)
@@ -311,6 +325,9 @@ class WindowScan:
                     self.unknown[key] = self.unknown.get(key, 0) + 1
                     continue
             g.lines += 1
+            if not g.ctx.features:  # the version's schema is unknown (ctx.problem says why): count only
+                g.bad["not_compared"] += 1
+                continue
             if f != g.ctx.n_features:
                 g.bad["wrong_feature_count"] += 1
                 continue
@@ -336,8 +353,12 @@ class WindowScan:
             if ts > g.last_ts:
                 g.last_ts = ts
             ids = label_ids.get(model)
-            if ids is not None and rid in ids:
-                g.labelled_lines.append((rid, g.block_rows, n))
+            if ids is not None:
+                # A request over Firehose's record limit was captured as several lines whose id is
+                # "{request_id}#{first row}" (capture_sink.encode_lines): labels name the request's rows.
+                base, offset = split_request_id(rid)
+                if base in ids:
+                    g.labelled_lines.append((base, g.block_rows, n, offset))
             g.xb.append(xb)
             g.yb.append(yb)
             g.block_rows += n
@@ -377,9 +398,9 @@ class WindowScan:
     def _join_labels(self, g: GroupState, x: np.ndarray, y: np.ndarray) -> None:
         labels = self.labels.get(g.ctx.model, {})
         rows: list[int] = []
-        for rid, first, n in g.labelled_lines:
+        for rid, first, n, offset in g.labelled_lines:
             for i in range(n):
-                lab = labels.get((rid, i))
+                lab = labels.get((rid, offset + i))
                 if lab is not None:
                     rows.append(first + i)
                     g.label_v.append(lab)
@@ -509,6 +530,14 @@ def list_capture_objects(s3: Any, bucket: str, start: float, end: float) -> list
     return out
 
 
+def split_request_id(rid: str) -> tuple[str, int]:
+    """``"abc#200"`` -> ("abc", 200): the part of a split request that starts at row 200; else (rid, 0)."""
+    base, sep, start = rid.rpartition("#")
+    if sep and base and start.isdigit():
+        return base, int(start)
+    return rid, 0
+
+
 def load_labels(
     s3: Any, bucket: str, start: float, model: str | None = None, limit: int = MAX_LABELS
 ) -> tuple[dict[str, dict[tuple[str, int], Any]], dict[str, int]]:
@@ -534,9 +563,11 @@ def load_labels(
                     rid, row, lab = doc["request_id"], doc["row"], doc["label"]
                     if type(rid) is not str or type(row) is not int or row < 0 or lab is None:
                         raise TypeError("bad field types")
-                    if isinstance(lab, float) and not math.isfinite(lab):
+                    if isinstance(lab, bool) or not isinstance(lab, int | float | str):
+                        raise TypeError("a label is a number or a class name")
+                    if isinstance(lab, int | float) and not math.isfinite(float(lab)):
                         raise TypeError("non-finite label")
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                     bad[name] = bad.get(name, 0) + 1
                     continue
                 if total >= limit:
