@@ -545,3 +545,30 @@ def test_the_handler_imports_no_tensorflow() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_job_started_by_an_attempt_that_died_is_still_announced_once_by_the_retry(stack: Stack) -> None:
+    # Given an attempt that started the job and then died before announcing it (no event, no marker)
+    stack.put_spec(SPEC)
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger()
+    bus = trigger.bus
+    publish = bus.publish
+    calls = {"n": 0}
+
+    def dies_once(detail_type: str, detail: dict[str, Any]) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("the container died after StartTrainingJob")
+        return publish(detail_type, detail)
+
+    bus.publish = dies_once  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        trigger.handle_event({"Records": [record]})
+    assert len(stack.jobs()) == 1 and stack.events() == []
+    # When Lambda retries the event
+    trigger.handle_event({"Records": [record]})
+    trigger.handle_event({"Records": [record]})
+    # Then still one job, and it is announced exactly once
+    assert len(stack.jobs()) == 1
+    assert [k for k, _ in stack.events()] == ["TrainingJobStarted"]

@@ -453,22 +453,23 @@ class TrainTrigger:
             logger.info("job already started for this data and spec", extra={"job": job, "key": obj.key})
             return {"status": "duplicate", "model": model, "job": job, "backend": backend.name}
         started: StartedJob = backend.start(req)  # raises BackendError: the event is retried
-        if created or not started.already_started:
-            self.bus.publish(
-                "TrainingJobStarted",
-                {
-                    "model": model,
-                    "job": job,
-                    "backend": backend.name,
-                    "job_id": started.id,
-                    "dataset": dataset,
-                    "spec_sha256": spec_sha,
-                    "rows": report.rows,
-                    "duplicate_rate": report.duplicate_rate,
-                    "max_missing_rate": report.max_missing_rate,
-                    **({"search": search} if search is not None else {}),
-                },
-            )
+        # Published whenever the started marker is absent (at least once): an attempt that started
+        # the job but died before the marker is retried, and the retry must still announce it.
+        self.bus.publish(
+            "TrainingJobStarted",
+            {
+                "model": model,
+                "job": job,
+                "backend": backend.name,
+                "job_id": started.id,
+                "dataset": dataset,
+                "spec_sha256": spec_sha,
+                "rows": report.rows,
+                "duplicate_rate": report.duplicate_rate,
+                "max_missing_rate": report.max_missing_rate,
+                **({"search": search} if search is not None else {}),
+            },
+        )
         self._create(
             marker, {"job": job, "backend": backend.name, "id": started.id, "started_at": self.clock()}
         )
