@@ -102,7 +102,11 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
     auc1, auc2 = m1.get("metrics")["auc"], life.manifest(MODEL, 2).get("metrics")["auc"]
     expected = 2 if auc2 > auc1 else 1
     assert life.production(MODEL) == expected
-    assert any(str(expected) in json.dumps(h) for h in life.history(MODEL)[-3:])
+    gate = [h for h in life.history(MODEL) if h.get("kind") == "gate" and h.get("candidate") == 2]
+    assert len(gate) == 1
+    assert gate[0]["decision"] == ("promote" if expected == 2 else "keep") and gate[0]["applied"] == (
+        expected == 2
+    )
     life.wait_serving(MODEL, expected, table.x[order[0]].tolist())
 
     # Traffic like the training data: the monitor sees no drift, the drift alarm stays quiet

@@ -322,3 +322,17 @@ def test_a_retry_of_the_same_delivery_takes_over_its_own_claim_at_once(reg: Regi
         "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-1"
     )
     assert (m.version, again.version) == (1, 1) and reg.list_versions("demo") == [1]
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, 1.5])
+def test_an_alias_the_readers_would_refuse_is_never_written(reg: Registry, s3, weight: float) -> None:  # type: ignore[no-untyped-def]
+    publish(reg, payload=b"1")
+    publish(reg, payload=b"2")
+    reg.promote("demo", 1)
+    before = s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read()
+    with pytest.raises(CorruptDocumentError):
+        reg.set_canary("demo", 2, weight)
+    assert (
+        s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read() == before
+    )
+    assert reg.get_alias("demo")[0].canary is None

@@ -540,6 +540,7 @@ class Registry:
             new.updated_at = now_iso()
             new.updated_by = actor
             new.reason = new.reason or reason
+            AliasDoc.from_doc(model, alias, new.to_dict())  # never write what the readers would refuse
             body = json.dumps(new.to_dict(), sort_keys=True).encode()
             try:
                 if etag is None:
