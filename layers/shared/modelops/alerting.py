@@ -624,9 +624,15 @@ class Alerter:
                 version,
                 {k: v for k, v in sorted(detail.items()) if k not in _VOLATILE},
             )
-            self.dedup.mark(fp)  # announced in this alert; the event's own delivery is a duplicate
             if self.bus is not None:
-                self.bus.publish("CanaryRolledBack", detail)
+                try:
+                    self.bus.publish("CanaryRolledBack", detail)
+                except Exception:  # the rollback is done: this alert announces it either way
+                    log.warning(
+                        "CanaryRolledBack event for %s v%s not published", model, version, exc_info=True
+                    )
+                else:
+                    self.dedup.mark(fp)  # announced in this alert; the event's own delivery is a duplicate
             done.append({"model": model, "version": version, "production": new.version, "fingerprint": fp})
         return done
 
