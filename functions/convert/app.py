@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelops import aws, conversion
@@ -41,7 +42,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     registry_bucket: str
-    idempotency_table: str = ""
+    # Required: it stops concurrent deliveries of one event (Registry._claim lets a retry of the same
+    # event take over its own claim, which is safe only when deliveries never run at once).
+    idempotency_table: str = Field(min_length=1)
     event_bus_name: str = "default"
     convert_work_dir: str | None = None
     max_tflite_bytes: int = conversion.Options.max_tflite_bytes
@@ -77,13 +80,12 @@ def runtime() -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
     def process(event: dict[str, Any]) -> dict[str, Any]:
         return _process(deps, event)
 
-    if settings.idempotency_table:
-        store = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
-        )
-        process = idempotent_function(data_keyword_argument="event", config=config, persistence_store=store)(
-            process
-        )
+    store = DynamoDBPersistenceLayer(
+        table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
+    )
+    process = idempotent_function(data_keyword_argument="event", config=config, persistence_store=store)(
+        process
+    )
     return process, config
 
 
