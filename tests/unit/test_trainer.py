@@ -348,3 +348,23 @@ def test_source_bundle_trains_on_its_own_under_script_mode(tmp_path: Path) -> No
     assert "validation:rmse=" in run.stdout
     assert which.stdout.strip().startswith(str(src))
     assert CONTRACT_FILES <= {p.name for p in (tmp_path / "model").iterdir()}
+
+
+def test_a_dataset_the_stage_accepted_with_a_looser_limit_still_trains(tmp_path: Path) -> None:
+    """The stack may raise MAX_MISSING_RATE: bytes the stage validated (same SHA-256) are not judged
+    again against the defaults; a file that was never validated is."""
+    import hashlib
+
+    from modelops.errors import DatasetRejectedError
+    from modelops.ml.trainer import check_dataset
+    from modelops.spec import parse_spec
+
+    spec = parse_spec({"task": "regression", "target": "y", "features": ["a", "b"]})
+    rows = ["a,b,y"] + [f"{i},{'' if i % 5 == 0 else i * 2},{i * 3}" for i in range(40)]  # 20% missing in b
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(rows) + "\n")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    got_sha, loaded = check_dataset(path, spec, {"dataset_sha256": sha})
+    assert got_sha == sha and loaded.x.shape == (40, 2)
+    with pytest.raises(DatasetRejectedError):
+        check_dataset(path, spec, {})
