@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from modelops import metrics
+
 EPSILON = 1e-4
 """Floor for an empty bin's share in PSI (Evidently uses the same)."""
 EXACT_LIMIT = 100_000
@@ -408,17 +410,8 @@ def compare(ref: FeatureReference, part: FeaturePartial) -> FeatureDrift:
 
 # ---------------------------------------------------------------------------------------------- quality
 def auc_binary(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged; None without both classes."""
-    s = np.asarray(scores, dtype=np.float64)
-    pos = np.asarray(positive, dtype=bool)
-    n_pos = int(pos.sum())
-    n_neg = int(pos.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    ranks = avg_rank[inverse]
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """ROC AUC of ``scores`` for the ``positive`` rows (modelops.metrics.auc_binary)."""
+    return metrics.auc_binary(positive, scores)
 
 
 def _class_index(label: Any, classes: list[Any] | None) -> int | None:

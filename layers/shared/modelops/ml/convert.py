@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from modelops.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
+from modelops.metrics import auc_binary, auc_macro
 from modelops.spec import LOWER_IS_BETTER
 
 SIGNATURE = "serving_default"
@@ -65,21 +66,6 @@ def predicted_labels(task: str, out: np.ndarray) -> np.ndarray | None:
     return np.argmax(out, axis=1).astype(np.int64)
 
 
-def _auc_binary(y: np.ndarray, score_: np.ndarray) -> float | None:
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(score_, kind="mergesort")
-    ranks = np.empty(len(score_), dtype=np.float64)
-    sorted_scores = score_[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float | None:
     """The promotion metric of outputs ``out`` against targets ``y`` (None when undefined)."""
     out = np.asarray(out, dtype=np.float64).reshape(len(y), -1)
@@ -93,10 +79,8 @@ def score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float | Non
         return None if pred is None else float(np.mean(pred == labels))
     if metric == "auc":
         if out.shape[1] == 1:
-            return _auc_binary(labels, out[:, 0])
-        aucs = [_auc_binary((labels == k).astype(np.int64), out[:, k]) for k in range(out.shape[1])]
-        defined = [a for a in aucs if a is not None]
-        return float(np.mean(defined)) if defined else None
+            return auc_binary(labels, out[:, 0])
+        return auc_macro(labels, out)
     raise ValueError(f"unknown metric {metric!r}")
 
 

@@ -32,6 +32,7 @@ from modelops import search as searching
 from modelops.baseline import compute_baseline
 from modelops.dataset import Limits, LoadedDataset, load_csv, split_sizes
 from modelops.errors import DatasetRejectedError, ModelOpsError, SpecError, TrainingError, TrialPrunedError
+from modelops.metrics import auc_binary, auc_macro
 from modelops.spec import ModelSpec, parse_spec
 
 EARLY_STOP_SHARE = 0.15
@@ -49,28 +50,6 @@ def _print(line: str) -> None:
 
 
 # ---------------------------------------------------------------------------- metrics (numpy only)
-def auc_binary(y: np.ndarray, score: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties averaged; None without both classes."""
-    y = np.asarray(y).astype(bool).ravel()
-    score = np.asarray(score, dtype=np.float64).ravel()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(score, kind="mergesort")
-    sorted_scores = score[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks = np.empty(score.size, dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1.0, counts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def auc_macro(y: np.ndarray, proba: np.ndarray) -> float | None:
-    """Macro one-vs-rest AUC over the classes that have both positives and negatives in ``y``."""
-    aucs = [auc_binary(y == k, proba[:, k]) for k in range(proba.shape[1])]
-    defined = [a for a in aucs if a is not None]
-    return float(np.mean(defined)) if defined else None
-
-
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64).ravel()
     err = np.asarray(pred, dtype=np.float64).ravel() - y
