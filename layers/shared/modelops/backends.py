@@ -454,7 +454,9 @@ def source_bundle() -> bytes:
         if "__pycache__" not in path.parts:
             files["modelops/" + path.relative_to(root).as_posix()] = path.read_bytes()
     if "modelops/ml/trainer.py" not in files:
-        raise BackendError(f"the modelops package at {root} has no ml/trainer.py to upload as the job's source")
+        raise BackendError(
+            f"the modelops package at {root} has no ml/trainer.py to upload as the job's source"
+        )
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
