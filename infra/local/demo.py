@@ -1,6 +1,6 @@
 """`make demo`: the whole life of a model on the local twin, with real clients, in a few minutes.
 
-spec + data (scikit-learn's diabetes table, shipped inside the package) → training job → convert
+spec + data (scikit-learn's breast cancer table, shipped inside the package) → training job → convert
 and parity → registry v1 in production → predictions over HTTP → a second, larger dataset → v2 and
 the promotion gate's decision → traffic with one feature shifted → monitor → drift alarm → one alert
 on an SQS queue subscribed to AlertsTopic. Leaves nothing running.
@@ -21,22 +21,22 @@ from modelops_local.lifecycle import Life, sklearn_table
 from modelops_local.twin import Twin
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "diabetes"
+MODEL = "tumours"
 SPEC = {
-    "task": "regression",
-    "target": "progression",
+    "task": "binary",
+    "target": "label",
     "training": {
         "backend": "local",
-        "epochs": 300,
+        "epochs": 100,
         "batch_size": 32,
-        "hidden_units": [32, 16],
-        "learning_rate": 0.02,
-        "early_stopping_patience": 20,
+        "hidden_units": [16],
+        "learning_rate": 0.005,
+        "early_stopping_patience": 8,
         "validation_split": 0.2,
         "seed": 0,
     },
     "conversion": {"quantize": "dynamic_int8", "parity_tolerance": 1e-4},
-    "promotion": {"metric": "rmse", "min_improvement": 0.0},
+    "promotion": {"metric": "auc", "min_improvement": 0.0},
     "monitoring": {"psi_threshold": 0.2, "capture_sample_rate": 1.0},
 }
 
@@ -54,9 +54,9 @@ def main() -> int:
     started = time.monotonic()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     logging.getLogger("modelops.twin.training").setLevel(logging.INFO)  # per-epoch progress lines
-    table = sklearn_table("diabetes")
+    table = sklearn_table("breast_cancer")
     order = np.random.default_rng(0).permutation(len(table.y))
-    first, everything = order[:200], order
+    first, everything = order[:250], order
 
     step("Starting the local twin (moto's server + the template's functions, on 127.0.0.1)")
     with Twin(ROOT / "template.yaml", port=0, api_port=0, echo_handler_output=False) as twin:
@@ -76,7 +76,7 @@ def main() -> int:
         m1 = life.manifest(MODEL, 1)
         parity = m1.get("parity", {})
         say(
-            f"version 1: artifacts {sorted(m1.artifacts)}; held-out rmse {m1.get('metrics', {}).get('rmse'):.2f}"
+            f"version 1: artifacts {sorted(m1.artifacts)}; held-out AUC {m1.get('metrics', {}).get('auc'):.4f}, accuracy {m1.get('metrics', {}).get('accuracy'):.3f}"
         )
         say(f"parity float32 max |Δ| = {parity.get('float32', {}).get('max_abs_diff')}")
         say(f"verified checksums: {life.verify_artifacts(MODEL, 1)} bytes")
@@ -87,7 +87,7 @@ def main() -> int:
         answer = life.predict(MODEL, rows.tolist())
         say(
             f"POST {twin.api_url}/models/{MODEL}/predict → version {answer['version']}, "
-            f"predictions {[round(p, 1) if isinstance(p, float) else p for p in answer['predictions']]}"
+            f"labels {answer['predictions']}, P(label 1) {[round(p[-1], 3) for p in answer['probabilities']]}"
         )
 
         step("A second, larger dataset: version 2 and the gate's decision")
@@ -95,8 +95,8 @@ def main() -> int:
         life.settle()
         m2 = life.manifest(MODEL, 2)
         say(
-            f"version 2: held-out rmse {m2.get('metrics', {}).get('rmse'):.2f} "
-            f"(v1: {m1.get('metrics', {}).get('rmse'):.2f})"
+            f"version 2: held-out AUC {m2.get('metrics', {}).get('auc'):.4f} "
+            f"(v1: {m1.get('metrics', {}).get('auc'):.4f})"
         )
         decision = life.history(MODEL)[-1]
         say(f"gate: {decision.get('reason') or decision}")
@@ -105,11 +105,11 @@ def main() -> int:
         took = life.wait_serving(MODEL, now, table.x[order[-1]].tolist())
         say(f"predict answers with v{now} after {took:.1f} s (the alias cache's TTL), with no redeploy")
 
-        step("Traffic: first like the training data, then with one feature (bmi) shifted")
+        step("Traffic: first like the training data, then with one feature (mean_radius) shifted")
         normal = table.x[order[:150]]
         shifted = table.x[order[150:300]].copy()
-        bmi = table.features.index("bmi")
-        shifted[:, bmi] += 3 * table.x[:, bmi].std()
+        col = table.features.index("mean_radius")
+        shifted[:, col] += 3 * table.x[:, col].std()
         n = life.send_traffic(MODEL, normal) + life.send_traffic(MODEL, shifted, batch=5)
         say(f"{n} predict calls; waiting for their captures to land in captures/ (Firehose)")
         life.wait_captured(len(normal) + len(shifted))
