@@ -31,8 +31,8 @@ from modelops.predict_api import (
     request_id,
     service,
 )
+from modelops.serving import FLOAT32_MAX
 
-FLOAT32_MAX = 3.4028234663852886e38
 Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A value the model's float32 input can hold."""
 
