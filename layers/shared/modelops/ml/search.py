@@ -427,6 +427,21 @@ def _run_pool(
             max_workers=parallel, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         )
 
+    def run_alone(task: TrialTask) -> dict[str, Any]:
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as alone:
+            try:
+                return alone.submit(_worker, task, runner).result()
+            except BrokenProcessPool as exc:
+                return searching.trial_doc(
+                    task.number, task.params, "failed", error=f"the trial's worker process died ({exc})"
+                )
+            except Exception as exc:  # noqa: BLE001 - as below
+                return searching.trial_doc(
+                    task.number, task.params, "failed", error=searching.short_error(exc)
+                )
+
     pool = new_pool()
     running: dict[Future[dict[str, Any]], tuple[Any, TrialTask]] = {}
     asked = 0
@@ -448,10 +463,10 @@ def _run_pool(
                 trial, task = running.pop(fut)
                 try:
                     doc = fut.result()
-                except BrokenProcessPool as exc:
-                    doc = searching.trial_doc(
-                        task.number, task.params, "failed", error=f"the trial's worker process died ({exc})"
-                    )
+                except BrokenProcessPool:
+                    # A worker died and broke the pool: every trial in it fails, the culprit and its
+                    # bystanders alike. Each gets one run alone, so only the culprit stays failed.
+                    doc = run_alone(task)
                 except Exception as exc:  # noqa: BLE001 - e.g. the task could not be pickled
                     doc = searching.trial_doc(
                         task.number, task.params, "failed", error=searching.short_error(exc)
