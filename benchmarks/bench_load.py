@@ -62,7 +62,7 @@ def rss_mb() -> float:
 
 def run() -> list[dict[str, Any]]:
     sys.path.insert(0, str(ROOT))
-    from modelops.registry import Registry
+    from modelops.storage.registry import Registry
     from modelops_local.twin import Twin
     from tests.integration.predict_support import models, publish
 

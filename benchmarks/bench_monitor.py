@@ -3,12 +3,12 @@
 ``run()`` returns the rows ``make bench`` collects (``{"name", "value", "unit", "peer", "peer_value",
 "ratio", "notes"}``; ratio > 1 means we are better):
 
-* ``monitor_1m_x20`` (s): the monitor's own code path (``modelops.monitoring.WindowScan`` streaming
+* ``monitor_1m_x20`` (s): the monitor's own code path (``modelops.stages.monitor.WindowScan`` streaming
   capture files in 16 MB blocks, then ``evaluate``: PSI, KS, Wasserstein, missing and out-of-range
   rates per feature and for the prediction), in a fresh subprocess pinned to one CPU core.
 * ``monitor_peak_memory`` (MB): ``ru_maxrss`` of that subprocess (interpreter and numpy included).
 
-The data: capture lines exactly as ``modelops.capture.encode_record`` writes them, a realistic mix
+The data: capture lines exactly as ``modelops.domain.capture.encode_record`` writes them, a realistic mix
 of single-row invocations (97% of lines) and batches of 2-64 rows (3% of lines), so about half the
 rows arrive one per line; ~185 MB in ~5 MB files (Firehose's buffer size in template.yaml). One
 feature is shifted so the drift path runs.
@@ -53,7 +53,7 @@ def _training(rng: np.random.Generator) -> np.ndarray:
 
 def write_workload(workdir: Path, rows: int = ROWS, seed: int = 0) -> dict[str, Any]:
     """Training baseline + capture files; returns paths and counts."""
-    from modelops.baseline import compute_baseline
+    from modelops.domain.baseline import compute_baseline
 
     rng = np.random.default_rng(seed)
     train = _training(rng)
@@ -87,7 +87,7 @@ def write_workload(workdir: Path, rows: int = ROWS, seed: int = 0) -> dict[str, 
             path.write_text("".join(buf))
             files.append(str(path))
             buf, size = [], 0
-    from modelops.capture import decode_line
+    from modelops.domain.capture import decode_line
 
     with open(files[0], "rb") as fh:  # the generator writes the real format
         rec = decode_line(fh.readline())
@@ -107,7 +107,8 @@ _OURS = textwrap.dedent(
     import json, os, resource, sys, time
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import numpy as np
-    from modelops import drift, monitoring
+    from modelops.domain import drift
+    from modelops.stages import monitor as monitoring
     work = json.loads(sys.argv[1])
     baseline = json.load(open(work["baseline"]))
     names = work["names"]
@@ -141,7 +142,7 @@ _PEER = textwrap.dedent(
     except Exception as exc:  # evidently 0.7 does not import with pandas 3
         note = f"evidently unavailable ({type(exc).__name__}: {str(exc)[:80]})"
     from scipy import stats
-    from modelops.capture import decode_line
+    from modelops.domain.capture import decode_line
     train = np.load(work["train"])
     baseline = json.load(open(work["baseline"]))
     t0 = time.perf_counter()

@@ -137,7 +137,7 @@ _OURS_WARM = (
         with mock_aws():
             s3 = boto3.client("s3", region_name="us-east-1")
             s3.create_bucket(Bucket=work["bucket"])
-            from modelops.registry import Registry
+            from modelops.storage.registry import Registry
             reg = Registry(s3, work["bucket"])
             tflite = open(os.path.join(work["dir"], "model.tflite"), "rb").read()
             schema = {"task": "binary", "target": "y", "classes": [0, 1],
@@ -148,7 +148,7 @@ _OURS_WARM = (
             reg.promote("bench", m.version)
 
             from functions.predict.app import lambda_handler
-            from modelops import predict_api
+            from modelops.stages.predict import api as predict_api
             settings = predict_api.PredictSettings(registry_bucket=work["bucket"], capture_stream="captures",
                                                    artifact_dir=os.path.join(work["dir"], "artifacts"))
             svc = predict_api.PredictService.from_settings(settings, s3=s3, firehose_factory=FirehoseStub)
@@ -492,7 +492,7 @@ def cold_starts(work: dict[str, Any], row: list[list[float]]) -> dict[str, list[
 def publish_for_cold_start(endpoint: str, work: dict[str, Any]) -> None:
     import boto3
 
-    from modelops.registry import Registry
+    from modelops.storage.registry import Registry
 
     kw = {
         "endpoint_url": endpoint,

@@ -1,4 +1,4 @@
-"""alert: de-duplicate, enrich and publish alarms and stage events to AlertsTopic (``modelops.alerting``).
+"""alert: de-duplicate, enrich and publish alarms and stage events to AlertsTopic (``modelops.stages.alert``).
 
 Subscribed to the alarm topic (SNS records) and to this stack's EventBridge events. A failed publish
 raises (after botocore's retries and after releasing the de-duplication claim), so Lambda's async
@@ -14,7 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelops import alerting, aws
+from modelops import aws
+from modelops.stages import alert as alerting
 
 logger = Logger()
 

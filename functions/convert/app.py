@@ -1,7 +1,7 @@
 """convert: a finished training job -> verified LiteRT artifacts, a registry version, the promotion gate.
 
 Triggered by EventBridge (SageMaker training and tuning job / Batch job state changes of this stack's
-jobs); everything it does is in ``modelops.conversion.handle_event`` (docs/convert.md). Real failures raise, so Lambda's
+jobs); everything it does is in ``modelops.stages.convert.handle_event`` (docs/convert.md). Real failures raise, so Lambda's
 async retries and the DLQ keep the event; a permanently bad artifact is reported (ConversionFailed)
 instead of retried.
 """
@@ -22,9 +22,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelops import aws, conversion
-from modelops.events import EventBus
-from modelops.registry import Registry
+from modelops import aws
+from modelops.stages import convert as conversion
+from modelops.storage.events import EventBus
+from modelops.storage.registry import Registry
 
 logger = Logger()
 metrics = Metrics()

@@ -1,4 +1,4 @@
-"""monitor: drift and quality of the last window of captured traffic (``modelops.monitoring``).
+"""monitor: drift and quality of the last window of captured traffic (``modelops.stages.monitor``).
 
 Runs on the template's schedule (hourly by default) or on a direct invoke
 ``{"model": "demo", "window_seconds": 3600}``. Real failures raise, so the async retries and the
@@ -14,7 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelops import aws, monitoring
+from modelops import aws
+from modelops.stages import monitor as monitoring
 
 logger = Logger()
 

@@ -1,6 +1,6 @@
 """predict: POST /models/{name}/predict, GET /models, GET /models/{name}, GET /openapi.json.
 
-The API lives in ``modelops.predict_api`` (docs/predict.md); this handler only adds Powertools'
+The API lives in ``modelops.stages.predict.api`` (docs/predict.md); this handler only adds Powertools'
 logging (API Gateway request id as correlation id) and EMF metrics (with the cold-start metric).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelops.predict_api import handle, logger, metrics, traced
+from modelops.stages.predict.api import handle, logger, metrics, traced
 
 
 @traced

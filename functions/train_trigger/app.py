@@ -1,7 +1,7 @@
 """train_trigger: a dataset dropped under ``datasets/{model}/*.csv`` starts exactly one training job.
 
 S3 ``ObjectCreated`` events (possibly several records, keys URL-encoded); everything it does is in
-``modelops.training`` (docs/training.md). Real failures raise, so Lambda's async retries and then the
+``modelops.stages.train_trigger`` (docs/training.md). Real failures raise, so Lambda's async retries and then the
 DLQ keep the event; a bad dataset is quarantined and reported instead.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelops import aws, training
+from modelops import aws
+from modelops.stages import train_trigger as training
 
 logger = Logger()
 

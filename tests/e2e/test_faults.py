@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from modelops.registry import Registry
+from modelops.storage.registry import Registry
 from modelops_local.lifecycle import Life, sklearn_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]

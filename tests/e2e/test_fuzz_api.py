@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from modelops.registry import Registry
+from modelops.storage.registry import Registry
 from tests.integration.predict_support import models, publish
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]

@@ -85,7 +85,7 @@ def targz_dir(root: Path) -> bytes:
 
 @dataclass
 class FakeBus:
-    """In-memory stand-in for modelops.events.EventBus."""
+    """In-memory stand-in for modelops.storage.events.EventBus."""
 
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelops.registry import Manifest, Registry
+from modelops.storage.registry import Manifest, Registry
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from modelops import aws, monitoring
-from modelops.registry import Registry
+from modelops import aws
+from modelops.stages import monitor as monitoring
+from modelops.storage.registry import Registry
 from tests.integration.test_monitor import (
     DATA,
     FakeContext,

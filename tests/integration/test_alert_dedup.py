@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 import pytest
 
-from modelops.alerting import DedupStore
+from modelops.stages.alert import DedupStore
 
 
 @pytest.fixture

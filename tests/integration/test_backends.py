@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from modelops import aws
-from modelops.backends import (
+from modelops.compute import (
     BatchBackend,
     JobRequest,
     LocalBackend,
@@ -28,9 +28,9 @@ from modelops.backends import (
     aws_tensorflow_image,
     source_bundle,
 )
-from modelops.errors import BackendError
-from modelops.spec import parse_spec
-from modelops.training import canonical_spec_json
+from modelops.domain.errors import BackendError
+from modelops.domain.spec import parse_spec
+from modelops.stages.train_trigger import canonical_spec_json
 
 ROLE = "arn:aws:iam::123456789012:role/modelops-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-training:1"
@@ -144,8 +144,8 @@ def test_sagemaker_with_the_aws_image_uploads_the_trainer_as_source(aws_mock: No
         "train.py",
         "requirements.txt",
         "modelops/ml/trainer.py",
-        "modelops/dataset.py",
-        "modelops/spec.py",
+        "modelops/domain/dataset.py",
+        "modelops/domain/spec.py",
     } <= names
     assert "run_sagemaker" in stub
     assert gzip.decompress(body) == gzip.decompress(source_bundle())  # reproducible

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from modelops.registry import Registry
+from modelops.storage.registry import Registry
 from modelops_cli.main import cli
 
 

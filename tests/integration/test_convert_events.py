@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from modelops import conversion
-from modelops.errors import CorruptDocumentError, InvalidEventError, RegistryUnavailableError
-from modelops.registry import Registry
+from modelops.domain.errors import CorruptDocumentError, InvalidEventError, RegistryUnavailableError
+from modelops.stages import convert as conversion
+from modelops.storage.registry import Registry
 from tests.integration.convert_support import (
     BUCKET,
     FakeBus,

@@ -15,9 +15,9 @@ import boto3
 import numpy as np
 import pytest
 
-from modelops import conversion
-from modelops.baseline import compute_baseline
-from modelops.registry import Registry
+from modelops.domain.baseline import compute_baseline
+from modelops.stages import convert as conversion
+from modelops.storage.registry import Registry
 from tests.integration.convert_support import (
     BUCKET,
     FakeBus,

@@ -16,9 +16,9 @@ import boto3
 import numpy as np
 import pytest
 
-from modelops.baseline import compute_baseline
-from modelops.capture import encode_record
-from modelops.registry import Registry
+from modelops.domain.baseline import compute_baseline
+from modelops.domain.capture import encode_record
+from modelops.storage.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -435,7 +435,7 @@ def test_model_filter_canary_role_and_bad_requests(world: dict[str, Any]) -> Non
 
 def test_monitor_imports_no_tensorflow_scipy_or_pandas() -> None:
     code = (
-        "import sys, functions.monitor.app, modelops.monitoring, modelops.report, modelops.drift; "
+        "import sys, functions.monitor.app, modelops.stages.monitor, modelops.domain.report, modelops.domain.drift; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'scipy', 'pandas', 'keras'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -446,7 +446,7 @@ def test_labels_join_the_rows_of_a_request_captured_in_several_lines(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """capture_sink splits a request over Firehose's record limit into lines "{rid}#{first row}"."""
-    from modelops import capture_sink
+    from modelops.storage import capture_sink
 
     monkeypatch.setattr(capture_sink, "MAX_RECORD_BYTES", 4_000)  # a small limit: the same split logic
 

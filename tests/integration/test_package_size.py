@@ -106,7 +106,7 @@ def test_the_shared_layer_carries_the_training_source_bundle(tmp_path: Path) -> 
 
     probe = (
         "import sys, io, tarfile, gzip; sys.path[:0] = sys.argv[1].split(':'); "
-        "from modelops.backends import source_bundle; "
+        "from modelops.compute import source_bundle; "
         "names = tarfile.open(fileobj=io.BytesIO(source_bundle())).getnames(); "
         "print('\\n'.join(names)); sys.exit(0 if 'modelops/ml/trainer.py' in names else 1)"
     )

@@ -20,11 +20,11 @@ import pytest
 from openapi_spec_validator import validate
 
 from functions.predict.app import lambda_handler
-from modelops import predict_api
-from modelops.capture import decode_line, iter_lines
-from modelops.predict_api import PredictService, PredictSettings
-from modelops.registry import Registry
-from modelops.serving import routing_unit
+from modelops.domain.capture import decode_line, iter_lines
+from modelops.stages.predict import api as predict_api
+from modelops.stages.predict.api import PredictService, PredictSettings
+from modelops.stages.predict.serving import routing_unit
+from modelops.storage.registry import Registry
 from tests.integration.predict_support import (
     FEATURES,
     BuiltModel,
@@ -668,7 +668,7 @@ with mock_aws():
     import boto3
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket=os.environ["REGISTRY_BUCKET"])
-    from modelops.registry import Registry
+    from modelops.storage.registry import Registry
     reg = Registry(s3, os.environ["REGISTRY_BUCKET"])
     schema = json.loads(os.environ["SCHEMA"])
     m = reg.publish_version("iris", {"tflite": ("model.tflite", open(os.environ["TFLITE"], "rb").read())},

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from modelops.errors import (
+from modelops.domain.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
     IntegrityError,
@@ -18,7 +18,7 @@ from modelops.errors import (
     VersionConflictError,
     VersionNotFoundError,
 )
-from modelops.registry import AliasDoc, Registry, sha256_hex
+from modelops.storage.registry import AliasDoc, Registry, sha256_hex
 
 
 @pytest.fixture

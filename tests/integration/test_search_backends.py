@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from modelops.backends import (
+from modelops.compute import (
     BatchBackend,
     JobRequest,
     LocalBackend,
@@ -21,10 +21,16 @@ from modelops.backends import (
     metric_definitions,
     plan_search,
 )
-from modelops.errors import SearchNotSupportedError
-from modelops.search import tuning_job_name
-from modelops.spec import parse_spec
-from modelops.training import TrainTrigger, TrainTriggerSettings, canonical_spec_json, job_name, spec_sha256
+from modelops.domain.errors import SearchNotSupportedError
+from modelops.domain.search import tuning_job_name
+from modelops.domain.spec import parse_spec
+from modelops.stages.train_trigger import (
+    TrainTrigger,
+    TrainTriggerSettings,
+    canonical_spec_json,
+    job_name,
+    spec_sha256,
+)
 from tests.integration.test_train_trigger import IMAGE, ROLE, Stack, good_csv, stack  # noqa: F401 - fixture
 
 SHA = "ab" * 32

@@ -20,11 +20,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from modelops import conversion
-from modelops import search as searching
-from modelops.backends import metric_definitions
-from modelops.registry import Registry
-from modelops.spec import ModelSpec, parse_spec
+from modelops.compute import metric_definitions
+from modelops.domain import search as searching
+from modelops.domain.spec import ModelSpec, parse_spec
+from modelops.stages import convert as conversion
+from modelops.storage.registry import Registry
 from tests.integration.convert_support import (
     BUCKET,
     FakeBus,

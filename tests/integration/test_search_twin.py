@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelops.registry import Registry
+from modelops.storage.registry import Registry
 from tests.unit.test_trainer import diabetes
 
 pytestmark = [pytest.mark.twin, pytest.mark.slow]

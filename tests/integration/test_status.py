@@ -8,7 +8,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from modelops.registry import Registry
+from modelops.storage.registry import Registry
 from modelops_cli.main import cli
 
 

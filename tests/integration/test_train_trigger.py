@@ -17,10 +17,10 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 from modelops import aws
-from modelops.backends import JobRequest, StartedJob
-from modelops.errors import BackendError
-from modelops.spec import parse_spec
-from modelops.training import (
+from modelops.compute import JobRequest, StartedJob
+from modelops.domain.errors import BackendError
+from modelops.domain.spec import parse_spec
+from modelops.stages.train_trigger import (
     TrainTrigger,
     TrainTriggerSettings,
     build,

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelops import alerting
+from modelops.stages import alert as alerting
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 

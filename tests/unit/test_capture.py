@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from modelops.capture import CaptureFormatError, decode_line, encode_record, iter_lines
+from modelops.domain.capture import CaptureFormatError, decode_line, encode_record, iter_lines
 
 floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
@@ -97,7 +97,7 @@ def test_iter_lines_skips_blanks() -> None:
 
 def test_baseline_bins_discrete_traffic_like_the_training_data() -> None:
     """A discrete feature trained from rounded text must bin full-precision float32 traffic alike."""
-    from modelops.baseline import column_stats
+    from modelops.domain.baseline import column_stats
 
     rng = np.random.default_rng(0)
     exact = rng.choice([-0.0446416365069974, 0.0506801187398187], size=400)

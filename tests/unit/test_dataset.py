@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelops.dataset import Limits, load_csv, min_rows, split_sizes, validate_stream
-from modelops.errors import DatasetRejectedError
-from modelops.spec import ModelSpec, parse_spec
+from modelops.domain.dataset import Limits, load_csv, min_rows, split_sizes, validate_stream
+from modelops.domain.errors import DatasetRejectedError
+from modelops.domain.spec import ModelSpec, parse_spec
 
 MiB = 1024 * 1024
 

@@ -10,8 +10,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelops.dataset import Limits, validate_stream
-from modelops.spec import parse_spec
+from modelops.domain.dataset import Limits, validate_stream
+from modelops.domain.spec import parse_spec
 
 SPEC = parse_spec({"task": "regression", "target": "y", "features": ["a", "b"]})
 LIMITS = Limits(min_rows=5)

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from modelops import drift
-from modelops.baseline import column_stats, compute_baseline
+from modelops.domain import drift
+from modelops.domain.baseline import column_stats, compute_baseline
 
 
 def _ref(train: np.ndarray, name: str = "x", bins: int = 10) -> drift.FeatureReference:

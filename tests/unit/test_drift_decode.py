@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelops import monitoring
-from modelops.baseline import compute_baseline
-from modelops.capture import CaptureFormatError, decode_line, encode_record
+from modelops.domain.baseline import compute_baseline
+from modelops.domain.capture import CaptureFormatError, decode_line, encode_record
+from modelops.stages import monitor as monitoring
 
 NAMES = ["a", "b", "c"]
 RNG = np.random.default_rng(0)
@@ -24,7 +24,7 @@ NOW = 1_800_000_000.0
 def context(model: str, version: int) -> monitoring.VersionContext | None:
     if (model, version) != ("m", 1):
         return None
-    from modelops import drift
+    from modelops.domain import drift
 
     refs, pred = drift.references(BASELINE, NAMES)
     return monitoring.VersionContext(model="m", version=1, features=NAMES, refs=refs, pred_ref=pred)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelops import gate
-from modelops.registry import AliasDoc, Manifest, Registry
-from modelops.spec import ModelSpec, parse_spec
+from modelops.domain import gate
+from modelops.domain.spec import ModelSpec, parse_spec
+from modelops.storage.registry import AliasDoc, Manifest, Registry
 
 
 def alias(version: int, canary: int | None = None) -> AliasDoc:
@@ -249,7 +249,7 @@ def test_prior_decision_finds_gate_entries_and_manual_moves(reg: Registry) -> No
 
 def test_gate_and_conversion_import_no_numpy_or_tensorflow() -> None:
     code = (
-        "import sys, modelops.gate, modelops.conversion; "
+        "import sys, modelops.domain.gate, modelops.stages.convert; "
         "bad = [m for m in ('numpy', 'tensorflow', 'keras') if m in sys.modules]; "
         "assert not bad, bad"
     )

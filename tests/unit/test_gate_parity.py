@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelops.errors import ParityError
+from modelops.domain.errors import ParityError
 from modelops.ml.convert import compare_outputs, predicted_labels, score
 
 

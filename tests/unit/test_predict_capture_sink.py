@@ -1,4 +1,4 @@
-"""Capture to Firehose (modelops.capture_sink): sampling, batching, FailedPutCount, failures counted."""
+"""Capture to Firehose (modelops.storage.capture_sink): sampling, batching, FailedPutCount, failures counted."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelops.capture import decode_line
-from modelops.capture_sink import MAX_BATCH_RECORDS, MAX_RECORD_BYTES, CaptureSink, encode_lines
+from modelops.domain.capture import decode_line
+from modelops.storage.capture_sink import MAX_BATCH_RECORDS, MAX_RECORD_BYTES, CaptureSink, encode_lines
 
 
 class FakeFirehose:

@@ -13,10 +13,10 @@ FORBIDDEN = ("tensorflow", "scipy", "pandas", "keras", "tflite_runtime", "jax", 
 PROBE = """
 import json, sys
 import functions.predict.app
-import modelops.predict_api, modelops.serving, modelops.capture_sink
+import modelops.stages.predict.api, modelops.stages.predict.serving, modelops.storage.capture_sink
 from ai_edge_litert.interpreter import Interpreter
 lean = "aws_lambda_powertools.event_handler" not in sys.modules
-import modelops.predict_routes
+import modelops.stages.predict.routes
 print(json.dumps({"lean": lean, "modules": sorted({m.split('.')[0] for m in sys.modules})}))
 """
 

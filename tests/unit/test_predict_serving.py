@@ -1,4 +1,4 @@
-"""The model cache (modelops.serving) against an in-memory registry and fake interpreters:
+"""The model cache (modelops.stages.predict.serving) against an in-memory registry and fake interpreters:
 TTL and conditional GETs, pins, canary routing, fallbacks, alerts, eviction."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelops.errors import (
+from modelops.domain.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
     IntegrityError,
@@ -20,8 +20,7 @@ from modelops.errors import (
     RegistryUnavailableError,
     VersionNotFoundError,
 )
-from modelops.registry import AliasDoc, Manifest
-from modelops.serving import (
+from modelops.stages.predict.serving import (
     ArtifactLoadError,
     ModelCache,
     ModelUnavailableError,
@@ -29,6 +28,7 @@ from modelops.serving import (
     model_info,
     routing_unit,
 )
+from modelops.storage.registry import AliasDoc, Manifest
 
 FEATURES = ["a", "b", "c"]
 

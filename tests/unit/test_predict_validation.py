@@ -1,4 +1,4 @@
-"""Request parsing and validation of the predict API (modelops.predict_api), without AWS or models."""
+"""Request parsing and validation of the predict API (modelops.stages.predict.api), without AWS or models."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelops.errors import RegistryUnavailableError
-from modelops.predict_api import (
+from modelops.domain.errors import RegistryUnavailableError
+from modelops.stages.predict.api import (
     PredictSettings,
     RequestError,
     body_bytes,
@@ -27,7 +27,7 @@ from modelops.predict_api import (
     selector,
     to_matrix,
 )
-from modelops.serving import ModelInfo
+from modelops.stages.predict.serving import ModelInfo
 
 INFO = ModelInfo("demo", 3, "binary", ("a", "b", "c"), ("no", "yes"), 1.0, "tflite", "0" * 64)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from modelops import search as searching
-from modelops.errors import SearchFailedError, SpecError, TrainingError, TrialPrunedError
-from modelops.spec import MAX_TRIALS, parse_spec
-from modelops.training import canonical_spec_json, spec_sha256
+from modelops.domain import search as searching
+from modelops.domain.errors import SearchFailedError, SpecError, TrainingError, TrialPrunedError
+from modelops.domain.spec import MAX_TRIALS, parse_spec
+from modelops.stages.train_trigger import canonical_spec_json, spec_sha256
 
 BASE = {"task": "regression", "target": "target"}
 SPACE = {"learning_rate": {"min": 0.001, "max": 0.1}, "hidden_units": [[8], [16, 8]], "batch_size": [16, 64]}
@@ -268,7 +268,7 @@ def test_every_trial_failing_fails_the_search_with_the_reason(tmp_path: Path) ->
 
 
 def test_bad_data_fails_before_any_trial(tmp_path: Path) -> None:
-    from modelops.errors import DatasetRejectedError
+    from modelops.domain.errors import DatasetRejectedError
     from modelops.ml.search import run_search
 
     data = tmp_path / "d.csv"
@@ -414,7 +414,7 @@ def test_train_trigger_and_the_shared_search_helpers_import_neither_tensorflow_n
     import sys
 
     code = (
-        "import sys, functions.train_trigger.app, modelops.search, modelops.conversion; "
+        "import sys, functions.train_trigger.app, modelops.domain.search, modelops.stages.convert; "
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'optuna') if m in sys.modules); "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from modelops.errors import SpecError
-from modelops.spec import ModelSpec, check_model_name, parse_spec
+from modelops.domain.errors import SpecError
+from modelops.domain.spec import ModelSpec, check_model_name, parse_spec
 
 MINIMAL = {"task": "regression", "target": "y"}
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from modelops.backends import JobRequest, source_bundle
+from modelops.compute import JobRequest, source_bundle
+from modelops.domain.spec import ModelSpec, parse_spec
 from modelops.ml.trainer import auc_binary, classification_metrics, read_hyperparameters, regression_metrics
-from modelops.spec import ModelSpec, parse_spec
-from modelops.training import canonical_spec_json
+from modelops.stages.train_trigger import canonical_spec_json
 
 CONTRACT_FILES = {
     "saved_model",
@@ -355,9 +355,9 @@ def test_a_dataset_the_stage_accepted_with_a_looser_limit_still_trains(tmp_path:
     again against the defaults; a file that was never validated is."""
     import hashlib
 
-    from modelops.errors import DatasetRejectedError
+    from modelops.domain.errors import DatasetRejectedError
+    from modelops.domain.spec import parse_spec
     from modelops.ml.trainer import check_dataset
-    from modelops.spec import parse_spec
 
     spec = parse_spec({"task": "regression", "target": "y", "features": ["a", "b"]})
     rows = ["a,b,y"] + [f"{i},{'' if i % 5 == 0 else i * 2},{i * 3}" for i in range(40)]  # 20% missing in b

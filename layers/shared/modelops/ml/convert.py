@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from modelops.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
-from modelops.metrics import auc_binary, auc_macro
-from modelops.spec import LOWER_IS_BETTER
+from modelops.domain.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
+from modelops.domain.metrics import auc_binary, auc_macro
+from modelops.domain.spec import LOWER_IS_BETTER
 
 SIGNATURE = "serving_default"
 

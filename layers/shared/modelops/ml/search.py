@@ -12,7 +12,7 @@ Optuna study (seeded sampler) decides what each trial tries:
   process that dies fails only the trials it was running. No trial completing fails the job
   (``SearchFailedError``: convert then sends ``TrainingJobFailed``, and no version is published).
 - The best trial's model dir becomes the job's model dir, exactly as a single training run writes it,
-  plus ``trials.json`` (every trial; ``modelops.search.summary``).
+  plus ``trials.json`` (every trial; ``modelops.domain.search.summary``).
 
 Workers are spawned (not forked: TensorFlow is not fork-safe) and share the study through an Optuna
 journal file, so pruning compares a trial with the others wherever they run. One trial at a time runs
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelops import search as searching
-from modelops.errors import SearchFailedError, TrialPrunedError
-from modelops.spec import ModelSpec, SearchSpec, parse_spec
+from modelops.domain import search as searching
+from modelops.domain.errors import SearchFailedError, TrialPrunedError
+from modelops.domain.spec import ModelSpec, SearchSpec, parse_spec
 
 Log = Callable[[str], None]
 Report = Callable[[int, float], bool]
@@ -56,7 +56,7 @@ def _print(line: str) -> None:
 
 # ---------------------------------------------------------------------------- the space
 def distributions(search: SearchSpec) -> dict[str, Any]:
-    """Optuna distributions of the spec's ranges (``hidden_units`` as strings, see ``modelops.search``)."""
+    """Optuna distributions of the spec's ranges (``hidden_units`` as strings, see ``modelops.domain.search``)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
@@ -126,7 +126,7 @@ class TrialTask:
     params: dict[str, Any]
     data_path: str
     spec_json: str
-    """The trial's single-run spec (``modelops.search.apply_params``)."""
+    """The trial's single-run spec (``modelops.domain.search.apply_params``)."""
     metric: str
     trial_dir: str
     hyperparameters: dict[str, str]

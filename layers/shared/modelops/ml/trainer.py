@@ -28,12 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from modelops import search as searching
-from modelops.baseline import compute_baseline
-from modelops.dataset import Limits, LoadedDataset, load_csv, split_sizes
-from modelops.errors import DatasetRejectedError, ModelOpsError, SpecError, TrainingError, TrialPrunedError
-from modelops.metrics import auc_binary, auc_macro
-from modelops.spec import ModelSpec, parse_spec
+from modelops.domain import search as searching
+from modelops.domain.baseline import compute_baseline
+from modelops.domain.dataset import Limits, LoadedDataset, load_csv, split_sizes
+from modelops.domain.errors import (
+    DatasetRejectedError,
+    ModelOpsError,
+    SpecError,
+    TrainingError,
+    TrialPrunedError,
+)
+from modelops.domain.metrics import auc_binary, auc_macro
+from modelops.domain.spec import ModelSpec, parse_spec
 
 EARLY_STOP_SHARE = 0.15
 """Share of the training rows held back to decide early stopping (the held-out split is never seen)."""

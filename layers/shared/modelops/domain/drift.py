@@ -1,0 +1,482 @@
+"""Drift statistics of captured traffic against a version's training baseline (numpy only).
+
+Everything here works on *partial statistics* that merge: the monitor computes one
+:class:`FeaturePartial` per feature per chunk of a capture file, adds them up (``merge``), and only at
+the end turns the sum into numbers (:func:`compare`). Partials of different files, Lambdas or Step
+Functions Map iterations merge the same way (``to_dict`` / ``from_dict`` carry them as JSON).
+
+The grid
+--------
+Each feature's baseline (``modelops/baseline.py``) gives PSI bin ``edges`` (training quantiles), the
+training ``min``/``max`` and a sorted reference ``sample``. The grid ``z`` is the sorted union of all
+of them. A partial counts the current values in every grid cell ``[z[i-1], z[i])`` (``cells``, with
+``z[-1] = -inf`` and ``z[len] = +inf``), the values *equal* to each grid point (``ties``) and the sum
+of the values in each cell (``sums``). From these counts:
+
+* **PSI** is exact. A value's PSI bin is ``searchsorted(edges, x, side="right")`` (baseline.py's
+  rule); every edge is a grid point, so each cell lies in exactly one PSI bin. Empty bins (current or
+  reference) are floored at ``EPSILON = 1e-4`` before the log, as Evidently does::
+
+      PSI = sum_b (cur_b - ref_b) * ln(cur_b / ref_b)
+
+* **KS** is exact: the two-sample statistic ``D = sup_t |F_ref(t) - F_cur(t)|`` between the
+  baseline's reference sample and *all* current values. ``F_ref`` only jumps at sample values (grid
+  points), so on a cell it is constant while ``F_cur`` rises monotonically; the supremum over the cell
+  is at its two ends, ``F_cur(z[i-1])`` (ties included) and ``F_cur(z[i]-)``, both of which the counts
+  give exactly. This is the value ``scipy.stats.ks_2samp(sample, current).statistic`` returns.
+
+* **Out-of-range** (outside the training ``[min, max]``) and **missing** (NaN or +-inf) rates are exact.
+
+* **Wasserstein-1** (``W1 = integral |F_ref - F_cur| dt``) is exact on every cell where ``F_cur``
+  stays on one side of ``F_ref`` (the per-cell sums give the integral), and on the two open-ended
+  outer cells. On a cell where ``F_cur`` crosses ``F_ref`` the integral lies between
+  ``|c w - I|`` and ``w max(c - A, B - c)`` (``w`` the cell width, ``c`` the reference level,
+  ``[A, B]`` the range of ``F_cur`` there); the midpoint is used, so
+  ``|W1_binned - W1_exact| <= 1/2 * sum_{crossing cells} w_i * p_i`` (``p_i`` the current share of the
+  cell). The bound is returned beside the value (``wasserstein_bound``). While a window holds at most
+  ``EXACT_LIMIT`` values of a feature the partial also keeps them and W1 is computed exactly (bound 0);
+  a larger window, or a partial that went through ``to_dict``, uses the binned value.
+  ``wasserstein_norm = W1 / max(baseline std, 0.001)`` (Evidently's ``wasserstein_distance_norm``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelops.domain import metrics
+
+EPSILON = 1e-4
+"""Floor for an empty bin's share in PSI (Evidently uses the same)."""
+EXACT_LIMIT = 100_000
+"""A window with at most this many values of a feature keeps them, so W1 is computed exactly."""
+STD_FLOOR = 0.001
+"""Floor of the reference standard deviation that normalises W1 (Evidently's)."""
+
+
+# ---------------------------------------------------------------------------------------------- reference
+@dataclass(frozen=True)
+class FeatureReference:
+    """One feature's baseline, prepared for fast comparison (built once per model version)."""
+
+    name: str
+    edges: np.ndarray  # PSI interior edges, strictly increasing
+    proportions: np.ndarray  # reference share of each PSI bin
+    sample: np.ndarray  # sorted reference sample (float64)
+    grid: np.ndarray  # z: sorted union of edges, sample, min, max
+    ref_cdf: np.ndarray  # F_ref(z[i]) = share of the sample <= z[i]
+    cell_bin: np.ndarray  # PSI bin of each grid cell (len(grid) + 1)
+    lo: float | None  # training min
+    hi: float | None  # training max
+    mean: float | None
+    std: float | None
+    missing_rate: float
+
+    @classmethod
+    def from_stats(cls, name: str, stats: dict[str, Any]) -> FeatureReference:
+        """From one ``STATS`` block of ``baseline.json``; raises ``ValueError`` on a malformed block."""
+        try:
+            edges = np.asarray(stats.get("edges") or [], dtype=np.float64)
+            props = np.asarray(stats.get("proportions") or [1.0], dtype=np.float64)
+            sample = np.sort(np.asarray(stats.get("sample") or [], dtype=np.float64))
+            lo, hi = stats.get("min"), stats.get("max")
+            count = int(stats.get("count") or 0)
+            missing = int(stats.get("missing") or 0)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"baseline of {name!r} is malformed: {exc}") from exc
+        if props.size != edges.size + 1:
+            raise ValueError(f"baseline of {name!r}: {edges.size} edges but {props.size} proportions")
+        if edges.size > 1 and not np.all(np.diff(edges) > 0):
+            raise ValueError(f"baseline of {name!r}: edges are not strictly increasing")
+        if not (np.all(np.isfinite(edges)) and np.all(np.isfinite(sample))):
+            raise ValueError(f"baseline of {name!r}: non-finite edges or sample")
+        extra = [float(v) for v in (lo, hi) if v is not None and math.isfinite(float(v))]
+        grid = np.unique(np.concatenate([edges, sample, np.asarray(extra, dtype=np.float64)]))
+        ref_cdf = (
+            np.searchsorted(sample, grid, side="right") / sample.size if sample.size else np.zeros(grid.size)
+        )
+        # cell i holds [grid[i-1], grid[i]); its PSI bin is the number of edges <= grid[i-1]
+        left = np.concatenate([[-np.inf], grid])
+        cell_bin = np.searchsorted(edges, left, side="right")
+        return cls(
+            name=name,
+            edges=edges,
+            proportions=props,
+            sample=sample,
+            grid=grid,
+            ref_cdf=ref_cdf,
+            cell_bin=cell_bin,
+            lo=None if lo is None else float(lo),
+            hi=None if hi is None else float(hi),
+            mean=None if stats.get("mean") is None else float(stats["mean"]),
+            std=None if stats.get("std") is None else float(stats["std"]),
+            missing_rate=(missing / count) if count else 0.0,
+        )
+
+
+def references(
+    baseline: dict[str, Any], features: list[str]
+) -> tuple[list[FeatureReference], FeatureReference]:
+    """The references of ``features`` (schema order) and of the prediction, from ``baseline.json``."""
+    try:
+        feats = baseline["features"]
+        out = [FeatureReference.from_stats(name, feats[name]) for name in features]
+        pred = FeatureReference.from_stats("prediction", baseline["prediction"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"baseline.json lacks {exc}") from exc
+    return out, pred
+
+
+# ---------------------------------------------------------------------------------------------- partials
+@dataclass
+class FeaturePartial:
+    """Mergeable statistics of one feature over some rows (see the module docstring)."""
+
+    count: int  # rows seen (finite or not)
+    missing: int  # NaN / +-inf
+    cells: np.ndarray  # int64, len(grid) + 1: values in [grid[i-1], grid[i])
+    ties: np.ndarray  # int64, len(grid): values equal to grid[i]
+    sums: np.ndarray  # float64, len(grid) + 1: sum of the values in each cell
+    sumsq: float
+    vmin: float = math.inf
+    vmax: float = -math.inf
+    raw: list[np.ndarray] | None = field(default_factory=list)  # finite values while <= EXACT_LIMIT
+
+    @classmethod
+    def empty(cls, ref: FeatureReference) -> FeaturePartial:
+        m = ref.grid.size
+        return cls(0, 0, np.zeros(m + 1, np.int64), np.zeros(m, np.int64), np.zeros(m + 1), 0.0)
+
+    @property
+    def finite(self) -> int:
+        return self.count - self.missing
+
+    def merge(self, other: FeaturePartial) -> FeaturePartial:
+        """Add ``other`` into this partial (in place) and return it."""
+        if other.cells.shape != self.cells.shape:
+            raise ValueError("partials of different baselines cannot merge")
+        self.count += other.count
+        self.missing += other.missing
+        self.cells += other.cells
+        self.ties += other.ties
+        self.sums += other.sums
+        self.sumsq += other.sumsq
+        self.vmin = min(self.vmin, other.vmin)
+        self.vmax = max(self.vmax, other.vmax)
+        if self.raw is not None and other.raw is not None and self.finite <= EXACT_LIMIT:
+            self.raw.extend(other.raw)
+        else:
+            self.raw = None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for fan-out); exact raw values are not carried."""
+        return {
+            "count": self.count,
+            "missing": self.missing,
+            "cells": self.cells.tolist(),
+            "ties": self.ties.tolist(),
+            "sums": self.sums.tolist(),
+            "sumsq": self.sumsq,
+            "min": self.vmin if math.isfinite(self.vmin) else None,
+            "max": self.vmax if math.isfinite(self.vmax) else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeaturePartial:
+        return cls(
+            count=int(d["count"]),
+            missing=int(d["missing"]),
+            cells=np.asarray(d["cells"], dtype=np.int64),
+            ties=np.asarray(d["ties"], dtype=np.int64),
+            sums=np.asarray(d["sums"], dtype=np.float64),
+            sumsq=float(d["sumsq"]),
+            vmin=math.inf if d.get("min") is None else float(d["min"]),
+            vmax=-math.inf if d.get("max") is None else float(d["max"]),
+            raw=None,
+        )
+
+
+def partial(ref: FeatureReference, values: np.ndarray) -> FeaturePartial:
+    """The partial statistics of one feature's values (any float dtype, NaN/inf count as missing)."""
+    v = np.asarray(values).ravel()
+    n = int(v.size)
+    finite_mask = np.isfinite(v)
+    if not finite_mask.all():
+        v = v[finite_mask]
+    # Sorting (SIMD-accelerated in numpy) makes every count a searchsorted of the small grid.
+    v = np.sort(v).astype(np.float64, copy=False)
+    m = ref.grid.size
+    left = np.searchsorted(v, ref.grid, side="left")  # values < grid[i]
+    right = np.searchsorted(v, ref.grid, side="right")  # values <= grid[i]
+    bounds = np.concatenate([[0], left, [v.size]])
+    cells = np.diff(bounds).astype(np.int64)
+    ties = (right - left).astype(np.int64)
+    sums = np.zeros(m + 1)
+    nonempty = cells > 0
+    if v.size:
+        starts = bounds[:-1][nonempty]
+        sums[nonempty] = np.add.reduceat(v, starts)
+    return FeaturePartial(
+        count=n,
+        missing=n - int(v.size),
+        cells=cells,
+        ties=ties,
+        sums=sums,
+        sumsq=float(np.sum(np.square(v))),  # not np.dot: BLAS threads cost more than they save here
+        vmin=float(v[0]) if v.size else math.inf,
+        vmax=float(v[-1]) if v.size else -math.inf,
+        raw=[v] if v.size <= EXACT_LIMIT else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = EPSILON) -> float:
+    """PSI between two vectors of bin shares (or counts of the current window, normalised here)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    total = cur.sum()
+    if total <= 0:
+        raise ValueError("no current values to compare")
+    cur = cur / total
+    ref = np.where(ref == 0, epsilon, ref)
+    cur = np.where(cur == 0, epsilon, cur)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def psi_bins(ref: FeatureReference, part: FeaturePartial) -> np.ndarray:
+    """Current counts per PSI bin (exact integers)."""
+    return np.bincount(ref.cell_bin, weights=part.cells, minlength=ref.edges.size + 1).astype(np.int64)
+
+
+def ks_statistic(ref: FeatureReference, part: FeaturePartial) -> float:
+    """Exact two-sample KS D between the reference sample and the partial's values."""
+    n = part.finite
+    if n == 0 or ref.sample.size == 0:
+        raise ValueError("KS needs values on both sides")
+    below = np.cumsum(part.cells)[:-1]  # values < grid[i]
+    f_before = below / n  # F_cur(grid[i]-)
+    f_at = (below + part.ties) / n  # F_cur(grid[i])
+    r_at = ref.ref_cdf
+    r_before = np.concatenate([[0.0], r_at[:-1]])  # F_ref is constant on [grid[i-1], grid[i])
+    return float(max(np.max(np.abs(r_before - f_before)), np.max(np.abs(r_at - f_at))))
+
+
+def ks_exact(sample: np.ndarray, values: np.ndarray) -> float:
+    """Two-sample KS D by the textbook definition (independent of the partials)."""
+    a = np.sort(np.asarray(sample, dtype=np.float64))
+    b = np.sort(np.asarray(values, dtype=np.float64))
+    points = np.concatenate([a, b])
+    fa = np.searchsorted(a, points, side="right") / a.size
+    fb = np.searchsorted(b, points, side="right") / b.size
+    return float(np.max(np.abs(fa - fb)))
+
+
+def wasserstein_exact(sample: np.ndarray, values: np.ndarray) -> float:
+    """W1 between two empirical distributions: integral of |F_a - F_b| (as scipy computes it)."""
+    a = np.sort(np.asarray(sample, dtype=np.float64))
+    b = np.sort(np.asarray(values, dtype=np.float64))
+    allv = np.sort(np.concatenate([a, b]))
+    deltas = np.diff(allv)
+    fa = np.searchsorted(a, allv[:-1], side="right") / a.size
+    fb = np.searchsorted(b, allv[:-1], side="right") / b.size
+    return float(np.sum(np.abs(fa - fb) * deltas))
+
+
+def wasserstein_binned(ref: FeatureReference, part: FeaturePartial) -> tuple[float, float]:
+    """(W1 estimate, bound on its absolute error) from the partial's cell counts and sums."""
+    n = part.finite
+    z = ref.grid
+    if n == 0 or ref.sample.size == 0 or z.size == 0:
+        raise ValueError("Wasserstein needs values on both sides")
+    cells = part.cells.astype(np.float64)
+    sums = part.sums
+    # outer cells: F_ref is 0 below the grid, 1 above it
+    total = (cells[0] * z[0] - sums[0]) / n + (sums[-1] - cells[-1] * z[-1]) / n
+    if z.size == 1:
+        return float(total), 0.0
+    width = np.diff(z)  # inner cells 1..m-1
+    c = ref.ref_cdf[:-1]  # F_ref on [z[i-1], z[i])
+    below = np.cumsum(cells)  # values < z[i] at index i
+    a_lvl = below[:-2] / n  # F_cur(z[i-1]-)
+    b_lvl = below[1:-1] / n  # F_cur(z[i]-)
+    inner_cells = cells[1:-1]
+    integral = a_lvl * width + (inner_cells * z[1:] - sums[1:-1]) / n  # integral of F_cur on the cell
+    signed = c * width - integral
+    crossing = (a_lvl < c) & (c < b_lvl)
+    lower = np.abs(signed)
+    upper = np.where(crossing, width * np.maximum(c - a_lvl, b_lvl - c), lower)
+    total += float(np.sum((lower + upper) / 2))
+    bound = float(np.sum((upper - lower) / 2))
+    return float(total), bound
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    name: str
+    n: int  # finite current values
+    count: int
+    psi: float | None
+    ks: float | None
+    wasserstein: float | None
+    wasserstein_norm: float | None
+    wasserstein_bound: float | None
+    exact: bool  # W1 computed exactly
+    missing_rate: float
+    out_of_range_rate: float
+    mean: float | None
+    std: float | None
+    reference_proportions: list[float]
+    current_proportions: list[float]
+    edges: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "count": self.count,
+            "n": self.n,
+            "psi": self.psi,
+            "ks": self.ks,
+            "wasserstein": self.wasserstein,
+            "wasserstein_norm": self.wasserstein_norm,
+            "wasserstein_bound": self.wasserstein_bound,
+            "wasserstein_exact": self.exact,
+            "missing_rate": self.missing_rate,
+            "out_of_range_rate": self.out_of_range_rate,
+            "mean": self.mean,
+            "std": self.std,
+            "edges": self.edges,
+            "reference_proportions": self.reference_proportions,
+            "current_proportions": self.current_proportions,
+        }
+
+
+def out_of_range(ref: FeatureReference, part: FeaturePartial) -> int:
+    """Current values below the training min or above the training max (exact)."""
+    z = ref.grid
+    n_out = 0
+    if ref.lo is not None:
+        k = int(np.searchsorted(z, ref.lo))  # grid index of min
+        n_out += int(part.cells[: k + 1].sum())  # values < z[k]
+    if ref.hi is not None:
+        k = int(np.searchsorted(z, ref.hi))
+        n_out += int(part.cells[k + 1 :].sum()) - int(part.ties[k])  # values >= max, less those == max
+    return n_out
+
+
+def compare(ref: FeatureReference, part: FeaturePartial) -> FeatureDrift:
+    """Every drift number of one feature, from its merged partial."""
+    n = part.finite
+    bins = psi_bins(ref, part)
+    psi_v = ks_v = w = wn = wb = None
+    exact = False
+    mean = std = None
+    if n > 0:
+        psi_v = psi(ref.proportions, bins)
+        total = float(part.sums.sum())
+        mean = total / n
+        std = math.sqrt(max(part.sumsq / n - mean * mean, 0.0))
+        if ref.sample.size:
+            ks_v = ks_statistic(ref, part)
+            if part.raw is not None:
+                w = wasserstein_exact(ref.sample, np.concatenate(part.raw))
+                wb, exact = 0.0, True
+            else:
+                w, wb = wasserstein_binned(ref, part)
+            scale = max(ref.std or 0.0, STD_FLOOR)
+            wn = w / scale
+    return FeatureDrift(
+        name=ref.name,
+        n=n,
+        count=part.count,
+        psi=psi_v,
+        ks=ks_v,
+        wasserstein=w,
+        wasserstein_norm=wn,
+        wasserstein_bound=wb,
+        exact=exact,
+        missing_rate=(part.missing / part.count) if part.count else 0.0,
+        out_of_range_rate=(out_of_range(ref, part) / part.count) if part.count else 0.0,
+        mean=mean,
+        std=std,
+        reference_proportions=[float(p) for p in ref.proportions],
+        current_proportions=[float(c) / n for c in bins] if n else [0.0] * bins.size,
+        edges=[float(e) for e in ref.edges],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- quality
+def auc_binary(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC of ``scores`` for the ``positive`` rows (modelops.domain.metrics.auc_binary)."""
+    return metrics.auc_binary(positive, scores)
+
+
+def _class_index(label: Any, classes: list[Any] | None) -> int | None:
+    if classes is not None:
+        for i, c in enumerate(classes):
+            if label == c or str(label) == str(c):
+                return i
+    if isinstance(label, bool):
+        return int(label)
+    if isinstance(label, int | float) and float(label).is_integer() and label >= 0:
+        return int(label)
+    if isinstance(label, str) and label.strip().isdigit():
+        return int(label)
+    return None
+
+
+def quality(
+    task: str, outputs: np.ndarray, labels: list[Any], classes: list[Any] | None = None
+) -> dict[str, Any]:
+    """The training stage's quality metrics on labelled traffic.
+
+    ``outputs`` are the captured model outputs (rows x k); regression: ``rmse``, ``mae``; binary and
+    multiclass: ``accuracy`` and ``auc`` (macro one-vs-rest for multiclass; None when it cannot be
+    computed). Labels that cannot be read for the task are left out and counted in ``unusable``.
+    """
+    y = np.asarray(outputs, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] != len(labels):
+        raise ValueError("outputs and labels do not line up")
+    if task == "regression":
+        vals = np.array(
+            [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in labels]
+        )
+        ok = np.isfinite(vals)
+        if not ok.any():
+            raise ValueError("no numeric labels")
+        err = y[ok, 0] - vals[ok]
+        return {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "mae": float(np.mean(np.abs(err))),
+            "n": int(ok.sum()),
+            "unusable": int((~ok).sum()),
+        }
+    idx = np.array([(-1 if (c := _class_index(v, classes)) is None else c) for v in labels])
+    k = y.shape[1]
+    n_classes = len(classes) if classes else max(2 if task == "binary" else k, int(idx.max(initial=0)) + 1)
+    ok = (idx >= 0) & (idx < n_classes)
+    if not ok.any():
+        raise ValueError("no usable class labels")
+    lab, y = idx[ok], y[ok]
+    if task == "binary":
+        prob = y[:, 1] if k == 2 else y[:, 0]
+        pred = (prob >= 0.5).astype(np.int64)
+        auc = auc_binary(prob, lab == 1)
+    else:
+        if k > 1:
+            pred = np.argmax(y, axis=1)
+            aucs = [auc_binary(y[:, c], lab == c) for c in range(min(k, n_classes))]
+            good = [a for a in aucs if a is not None]
+            auc = float(np.mean(good)) if good else None
+        else:
+            pred = np.rint(y[:, 0]).astype(np.int64)
+            auc = None
+    return {
+        "accuracy": float(np.mean(pred == lab)),
+        "auc": auc,
+        "n": int(ok.sum()),
+        "unusable": int((~ok).sum()),
+    }

@@ -1,0 +1,852 @@
+"""The convert stage: a finished training job -> a verified registry version -> the promotion gate.
+
+Used by ``functions/convert/app.py``; see docs/convert.md for the decisions and docs/contracts.md
+("Jobs", "Registry artifacts") for the formats. TensorFlow is imported lazily (``modelops.ml.convert``)
+only once a completed job's artifact has been fetched and checked, so event routing, artifact
+checks and the gate run (and are tested) without it.
+
+What happens to each event:
+
+============================================  ==========================================================
+event                                          outcome
+============================================  ==========================================================
+not a SageMaker/Batch job state change          ``ignored`` (logged)
+non-terminal status (InProgress, RUNNING...)    ``ignored``
+no ``jobs/{job}.json`` in the registry bucket   ``ignored``: another stack's job (a tuning job's own training
+                                                jobs and Batch array children too: the search's event counts)
+job Failed / Stopped / FAILED                   ``training_failed``: TrainingJobFailed event, registry untouched
+a search in which no trial completed            ``training_failed`` (the reason lists the trials' errors)
+artifact missing, truncated, unsafe, or         ``conversion_failed``: ConversionFailed event, no version,
+lacks a file; spec invalid; unsupported op;     no retry (the same bytes fail the same way)
+parity or serving budget failed
+a version was already published for the job     ``replayed``: no new version; the gate runs only if it never
+                                                decided about that version
+completed job                                   ``published``: one version, ModelVersionPublished, gate,
+                                                ModelPromoted or PromotionRejected
+completed search (tuning job, Batch array job,  ``published``: the best trial's model, exactly like a single
+or a job that ran its search itself)            run; every trial in the manifest's ``search``
+S3 throttling / 5xx / network, EventBridge      raises: Lambda retries, then the DLQ keeps the event
+failure, alias CAS retry budget spent, bugs
+============================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import re
+import tarfile
+import tempfile
+import time
+import uuid
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from modelops.domain import gate
+from modelops.domain import search as searching
+from modelops.domain.errors import (
+    ArtifactInvalidError,
+    ConversionError,
+    CorruptDocumentError,
+    InvalidEventError,
+    ModelOpsError,
+    ParityError,
+    RegistryUnavailableError,
+    ServingBudgetError,
+    SpecError,
+)
+from modelops.domain.spec import ModelSpec, SearchSpec, check_model_name, parse_spec
+from modelops.storage.registry import Manifest, Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelops.ml.convert import ConvertOutput
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+"""SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
+ARTIFACT_FILE = "output/model.tar.gz"
+REQUIRED_FILES = ("saved_model/saved_model.pb", "schema.json", "metrics.json", "baseline.json", "heldout.npz")
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+class EventSink(Protocol):
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """Limits of the convert stage (sized for the template's 4 GB of /tmp and 3 GB of memory)."""
+
+    max_artifact_bytes: int = 1024**3
+    max_extracted_bytes: int = 2 * 1024**3
+    max_members: int = 20_000
+    max_tflite_bytes: int = 100 * 1024 * 1024
+    max_single_row_latency_us: float = 50_000.0
+    latency_calls: int = 200
+    parity_max_rows: int = 10_000
+    work_dir: str | None = None
+
+
+@dataclass
+class Deps:
+    """What the convert stage needs from AWS, built once per warm container by the handler."""
+
+    s3: Any
+    registry: Registry
+    bus: EventSink
+    options: Options = field(default_factory=Options)
+    sagemaker: Any = None
+    """Needed for tuning job events only (DescribeHyperParameterTuningJob, ListTrainingJobsFor...)."""
+
+    @property
+    def bucket(self) -> str:
+        return self.registry.bucket
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job: str
+    backend: str  # "sagemaker" | "batch"
+    status: str  # "completed" | "failed" | "other"
+    raw_status: str
+    reason: str
+    artifact_uri: str | None
+    hyperparameters: dict[str, str]
+    kind: str = "training"
+    """``training`` (SageMaker or the twin), ``tuning`` (a SageMaker tuning job: ``job`` is its name until
+    resolved), ``batch``."""
+    array_index: int | None = None
+    """Set for a child of a Batch array job (its parent's event is the one that counts)."""
+    event_id: str | None = None
+    """EventBridge's id of the event: the same on Lambda's retries and on a replay from the DLQ, so a
+    retry may take over its own earlier publish claim at once (see Registry.publish_version)."""
+
+
+@dataclass
+class Result:
+    outcome: str  # ignored | training_failed | conversion_failed | published | replayed
+    reason: str
+    job: str | None = None
+    model: str | None = None
+    version: int | None = None
+    gate: dict[str, Any] | None = None
+    error_code: str | None = None
+    metrics: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """CloudWatch metrics for the handler to emit: name -> (unit, value)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "job": self.job,
+            "model": self.model,
+            "version": self.version,
+            "gate": self.gate,
+            "error_code": self.error_code,
+        }
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job: str
+    model: str
+    backend: str
+    spec: ModelSpec | None
+    """None when the record's spec does not parse (``spec_error`` says why)."""
+    doc: dict[str, Any]
+    spec_error: SpecError | None = None
+
+
+# ---------------------------------------------------------------------------- events in
+def parse_job_event(event: Any) -> JobEvent | None:
+    """A SageMaker or Batch job state change, or None for any other event.
+
+    A job state change without a usable job name raises :class:`InvalidEventError`.
+    """
+    if not isinstance(event, Mapping):
+        return None
+    source, kind, detail = event.get("source"), event.get("detail-type"), event.get("detail")
+    if not isinstance(detail, Mapping):
+        detail = {}
+    array_index: int | None = None
+    event_kind = "training"
+    if source == "aws.sagemaker" and kind == "SageMaker HyperParameter Tuning Job State Change":
+        job, raw = (
+            detail.get("HyperParameterTuningJobName"),
+            str(detail.get("HyperParameterTuningJobStatus", "")),
+        )
+        status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
+        reason = str(detail.get("FailureReason") or ("stopped" if raw == "Stopped" else ""))
+        uri, hyper, backend, event_kind = None, {}, "sagemaker", "tuning"
+    elif source == "aws.sagemaker" and kind == "SageMaker Training Job State Change":
+        job, raw = detail.get("TrainingJobName"), str(detail.get("TrainingJobStatus", ""))
+        status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
+        reason = str(detail.get("FailureReason") or ("stopped" if raw == "Stopped" else ""))
+        artifacts = detail.get("ModelArtifacts")
+        uri = artifacts.get("S3ModelArtifacts") if isinstance(artifacts, Mapping) else None
+        hp = detail.get("HyperParameters")
+        hyper = {str(k): str(v) for k, v in hp.items()} if isinstance(hp, Mapping) else {}
+        backend = "sagemaker"
+    elif source == "aws.batch" and kind == "Batch Job State Change":
+        job, raw = detail.get("jobName"), str(detail.get("status", ""))
+        status = {"SUCCEEDED": "completed", "FAILED": "failed"}.get(raw, "other")
+        reason, uri, hyper, backend = str(detail.get("statusReason") or ""), None, {}, "batch"
+        event_kind = "batch"
+        array = detail.get("arrayProperties")
+        if isinstance(array, Mapping) and isinstance(array.get("index"), int):
+            array_index = int(array["index"])
+    else:
+        return None
+    if not isinstance(job, str) or not JOB_NAME_RE.match(job):
+        raise InvalidEventError(f"{kind} event without a valid job name: {str(job)[:80]!r}")
+    return JobEvent(
+        job,
+        backend,
+        status,
+        raw,
+        reason,
+        str(uri) if uri else None,
+        hyper,
+        kind=event_kind,
+        array_index=array_index,
+        event_id=str(event["id"]) if isinstance(event.get("id"), str) else None,
+    )
+
+
+# ---------------------------------------------------------------------------- S3 helpers
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
+
+
+def _is(exc: ClientError, codes: set[str]) -> bool:
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return _code(exc) in codes or status in codes
+
+
+def _transient(exc: ClientError, what: str) -> Exception:
+    if _is(exc, _TRANSIENT_CODES):
+        return RegistryUnavailableError(f"S3 is unavailable reading {what} ({_code(exc)}); try again")
+    return exc
+
+
+def load_job_record(s3: Any, bucket: str, job: str) -> JobRecord | None:
+    """``jobs/{job}.json`` (docs/contracts.md "Jobs"), or None when this stack did not start the job."""
+    key = f"jobs/{job}.json"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if _is(exc, _MISSING_CODES):
+            return None
+        raise _transient(exc, key) from exc
+    try:
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        if doc.get("job") not in (None, job):
+            raise ValueError(f"it names job {str(doc.get('job'))[:80]!r}")
+        model = check_model_name(str(doc["model"]))
+    except (ValueError, KeyError, SpecError) as exc:
+        raise CorruptDocumentError(f"job record {key} is malformed: {exc}") from exc
+    backend = str(doc.get("backend", ""))
+    try:
+        raw_spec = doc.get("spec")
+        spec = parse_spec(raw_spec if isinstance(raw_spec, dict) else "null")
+    except SpecError as exc:
+        # the record is ours and names the model; the spec inside is what is wrong
+        return JobRecord(job=job, model=model, backend=backend, spec=None, doc=doc, spec_error=exc)
+    return JobRecord(job=job, model=model, backend=backend, spec=spec, doc=doc)
+
+
+def download_artifact(s3: Any, bucket: str, key: str, dest: Path, max_bytes: int) -> Path:
+    """Stream ``key`` to ``dest``. Missing or oversized: :class:`ArtifactInvalidError` (permanent)."""
+    uri = f"s3://{bucket}/{key}"
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _is(exc, _MISSING_CODES):
+            raise ArtifactInvalidError(
+                f"no training artifact at {uri}: the job finished without output"
+            ) from exc
+        raise _transient(exc, uri) from exc
+    size = int(head.get("ContentLength", 0))
+    if size > max_bytes:
+        raise ArtifactInvalidError(
+            f"training artifact {uri} is {size} bytes, over the {max_bytes}-byte limit"
+        )
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _is(exc, _MISSING_CODES):
+            raise ArtifactInvalidError(f"training artifact {uri} disappeared while being read") from exc
+        raise _transient(exc, uri) from exc
+    written = 0
+    with open(dest, "wb") as fh:
+        for chunk in obj["Body"].iter_chunks(1024 * 1024):
+            written += len(chunk)
+            if written > max_bytes:
+                raise ArtifactInvalidError(f"training artifact {uri} is over the {max_bytes}-byte limit")
+            fh.write(chunk)
+    return dest
+
+
+def safe_extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> Path:
+    """Extract a (gzipped) tar after checking every member: regular files and folders only (no links,
+    devices or FIFOs), relative paths without ``..``, at most ``max_members`` entries and
+    ``max_bytes`` in all. Anything else, or a truncated archive: :class:`ArtifactInvalidError`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members, total = [], 0
+            for member in tar:
+                path = PurePosixPath(member.name)
+                if member.name.startswith(("/", "\\")) or ".." in path.parts or "\\" in member.name:
+                    raise ArtifactInvalidError(f"unsafe path in the training artifact: {member.name[:200]!r}")
+                if member.issym() or member.islnk():
+                    raise ArtifactInvalidError(
+                        f"the training artifact contains a link: {member.name[:200]!r}"
+                    )
+                if not (member.isfile() or member.isdir()):
+                    raise ArtifactInvalidError(
+                        f"the training artifact contains a special file: {member.name[:200]!r}"
+                    )
+                total += member.size
+                members.append(member)
+                if len(members) > max_members:
+                    raise ArtifactInvalidError(f"the training artifact has more than {max_members} entries")
+                if total > max_bytes:
+                    raise ArtifactInvalidError(
+                        f"the training artifact unpacks to more than {max_bytes} bytes"
+                    )
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ArtifactInvalidError(f"the training artifact is truncated or not a tar.gz: {exc}") from exc
+    return dest
+
+
+def deterministic_targz(folder: Path, arcroot: str) -> bytes:
+    """``folder`` as a tar.gz whose bytes depend only on the files (sorted, zero times and owners), so a
+    re-conversion of the same SavedModel yields the same blob digest."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in [folder, *sorted(folder.rglob("*"))]:
+                rel = path.relative_to(folder).as_posix()
+                name = arcroot if rel == "." else f"{arcroot}/{rel}"
+                info = tarfile.TarInfo(name)
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                if path.is_dir():
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                elif path.is_file():
+                    info.size, info.mode = path.stat().st_size, 0o644
+                    with open(path, "rb") as fh:
+                        tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- the model bundle
+@dataclass
+class Bundle:
+    root: Path
+    schema: dict[str, Any]
+    metrics: dict[str, Any]
+    baseline: bytes
+    training_record: dict[str, Any]
+    x: Any  # np.ndarray float32 (rows, features)
+    y: Any  # np.ndarray
+    search: dict[str, Any] | None = None
+    """``trials.json`` of a job that ran its search itself (every trial), when present."""
+
+    @property
+    def saved_model(self) -> Path:
+        return self.root / "saved_model"
+
+
+def _json_file(root: Path, name: str) -> dict[str, Any]:
+    try:
+        doc = json.loads((root / name).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ArtifactInvalidError(f"{name} in the training artifact is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ArtifactInvalidError(f"{name} in the training artifact must be a JSON object")
+    return doc
+
+
+def read_bundle(root: Path, task: str) -> Bundle:
+    """Check and read the model dir (docs/contracts.md "Jobs": model dir contents)."""
+    import numpy as np
+
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir())[:20]
+        raise ArtifactInvalidError(f"the training artifact lacks {', '.join(missing)} (it holds {present})")
+    schema = _json_file(root, "schema.json")
+    metrics = _json_file(root, "metrics.json")
+    record = _json_file(root, "training_record.json") if (root / "training_record.json").is_file() else {}
+    baseline = (root / "baseline.json").read_bytes()
+    _json_file(root, "baseline.json")
+    search = None
+    if (root / searching.TRIALS_FILE).is_file():
+        search = _json_file(root, searching.TRIALS_FILE)
+        if not isinstance(search.get("trials"), list):
+            raise ArtifactInvalidError(f"{searching.TRIALS_FILE} in the training artifact has no trials list")
+    features = schema.get("features")
+    if not isinstance(features, list) or not features:
+        raise ArtifactInvalidError("schema.json has no features")
+    if schema.get("task") not in (None, task):
+        raise ArtifactInvalidError(f"schema.json says task {schema.get('task')!r}, the spec says {task!r}")
+    try:
+        with np.load(root / "heldout.npz", allow_pickle=False) as npz:
+            x = np.asarray(npz["x"], dtype=np.float32)
+            y = np.asarray(npz["y"])
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise ArtifactInvalidError(f"heldout.npz is unreadable (x, y float32 expected): {exc}") from exc
+    if x.ndim != 2 or x.shape[1] != len(features) or len(x) == 0 or len(y) != len(x):
+        raise ArtifactInvalidError(
+            f"heldout.npz x has shape {x.shape} and y {y.shape}; expected (rows > 0, {len(features)}) and (rows,)"
+        )
+    return Bundle(root, schema, metrics, baseline, record, x, y, search)
+
+
+# ---------------------------------------------------------------------------- orchestration
+def handle_event(event: Any, deps: Deps) -> Result:
+    """Everything the convert function does for one EventBridge event."""
+    job_event = parse_job_event(event)
+    if job_event is None:
+        return _ignored(None, f"not a training job state change: {str(_get(event, 'detail-type'))[:80]}")
+    if job_event.status == "other":
+        return _ignored(job_event.job, f"job status {job_event.raw_status!r} is not final")
+    if job_event.array_index is not None:
+        return _ignored(job_event.job, "a child of a Batch array job: the parent's event converts the search")
+    if job_event.kind == "tuning":
+        return handle_tuning_job(job_event, deps)
+    record = load_job_record(deps.s3, deps.bucket, job_event.job)
+    if record is None:
+        return _ignored(job_event.job, "no job record in this stack's registry: another stack's job")
+    if job_event.status == "failed":
+        return _training_failed(deps, job_event, record)
+    plan = record.doc.get("search")
+    if job_event.kind == "batch" and isinstance(plan, Mapping) and plan.get("mode") == "array":
+        return convert_batch_search(job_event, record, deps)
+    return convert_job(job_event, record, deps)
+
+
+# ---------------------------------------------------------------------------- searches
+def _trials_prefix(model: str, job: str) -> str:
+    return f"staging/{model}/{job}/trials/"
+
+
+def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
+    """A SageMaker tuning job ended: find our job (its static ``job`` hyperparameter, checked against the
+    job record's ``search.tuning_job``), then convert the best training job's model, with every trial
+    (``ListTrainingJobsForHyperParameterTuningJob``) in the manifest. No trial completed: TrainingJobFailed."""
+    if deps.sagemaker is None:
+        raise RuntimeError("convert has no SageMaker client: it cannot resolve a tuning job's best trial")
+    name = ev.job
+    try:
+        desc = deps.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    except ClientError as exc:
+        if _code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+            return _ignored(name, "no such tuning job")
+        raise
+    definition = desc.get("TrainingJobDefinition") or {}
+    static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
+    job = static.get("job", "")
+    if not JOB_NAME_RE.match(job):
+        return _ignored(name, "a tuning job that names no modelops job")
+    record = load_job_record(deps.s3, deps.bucket, job)
+    if record is None:
+        return _ignored(job, "no job record in this stack's registry: another stack's job")
+    plan = record.doc.get("search")
+    if not isinstance(plan, Mapping) or plan.get("tuning_job") != name:
+        return _ignored(job, f"the job record does not name tuning job {name}")
+    raw = str(desc.get("HyperParameterTuningJobStatus") or ev.raw_status)
+    status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
+    reason = str(desc.get("FailureReason") or ev.reason or ("stopped" if raw == "Stopped" else ""))
+    jev = JobEvent(job, "sagemaker", status, raw, reason, None, static, kind="tuning", event_id=ev.event_id)
+    if status == "other":
+        return _ignored(job, f"tuning job {name} is {raw!r}, not final")
+    if status == "failed":
+        return _training_failed(deps, jev, record)
+    spec = record.spec
+    if spec is None or spec.training.search is None:
+        return convert_job(jev, record, deps)  # reports the spec problem
+    trials = _tuning_trials(deps.sagemaker, name, spec.training.search)
+    best = str((desc.get("BestTrainingJob") or {}).get("TrainingJobName") or "")
+    if not best:
+        failed = JobEvent(
+            job,
+            "sagemaker",
+            "failed",
+            raw,
+            searching.failure_reason(trials),
+            None,
+            static,
+            event_id=ev.event_id,
+        )
+        return _training_failed(deps, failed, record)
+    if not JOB_NAME_RE.match(best) or not best.startswith(f"{name}-"):
+        raise InvalidEventError(f"tuning job {name} names an unexpected best training job {best[:80]!r}")
+    doc = searching.summary(
+        spec, trials, backend_mode="tuning", extra={"tuning_job": name, "best_training_job": best}
+    )
+    for t in trials:
+        if t.get("training_job") == best:
+            doc["best_trial"], doc["best_value"] = t["number"], t["value"]
+    key = f"{_trials_prefix(record.model, job)}{best}/{ARTIFACT_FILE}"
+    return convert_job(jev, record, deps, key=key, search=doc)
+
+
+def _tuning_trials(sm: Any, name: str, search: SearchSpec) -> list[dict[str, Any]]:
+    summaries: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}
+        if token:
+            kwargs["NextToken"] = token
+        resp = sm.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs)
+        summaries.extend(resp.get("TrainingJobSummaries") or [])
+        token = resp.get("NextToken")
+        if not token:
+            return searching.trials_from_tuning_jobs(summaries, search)
+
+
+def convert_batch_search(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
+    """A Batch array job ended: every child left ``trials/{index:03d}/trial.json`` (and, when it completed,
+    ``output/model.tar.gz``); convert the best complete trial's model. No trial completed: TrainingJobFailed."""
+    spec = record.spec
+    if spec is None or spec.training.search is None:
+        return convert_job(ev, record, deps)  # reports the spec problem
+    size = int((record.doc.get("search") or {}).get("array_size") or spec.training.search.max_trials)
+    prefix = _trials_prefix(record.model, ev.job)
+    found: dict[int, dict[str, Any]] = {}
+    for key in _list_keys(deps.s3, deps.bucket, prefix):
+        parts = key[len(prefix) :].split("/")
+        if len(parts) != 2 or parts[1] != searching.TRIAL_FILE or not parts[0].isdigit():
+            continue
+        index = int(parts[0])
+        try:
+            body = deps.s3.get_object(Bucket=deps.bucket, Key=key)["Body"].read()
+            found[index] = searching.load_trial(body)
+        except ClientError as exc:
+            raise _transient(exc, key) from exc
+        except ValueError as exc:
+            found[index] = searching.trial_doc(
+                index, {}, "failed", error=f"unreadable {searching.TRIAL_FILE}: {exc}"
+            )
+    trials = [
+        found.get(i) or searching.trial_doc(i, {}, "failed", error="the child job left no trial record")
+        for i in range(max(size, max(found, default=-1) + 1))
+    ]
+    best = searching.best_trial(trials, searching.direction(spec) == "minimize")
+    if best is None:
+        failed = JobEvent(
+            ev.job, ev.backend, "failed", ev.raw_status, searching.failure_reason(trials), None, {}
+        )
+        return _training_failed(deps, failed, record)
+    doc = searching.summary(spec, trials, backend_mode="array", extra={"array_size": size})
+    key = (
+        searching.batch_trial_prefix(f"staging/{record.model}/{ev.job}/", int(best["number"])) + ARTIFACT_FILE
+    )
+    return convert_job(ev, record, deps, key=key, search=doc)
+
+
+def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        try:
+            resp = s3.list_objects_v2(**kwargs)
+        except ClientError as exc:
+            raise _transient(exc, f"s3://{bucket}/{prefix}") from exc
+        keys.extend(str(o["Key"]) for o in resp.get("Contents", []))
+        token = resp.get("NextContinuationToken")
+        if not resp.get("IsTruncated") or not token:
+            return keys
+
+
+def _get(event: Any, key: str) -> Any:
+    return event.get(key) if isinstance(event, Mapping) else None
+
+
+def _ignored(job: str | None, reason: str) -> Result:
+    logger.info("ignored event", extra={"job": job, "reason": reason})
+    return Result("ignored", reason, job=job)
+
+
+def _training_failed(deps: Deps, ev: JobEvent, record: JobRecord) -> Result:
+    reason = ev.reason or f"job ended with status {ev.raw_status}"
+    deps.bus.publish(
+        "TrainingJobFailed",
+        {
+            "model": record.model,
+            "version": None,
+            "job": ev.job,
+            "backend": record.backend or ev.backend,
+            "status": ev.raw_status,
+            "reason": reason,
+            "dataset": record.doc.get("dataset"),
+        },
+    )
+    logger.warning("training job failed", extra={"job": ev.job, "model": record.model, "reason": reason})
+    return Result(
+        "training_failed",
+        reason,
+        job=ev.job,
+        model=record.model,
+        metrics={"TrainingJobsFailed": ("Count", 1.0)},
+    )
+
+
+def _conversion_failed(deps: Deps, ev: JobEvent, model: str, exc: ModelOpsError, *, stage: str) -> Result:
+    numbers = dict(getattr(exc, "numbers", {}) or {})
+    detail: dict[str, Any] = {
+        **numbers,
+        "model": model,
+        "version": None,
+        "job": ev.job,
+        "stage": stage,
+        "code": exc.code,
+        "reason": str(exc),
+    }
+    ops = getattr(exc, "ops", None)
+    if ops:
+        detail["ops"] = list(ops)
+    deps.bus.publish("ConversionFailed", detail)
+    logger.error(
+        "conversion failed", extra={"job": ev.job, "model": model, "stage": stage, "reason": str(exc)}
+    )
+    return Result(
+        "conversion_failed",
+        str(exc),
+        job=ev.job,
+        model=model,
+        error_code=exc.code,
+        metrics={"ConversionsFailed": ("Count", 1.0)},
+    )
+
+
+def artifact_key(model: str, job: str) -> str:
+    """Where the backend leaves the model dir (docs/contracts.md "Jobs": Output)."""
+    return f"staging/{model}/{job}/{ARTIFACT_FILE}"
+
+
+def convert_job(
+    ev: JobEvent,
+    record: JobRecord,
+    deps: Deps,
+    *,
+    key: str | None = None,
+    search: dict[str, Any] | None = None,
+) -> Result:
+    """Convert the job's model (``key``: the best trial's archive of a search, else the contract's
+    ``artifact_key``) and publish it; ``search`` (else the archive's ``trials.json``) goes to the manifest."""
+    model, spec, opts = record.model, record.spec, deps.options
+    if spec is None:
+        return _conversion_failed(deps, ev, model, record.spec_error or SpecError("no spec"), stage="spec")
+    existing = deps.registry.find_version(model, ev.job)
+    if existing is not None:
+        return _replay(ev, record, spec, existing, deps)
+    key = key or artifact_key(model, ev.job)
+    if ev.artifact_uri and ev.artifact_uri != f"s3://{deps.bucket}/{key}":
+        logger.warning(
+            "event names another artifact; using the contract's",
+            extra={"event_uri": ev.artifact_uri, "key": key},
+        )
+    started = time.perf_counter()
+    stage = "download"
+    with tempfile.TemporaryDirectory(prefix="convert-", dir=opts.work_dir) as tmp:
+        try:
+            archive = download_artifact(
+                deps.s3, deps.bucket, key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes
+            )
+            stage = "extract"
+            root = safe_extract(
+                archive, Path(tmp) / "model", max_bytes=opts.max_extracted_bytes, max_members=opts.max_members
+            )
+            archive.unlink()
+            bundle = read_bundle(root, spec.task)
+            stage = "convert"
+            out = _convert(bundle, spec, opts)
+        except ConversionError as exc:
+            if isinstance(exc, ParityError):
+                stage = "parity"
+            elif isinstance(exc, ServingBudgetError):
+                stage = "serving_budget"
+            return _conversion_failed(deps, ev, model, exc, stage=stage)
+        savedmodel = deterministic_targz(bundle.saved_model, "saved_model")
+        conversion_id = uuid.uuid4().hex
+        metadata = _metadata(ev, record, spec, bundle, out, conversion_id)
+        if search is not None or bundle.search is not None:
+            metadata["search"] = search if search is not None else bundle.search
+        artifacts: dict[str, tuple[str, bytes | Path]] = {"tflite": ("model.tflite", out.tflite)}
+        if out.tflite_int8 is not None:
+            artifacts["tflite_int8"] = ("model.int8.tflite", out.tflite_int8)
+        artifacts["savedmodel"] = ("savedmodel.tar.gz", savedmodel)
+        artifacts["baseline"] = ("baseline.json", bundle.baseline)
+        manifest = deps.registry.publish_version(
+            model, artifacts, metadata, dedup_key=ev.job, claim_token=ev.event_id
+        )
+    if manifest.get("conversion_id") != conversion_id:
+        # a concurrent duplicate published first; behave as a replay of its version
+        return _replay(ev, record, spec, manifest, deps)
+    elapsed = time.perf_counter() - started
+    deps.bus.publish("ModelVersionPublished", _published_detail(manifest))
+    result = _gate(deps, manifest, spec, outcome="published", job=ev.job)
+    f32 = out.parity["float32"]
+    result.metrics.update(
+        {
+            "VersionsPublished": ("Count", 1.0),
+            "ConversionSeconds": ("Seconds", round(elapsed, 3)),
+            "ParityMaxAbsDiff": ("None", f32["max_abs_diff"]),
+            "TfliteBytes": ("Bytes", float(out.serving_budget["tflite_bytes"])),
+            "SingleRowLatency": ("Microseconds", float(out.serving_budget["single_row_latency_us"])),
+        }
+    )
+    return result
+
+
+def _convert(bundle: Bundle, spec: ModelSpec, opts: Options) -> ConvertOutput:
+    from modelops.ml import convert as ml_convert  # TensorFlow: only here
+
+    return ml_convert.convert_and_verify(
+        bundle.saved_model,
+        bundle.x,
+        bundle.y,
+        task=spec.task,
+        metric=spec.metric,
+        quantize=spec.conversion.quantize,
+        parity_tolerance=spec.conversion.parity_tolerance,
+        limits=ml_convert.Limits(
+            max_tflite_bytes=opts.max_tflite_bytes,
+            max_single_row_latency_us=opts.max_single_row_latency_us,
+            latency_calls=opts.latency_calls,
+            parity_max_rows=opts.parity_max_rows,
+        ),
+    )
+
+
+def _metadata(
+    ev: JobEvent, record: JobRecord, spec: ModelSpec, bundle: Bundle, out: ConvertOutput, conversion_id: str
+) -> dict[str, Any]:
+    """The manifest fields beyond the registry's own (docs/contracts.md "Registry artifacts")."""
+    tr = bundle.training_record
+    hyper = tr.get("hyperparameters") if isinstance(tr.get("hyperparameters"), dict) else ev.hyperparameters
+    training_frameworks = tr.get("frameworks") or tr.get("framework_versions") or {}
+    return {
+        "task": spec.task,
+        "schema": bundle.schema,
+        "spec": spec.model_dump(mode="json"),
+        "dataset": record.doc.get("dataset"),
+        "training": {
+            "job": ev.job,
+            "backend": record.backend or ev.backend,
+            "hyperparameters": hyper,
+            "epochs_run": tr.get("epochs_run"),
+            "record": {k: v for k, v in tr.items() if k not in ("hyperparameters", "history")},
+        },
+        "metrics": bundle.metrics,
+        "parity": out.parity,
+        "serving_budget": out.serving_budget,
+        "frameworks": {"training": training_frameworks, "convert": out.frameworks},
+        "conversion": {"id": conversion_id, "seconds": {k: round(v, 3) for k, v in out.seconds.items()}},
+        "conversion_id": conversion_id,
+    }
+
+
+def _published_detail(manifest: Manifest) -> dict[str, Any]:
+    parity = manifest.get("parity") or {}
+    return {
+        "model": manifest.model,
+        "version": manifest.version,
+        "job": (manifest.get("training") or {}).get("job"),
+        "metrics": manifest.get("metrics"),
+        "parity": {
+            k: {
+                m: v
+                for m, v in (parity.get(k) or {}).items()
+                if m in ("max_abs_diff", "mean_abs_diff", "label_agreement", "metric")
+            }
+            for k in ("float32", "int8")
+            if k in parity
+        },
+        "serving_budget": manifest.get("serving_budget"),
+        "artifacts": sorted(manifest.artifacts),
+        **_search_brief(manifest.get("search")),
+    }
+
+
+def _search_brief(search: Any) -> dict[str, Any]:
+    if not isinstance(search, Mapping):
+        return {}
+    keys = ("strategy", "mode", "best_trial", "best_value", "counts", "direction")
+    return {
+        "search": {k: search.get(k) for k in keys}
+        | {"objective": (search.get("objective") or {}).get("name")}
+    }
+
+
+def _gate(deps: Deps, manifest: Manifest, spec: ModelSpec, *, outcome: str, job: str) -> Result:
+    res = gate.run_gate(deps.registry, manifest, spec)
+    d = res.decision
+    detail = {
+        "model": manifest.model,
+        "version": manifest.version,
+        "job": job,
+        **d.to_dict(),
+        "applied": res.applied,
+        "evaluations": res.evaluations,
+    }
+    if d.action in ("promote", "canary") and res.applied:
+        deps.bus.publish(
+            "ModelPromoted",
+            {**detail, "alias": gate.ALIAS, "mode": "canary" if d.action == "canary" else "production"},
+        )
+    elif d.action == "keep":
+        deps.bus.publish("PromotionRejected", detail)
+    return Result(
+        outcome, d.reason, job=job, model=manifest.model, version=manifest.version, gate=res.to_dict()
+    )
+
+
+def _replay(ev: JobEvent, record: JobRecord, spec: ModelSpec, manifest: Manifest, deps: Deps) -> Result:
+    """The job already has a version: publish nothing new; finish the gate if it never decided."""
+    logger.info(
+        "job already published", extra={"job": ev.job, "model": record.model, "version": manifest.version}
+    )
+    deps.bus.publish("ModelVersionPublished", {**_published_detail(manifest), "replay": True})
+    prior = gate.prior_decision(deps.registry, record.model, manifest.version)
+    if prior is None:
+        result = _gate(deps, manifest, spec, outcome="replayed", job=ev.job)
+        result.reason = f"v{manifest.version} was already published for {ev.job}; gate: {result.reason}"
+        return result
+    reason = f"v{manifest.version} was already published for {ev.job} and the gate already decided: " + str(
+        prior.get("reason", prior.get("decision", ""))
+    )
+    return Result("replayed", reason, job=ev.job, model=record.model, version=manifest.version, gate=prior)

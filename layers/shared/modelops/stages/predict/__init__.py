@@ -1,0 +1,1 @@
+"""predict: POST /models/{name}/predict and the read routes (docs/predict.md)."""

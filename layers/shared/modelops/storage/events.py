@@ -1,0 +1,56 @@
+"""Stage-to-stage events on the default EventBridge bus (``source: "modelops"``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelops.domain.errors import ModelOpsError
+
+SOURCE = "modelops"
+DETAIL_TYPES = frozenset(
+    {
+        "DatasetRejected",
+        "TrainingJobStarted",
+        "TrainingJobFailed",
+        "ModelVersionPublished",
+        "ModelPromoted",
+        "PromotionRejected",
+        "ConversionFailed",
+        "ArtifactIntegrityFailed",
+        "DriftDetected",
+        "CanaryRolledBack",
+    }
+)
+
+
+class EventPublishError(ModelOpsError):
+    code = "event_publish_failed"
+
+
+class EventBus:
+    """Publishes modelops events. Takes an ``events`` client; a failed entry raises (never dropped)."""
+
+    def __init__(self, events_client: Any, bus_name: str = "default"):
+        self.client = events_client
+        self.bus_name = bus_name
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str:
+        if detail_type not in DETAIL_TYPES:
+            raise ValueError(f"unknown detail-type {detail_type!r}")
+        resp = self.client.put_events(
+            Entries=[
+                {
+                    "Source": SOURCE,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail, sort_keys=True, default=str),
+                    "EventBusName": self.bus_name,
+                }
+            ]
+        )
+        if resp.get("FailedEntryCount"):
+            entry = resp["Entries"][0]
+            raise EventPublishError(
+                f"{detail_type} not published: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}"
+            )
+        return str(resp["Entries"][0].get("EventId", ""))

@@ -1,0 +1,181 @@
+"""Every S3 key layout of the two buckets, in one place (docs/contracts.md "Buckets and keys").
+
+Data bucket (``DataBucket``)::
+
+    datasets/{model}/spec.json                     the model's spec (uploaded before a dataset)
+    datasets/{model}/{name}.csv                    a dataset: each upload starts one training job
+    quarantine/{rest of the dataset key}/{version}/ a rejected dataset's copy and reason.json
+    captures/{YYYY/MM/DD/HH}/...                    predict's captured traffic (Firehose)
+    capture-errors/...                              records Firehose could not deliver
+    labels/{model}/{name}.jsonl                     ground truth joined to captures by request id
+    monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
+    monitoring/{model}/latest.json                  the last window's summary
+
+Registry bucket (``RegistryBucket``)::
+
+    models/{model}/blobs/sha256/{digest}            content-addressed artifacts
+    models/{model}/versions/{n}/manifest.json       immutable versions (create-only)
+    models/{model}/aliases/{alias}.json             aliases, moved by compare-and-swap
+    models/{model}/history/{alias}/{stamp}-{id}.json append-only alias history
+    models/{model}/dedup/{sha256(key)}.json         publish claims (one version per job)
+    jobs/{job}.json, jobs/{job}.started.json        job records (create-only) and started markers
+    staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
+    code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
+
+Only the storage layer imports this module: the stages ask a store, never build a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+# ---------------------------------------------------------------------------- data bucket
+DATASETS = "datasets/"
+QUARANTINE = "quarantine/"
+CAPTURES = "captures/"
+CAPTURE_ERRORS = "capture-errors/"
+LABELS = "labels/"
+MONITORING = "monitoring/"
+SPEC_FILE = "spec.json"
+DATASET_SUFFIX = ".csv"
+
+
+def spec(model: str) -> str:
+    return f"{DATASETS}{model}/{SPEC_FILE}"
+
+
+def dataset_model(key: str) -> str | None:
+    """The model of ``datasets/{model}/NAME.csv`` (None for any other key; the name is not validated)."""
+    if not key.startswith(DATASETS):
+        return None
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 and parts[1] else None
+
+
+def is_dataset(key: str) -> bool:
+    return key.startswith(DATASETS) and key.endswith(DATASET_SUFFIX)
+
+
+def retrain_dataset(model: str, version: int, day: datetime) -> str:
+    """The dataset the monitor writes to retrain ``model`` on drift (it starts a training job)."""
+    return f"{DATASETS}{model}/retrain-v{version}-{day:%Y%m%d}.csv"
+
+
+def quarantine_prefix(key: str, version_id: str | None, etag: str | None) -> str:
+    """``quarantine/{model}/{rest of the key}/{version id}/`` for ``datasets/{model}/{rest}``."""
+    rest = key[len(DATASETS) :] if key.startswith(DATASETS) else key
+    version = version_id or (f"etag-{etag}" if etag else "null")
+    return f"{QUARANTINE}{rest}/{version}/"
+
+
+def capture_hour_prefixes(start: float, end: float) -> Iterator[str]:
+    """``captures/YYYY/MM/DD/HH/`` for every hour from ``start`` to ``end`` (epoch seconds, UTC)."""
+    t = datetime.fromtimestamp(start, UTC).replace(minute=0, second=0, microsecond=0)
+    last = datetime.fromtimestamp(end, UTC)
+    while t <= last:
+        yield f"{CAPTURES}{t:%Y/%m/%d/%H}/"
+        t += timedelta(hours=1)
+
+
+def labels_prefix(model: str | None = None) -> str:
+    return f"{LABELS}{model}/" if model else LABELS
+
+
+def label_model(key: str) -> str | None:
+    """The model of ``labels/{model}/NAME.jsonl`` (None for any other key)."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != LABELS or not parts[2].endswith(".jsonl"):
+        return None
+    return parts[1] or None
+
+
+def monitoring_prefix(model: str | None = None) -> str:
+    return f"{MONITORING}{model}/" if model else MONITORING
+
+
+def monitoring_window(model: str, stamp: str) -> str:
+    return f"{MONITORING}{model}/{stamp}/"
+
+
+def monitoring_latest(model: str) -> str:
+    return f"{MONITORING}{model}/latest.json"
+
+
+# ---------------------------------------------------------------------------- registry bucket
+MODELS = "models/"
+JOBS = "jobs/"
+STAGING = "staging/"
+CODE = "code/training/"
+ARTIFACT_FILE = "model.tar.gz"
+
+
+def model_prefix(model: str) -> str:
+    return f"{MODELS}{model}/"
+
+
+def blob(model: str, digest: str) -> str:
+    return f"{MODELS}{model}/blobs/sha256/{digest}"
+
+
+def versions_prefix(model: str) -> str:
+    return f"{MODELS}{model}/versions/"
+
+
+def manifest(model: str, version: int) -> str:
+    return f"{MODELS}{model}/versions/{version}/manifest.json"
+
+
+def aliases_prefix(model: str) -> str:
+    return f"{MODELS}{model}/aliases/"
+
+
+def alias(model: str, name: str) -> str:
+    return f"{MODELS}{model}/aliases/{name}.json"
+
+
+def history_prefix(model: str, alias_name: str | None = None) -> str:
+    return f"{MODELS}{model}/history/" + (f"{alias_name}/" if alias_name else "")
+
+
+def history_entry(model: str, alias_name: str, stamp: str, entry_id: str) -> str:
+    return f"{MODELS}{model}/history/{alias_name}/{stamp}-{entry_id}.json"
+
+
+def publish_claim(model: str, digest: str) -> str:
+    return f"{MODELS}{model}/dedup/{digest}.json"
+
+
+def job_record(job: str) -> str:
+    return f"{JOBS}{job}.json"
+
+
+def job_started(job: str) -> str:
+    return f"{JOBS}{job}.started.json"
+
+
+def staging_prefix(model: str, job: str) -> str:
+    """Where training job ``job`` writes: the channel's output path and ``model.tar.gz``."""
+    return f"{STAGING}{model}/{job}/"
+
+
+def staging_model_prefix(model: str) -> str:
+    return f"{STAGING}{model}/"
+
+
+def staging_artifact(model: str, job: str) -> str:
+    return f"{STAGING}{model}/{job}/{ARTIFACT_FILE}"
+
+
+def trials_prefix(model: str, job: str) -> str:
+    """A search's trials: ``staging/{model}/{job}/trials/``."""
+    return f"{STAGING}{model}/{job}/trials/"
+
+
+def batch_trial_prefix(staging: str, index: int) -> str:
+    """A Batch array child's folder: ``{staging}trials/{index:03d}/``."""
+    return f"{staging}trials/{index:03d}/"
+
+
+def source_bundle(digest: str) -> str:
+    return f"{CODE}{digest}/sourcedir.tar.gz"
