@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "modelops"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "ModelOps"
@@ -38,7 +36,7 @@ class StageSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
 
-def idempotent(
+def idempotent[F: Callable[..., Any]](
     fn: F,
     *,
     table: str,
@@ -69,7 +67,7 @@ def idempotent(
     return wrapped, config
 
 
-def traced(fn: F) -> F:
+def traced[F: Callable[..., Any]](fn: F) -> F:
     """Wrap with Powertools Tracer only when ``POWERTOOLS_TRACE_DISABLED`` is explicitly false (X-Ray's
     SDK costs cold-start time that a stack without tracing should not pay)."""
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() not in ("0", "false"):
