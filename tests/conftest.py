@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 
 from modelops import aws
+from tests.fakes import FakeBus, FakeContext, MemoryObjectStore
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +53,23 @@ def registry_bucket(s3) -> str:  # type: ignore[no-untyped-def]
     s3.create_bucket(Bucket="registry")
     s3.put_bucket_versioning(Bucket="registry", VersioningConfiguration={"Status": "Enabled"})
     return "registry"
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    """An in-memory event bus (what the stage published, in order)."""
+    return FakeBus()
+
+
+@pytest.fixture
+def lambda_context() -> FakeContext:
+    return FakeContext()
+
+
+@pytest.fixture
+def memory_store() -> MemoryObjectStore:
+    """An in-memory bucket behaving like ``modelops.storage.s3.ObjectStore``."""
+    return MemoryObjectStore("registry")
 
 
 # ---- the local twin (appended by the twin's owner; see docs/local-twin.md) --------------------------

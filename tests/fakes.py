@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,3 +144,36 @@ class MemoryObjectStore:
 
     def keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
+
+
+@dataclass
+class FakeBus:
+    """In-memory stand-in for :class:`modelops.storage.events.EventBus`: what EventBridge would receive."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str:
+        json.dumps(detail)  # what EventBridge would receive must be JSON
+        self.sent.append((detail_type, detail))
+        return f"id-{len(self.sent)}"
+
+    def types(self) -> list[str]:
+        return [t for t, _ in self.sent]
+
+    def of(self, detail_type: str) -> list[dict[str, Any]]:
+        return [d for t, d in self.sent if t == detail_type]
+
+
+@dataclass
+class FakeContext:
+    """A Lambda context as Powertools reads it (logger, metrics, idempotency)."""
+
+    function_name: str = "test-function"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
+    remaining_ms: int = 300_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
