@@ -18,6 +18,3 @@ class PortInUseError(TwinError):
 class FunctionNotFoundError(TwinError):
     """No function of that name (logical id or physical name) in the template."""
 
-
-class TwinNotRunningError(TwinError):
-    """``.modelops/local.json`` is missing or names a twin that is not running."""
