@@ -86,7 +86,9 @@ def show(ctx: click.Context, name: str, version: int | None) -> None:
 @click.option("--reason", default="promoted by hand", show_default=True)
 @click.pass_context
 def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str) -> None:
-    """Point ALIAS at VERSION (compare-and-swap; the previous version is kept for rollback)."""
+    """Point ALIAS at VERSION (compare-and-swap; the previous version is kept for rollback).
+
+    Promoting the canary's version finishes the canary: it takes all the traffic."""
     try:
         doc = _registry(ctx).promote(name, version, alias, reason=reason)
     except ModelOpsError as exc:
@@ -100,7 +102,7 @@ def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str
 @click.option("--reason", default="rolled back by hand", show_default=True)
 @click.pass_context
 def rollback(ctx: click.Context, name: str, alias: str, reason: str) -> None:
-    """Point ALIAS back at its previous version."""
+    """Point ALIAS back at its previous version (a canary is dropped with it)."""
     try:
         doc = _registry(ctx).rollback(name, alias, reason=reason)
     except ModelOpsError as exc:

@@ -1,4 +1,5 @@
-"""Helpers shared by the convert tests (no TensorFlow here): events, job records, tarballs, fakes."""
+"""Helpers shared by the convert tests (no TensorFlow here): events, job records, tarballs (the event
+bus is the shared ``bus`` fixture, ``tests.fakes.FakeBus``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import copy
 import io
 import json
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,24 +81,6 @@ def targz_dir(root: Path) -> bytes:
         for path in sorted(root.iterdir()):
             tar.add(path, arcname=path.name)
     return buf.getvalue()
-
-
-@dataclass
-class FakeBus:
-    """In-memory stand-in for modelops.storage.events.EventBus."""
-
-    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> str:
-        json.dumps(detail)  # what EventBridge would receive must be JSON
-        self.sent.append((detail_type, detail))
-        return f"id-{len(self.sent)}"
-
-    def types(self) -> list[str]:
-        return [t for t, _ in self.sent]
-
-    def last(self, detail_type: str) -> dict[str, Any]:
-        return [d for t, d in self.sent if t == detail_type][-1]
 
 
 def registry_keys(s3: Any, prefix: str = "models/") -> list[str]:

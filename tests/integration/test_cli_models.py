@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from modelops.domain import canary
 from modelops.storage.registry import Registry
 from modelops_cli.main import cli
 
@@ -35,6 +36,16 @@ def test_list_show_promote_rollback(env: Registry) -> None:
     assert shown["version"] == 2 and shown["metrics"] == {"rmse": 0.5}
     r = run("models", "rollback", "demo")
     assert r.exit_code == 0 and env.resolve("demo") == 1
+
+
+def test_promoting_the_canary_finishes_it(env: Registry) -> None:
+    env.promote("demo", 1)
+    env.update_alias("demo", "production", lambda cur: canary.start(cur, 2, 0.1), reason="gate: canary")
+    assert env.get_alias("demo")[0].canary == {"version": 2, "weight": 0.1}
+    r = run("models", "promote", "demo", "2")
+    assert r.exit_code == 0 and "demo production -> v2 (previous: v1)" in r.output
+    doc = env.get_alias("demo")[0]
+    assert (doc.version, doc.previous, doc.canary) == (2, 1, None)
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
+from modelops.domain.archive import deterministic_targz
 from modelops.domain.errors import CorruptDocumentError, InvalidEventError, RegistryUnavailableError
 from modelops.stages import convert as conversion
 from modelops.storage.registry import Registry
+from tests.fakes import FakeBus
 from tests.integration.convert_support import (
     BUCKET,
-    FakeBus,
     artifact_key,
     load_event,
     put_job_record,
@@ -31,13 +32,8 @@ JOB = "modelops-demo-0123456789ab"
 
 
 @pytest.fixture
-def bus() -> FakeBus:
-    return FakeBus()
-
-
-@pytest.fixture
 def deps(s3, registry_bucket, bus: FakeBus) -> conversion.Deps:  # type: ignore[no-untyped-def]
-    return conversion.Deps(s3=s3, registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
+    return conversion.Deps(registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
 
 
 def valid_files() -> dict[str, bytes]:
@@ -74,9 +70,9 @@ def test_a_job_of_another_stack_is_ignored_without_error(deps: conversion.Deps, 
     ],
 )
 def test_events_that_are_not_final_job_states_are_ignored(
-    deps: conversion.Deps, bus: FakeBus, event: Any
+    deps: conversion.Deps, bus: FakeBus, s3: Any, event: Any
 ) -> None:
-    put_job_record(deps.s3, JOB)
+    put_job_record(s3, JOB)
     assert conversion.handle_event(event, deps).outcome == "ignored"
     assert bus.sent == []
 
@@ -113,7 +109,7 @@ def test_a_failed_sagemaker_job_sends_training_job_failed_and_touches_nothing(
 
     assert res.outcome == "training_failed" and res.reason == expected
     assert bus.types() == ["TrainingJobFailed"]
-    detail = bus.last("TrainingJobFailed")
+    detail = bus.of("TrainingJobFailed")[-1]
     assert (detail["model"], detail["job"], detail["status"], detail["reason"]) == (
         "demo",
         JOB,
@@ -149,7 +145,7 @@ def test_job_record_with_an_invalid_spec_is_a_conversion_failure(
     put_job_record(s3, JOB, spec_doc=spec(conversion={"quantize": "int4"}))
     res = conversion.handle_event(sagemaker_event(JOB), deps)
     assert res.outcome == "conversion_failed" and res.error_code == "invalid_spec"
-    detail = bus.last("ConversionFailed")
+    detail = bus.of("ConversionFailed")[-1]
     assert detail["stage"] == "spec" and "conversion.quantize" in detail["reason"]
     assert registry_keys(s3) == []
 
@@ -159,7 +155,7 @@ def failed(res: conversion.Result, bus: FakeBus, s3: Any, stage: str, text: str)
     assert res.outcome == "conversion_failed", res
     assert res.error_code == "artifact_invalid"
     assert bus.types() == ["ConversionFailed"]
-    detail = bus.last("ConversionFailed")
+    detail = bus.of("ConversionFailed")[-1]
     assert (detail["model"], detail["job"], detail["stage"], detail["version"]) == ("demo", JOB, stage, None)
     assert text in detail["reason"], detail["reason"]
     assert registry_keys(s3) == []  # no version, no blobs
@@ -314,7 +310,7 @@ class ThrottledS3:
 
 def test_transient_s3_errors_raise_so_lambda_retries(deps: conversion.Deps, bus: FakeBus, s3) -> None:  # type: ignore[no-untyped-def]
     put_job_record(s3, JOB)
-    deps.s3 = ThrottledS3(s3)
+    deps = conversion.Deps(registry=Registry(ThrottledS3(s3), BUCKET, actor="convert"), bus=bus)
     with pytest.raises(RegistryUnavailableError, match="SlowDown"):
         conversion.handle_event(sagemaker_event(JOB), deps)
     assert bus.sent == [] and registry_keys(s3) == []
@@ -324,9 +320,9 @@ def test_deterministic_targz_is_byte_identical(tmp_path: Path) -> None:
     (tmp_path / "sm" / "variables").mkdir(parents=True)
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"graph")
     (tmp_path / "sm" / "variables" / "v.data").write_bytes(b"\1\2\3")
-    first = conversion.deterministic_targz(tmp_path / "sm", "saved_model")
+    first = deterministic_targz(tmp_path / "sm", "saved_model")
     (tmp_path / "sm" / "saved_model.pb").touch()  # a new mtime changes nothing
-    assert conversion.deterministic_targz(tmp_path / "sm", "saved_model") == first
+    assert deterministic_targz(tmp_path / "sm", "saved_model") == first
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         assert tar.getnames() == [
             "saved_model",

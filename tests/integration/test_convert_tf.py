@@ -18,9 +18,9 @@ import pytest
 from modelops.domain.baseline import compute_baseline
 from modelops.stages import convert as conversion
 from modelops.storage.registry import Registry
+from tests.fakes import FakeBus, FakeContext
 from tests.integration.convert_support import (
     BUCKET,
-    FakeBus,
     artifact_key,
     put_job_record,
     registry_keys,
@@ -195,27 +195,11 @@ def stage(
 
 
 @pytest.fixture
-def bus() -> FakeBus:
-    return FakeBus()
-
-
-@pytest.fixture
 def deps(s3, registry_bucket, bus: FakeBus) -> conversion.Deps:  # type: ignore[no-untyped-def]
-    return conversion.Deps(s3=s3, registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
+    return conversion.Deps(registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
 
 
 # ---------------------------------------------------------------------------- the handler, end to end on moto
-@dataclass
-class Ctx:
-    function_name: str = "convert"
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:convert"
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
-
-
 @pytest.fixture
 def handler_env(s3, registry_bucket, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """moto S3 + DynamoDB idempotency table + EventBridge rule -> SQS queue that collects modelops events."""
@@ -241,7 +225,7 @@ def handler_env(s3, registry_bucket, monkeypatch: pytest.MonkeyPatch):  # type: 
         monkeypatch.setenv(k, v)
     from functions.convert import app
 
-    app.runtime.cache_clear()
+    conversion.build.cache_clear()
 
     def received() -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -253,13 +237,14 @@ def handler_env(s3, registry_bucket, monkeypatch: pytest.MonkeyPatch):  # type: 
         return out
 
     yield app, received
-    app.runtime.cache_clear()
+    conversion.build.cache_clear()
 
 
 def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
     built: Built,
     s3,
     handler_env,  # type: ignore[no-untyped-def]
+    lambda_context: FakeContext,
 ) -> None:
     app, received = handler_env
     reg = Registry(s3, BUCKET)
@@ -269,8 +254,8 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
     # Given a staged model (dynamic_int8 asked) from a completed SageMaker job
     stage(s3, job1, built.regression, conversion={"quantize": "dynamic_int8", "parity_tolerance": 1e-4})
     # When the completion event arrives (twice: EventBridge delivers at least once)
-    out1 = app.lambda_handler(sagemaker_event(job1), Ctx())
-    again = app.lambda_handler(sagemaker_event(job1), Ctx())
+    out1 = app.lambda_handler(sagemaker_event(job1), lambda_context)
+    again = app.lambda_handler(sagemaker_event(job1), lambda_context)
 
     # Then one version with both tflite artifacts, verified against the manifest
     assert out1["outcome"] == "published" and out1["version"] == 1 and again == out1
@@ -310,7 +295,7 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
         metrics={"rmse": rmse * 2, "mae": 1.0},
         conversion={"quantize": "dynamic_int8"},
     )
-    out2 = app.lambda_handler(sagemaker_event(job2), Ctx())
+    out2 = app.lambda_handler(sagemaker_event(job2), lambda_context)
     # Then it is published as v2 but production stays at v1, with the numbers in the history
     assert (out2["outcome"], out2["version"], out2["gate"]["action"]) == ("published", 2, "keep")
     assert reg.resolve("demo") == 1
@@ -342,7 +327,7 @@ def test_better_model_is_promoted_and_a_replay_after_rollback_does_not_re_promot
 
     assert (res.outcome, res.version, reg.resolve("demo")) == ("published", 2, 1 + 1)
     assert res.gate is not None and res.gate["action"] == "promote" and "promoted to production" in res.reason
-    promoted = bus.last("ModelPromoted")
+    promoted = bus.of("ModelPromoted")[-1]
     assert (promoted["version"], promoted["production"], promoted["mode"]) == (2, 1, "production")
     assert "tflite_int8" not in reg.get_manifest("demo", 2).artifacts  # quantize: none
 
@@ -373,7 +358,7 @@ def test_canary_weight_makes_the_winner_a_canary(
     doc, _ = deps.registry.get_alias("demo")
     assert (doc.version, doc.canary) == (1, {"version": 2, "weight": 0.1})
     assert res.gate is not None and res.gate["action"] == "canary"
-    assert bus.last("ModelPromoted")["mode"] == "canary"
+    assert bus.of("ModelPromoted")[-1]["mode"] == "canary"
 
 
 def test_classification_records_label_agreement(built: Built, deps: conversion.Deps, s3) -> None:  # type: ignore[no-untyped-def]
@@ -394,7 +379,7 @@ def test_a_model_needing_tf_select_ops_fails_with_their_names(
     stage(s3, "modelops-demo-0000000000e1", built.unsupported)
     res = conversion.handle_event(sagemaker_event("modelops-demo-0000000000e1"), deps)
     assert (res.outcome, res.error_code) == ("conversion_failed", "unsupported_op")
-    detail = bus.last("ConversionFailed")
+    detail = bus.of("ConversionFailed")[-1]
     assert detail["stage"] == "convert" and detail["ops"] == ["tf.AsString", "tf.StringToNumber"]
     assert "tf.AsString, tf.StringToNumber" in detail["reason"]
     assert registry_keys(s3) == []
@@ -421,7 +406,7 @@ def test_parity_failure_publishes_nothing_and_says_by_how_much(
     res = conversion.handle_event(sagemaker_event("modelops-demo-0000000000f1"), deps)
 
     assert (res.outcome, res.error_code) == ("conversion_failed", "parity_failed")
-    detail = bus.last("ConversionFailed")
+    detail = bus.of("ConversionFailed")[-1]
     assert detail["stage"] == "parity"
     assert detail["float32"]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-2)
     assert detail["float32"]["passed"] is False and detail["tolerance"] == 1e-4
@@ -434,7 +419,7 @@ def test_serving_budget_is_enforced(built: Built, deps: conversion.Deps, bus: Fa
     deps.options = conversion.Options(max_tflite_bytes=1000)
     res = conversion.handle_event(sagemaker_event("modelops-demo-0000000000f2"), deps)
     assert (res.outcome, res.error_code) == ("conversion_failed", "serving_budget_exceeded")
-    detail = bus.last("ConversionFailed")
+    detail = bus.of("ConversionFailed")[-1]
     assert detail["stage"] == "serving_budget" and detail["serving_budget"]["tflite_bytes"] > 1000
     assert registry_keys(s3) == []
 
@@ -462,6 +447,6 @@ def test_heldout_rows_the_model_cannot_take_are_a_conversion_failure(
     res = conversion.handle_event(sagemaker_event("modelops-demo-0000000000f3"), deps)
 
     assert (res.outcome, res.error_code) == ("conversion_failed", "conversion_failed")
-    assert bus.last("ConversionFailed")["stage"] == "convert"
+    assert bus.of("ConversionFailed")[-1]["stage"] == "convert"
     assert "cannot run the held-out rows (shape (5, 4))" in res.reason
     assert registry_keys(s3) == []

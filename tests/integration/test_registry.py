@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from modelops.domain import canary
 from modelops.domain.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
@@ -296,19 +297,19 @@ def test_alias_reason_from_the_mutation_is_kept(reg: Registry) -> None:
 
 def test_a_retry_of_the_same_delivery_takes_over_its_own_claim_at_once(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
     # Given a publish that crashed between its claim and its manifest (blobs uploaded, no version)
-    real_create = reg._create
+    real_create = reg.objects.create
 
     def crash_on_manifest(key: str, body: bytes, content_type: str = "application/json") -> bool:
         if key.endswith("manifest.json"):
             raise ConnectionError("the container died")
         return real_create(key, body, content_type)
 
-    reg._create = crash_on_manifest  # type: ignore[method-assign]
+    reg.objects.create = crash_on_manifest  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         reg.publish_version(
             "demo", {"tflite": ("model.tflite", b"x")}, {}, dedup_key="job-1", claim_token="evt-1"
         )
-    reg._create = real_create  # type: ignore[method-assign]
+    reg.objects.create = real_create  # type: ignore[method-assign]
     assert reg.list_versions("demo") == []
     # When another delivery arrives, it waits; the retry of the same event finishes the work, once
     with pytest.raises(PublishInProgressError):
@@ -331,7 +332,7 @@ def test_an_alias_the_readers_would_refuse_is_never_written(reg: Registry, s3, w
     reg.promote("demo", 1)
     before = s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read()
     with pytest.raises(CorruptDocumentError):
-        reg.set_canary("demo", 2, weight)
+        reg.update_alias("demo", "production", lambda cur: canary.start(cur, 2, weight), reason="canary")
     assert (
         s3.get_object(Bucket="registry", Key="models/demo/aliases/production.json")["Body"].read() == before
     )

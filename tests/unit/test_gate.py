@@ -1,4 +1,5 @@
-"""The promotion gate: the pure decision, and its application to the production alias (moto S3)."""
+"""The promotion gate: the pure decision (domain.gate), and its application to the production alias by the
+convert stage (``stages.convert.run_gate``, on moto S3)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelops.domain import gate
+from modelops.domain.alias import AliasDoc
 from modelops.domain.spec import ModelSpec, parse_spec
-from modelops.storage.registry import AliasDoc, Manifest, Registry
+from modelops.stages.convert import run_gate
+from modelops.storage.registry import Manifest, Registry
 
 
 def alias(version: int, canary: int | None = None) -> AliasDoc:
@@ -118,7 +121,7 @@ def test_two_versions_never_both_beat_each_other(a: float, b: float, metric: str
     assert ab.improvement is not None and math.isclose(ab.improvement, -ba.improvement, abs_tol=1e-9)
 
 
-# ---------------------------------------------------------------------------- run_gate on the registry
+# ---------------------------------------------------------------------------- run_gate (convert) on the registry
 def spec(**promotion: Any) -> ModelSpec:
     return parse_spec({"task": "regression", "target": "y", "promotion": {"metric": "rmse", **promotion}})
 
@@ -141,9 +144,9 @@ def gate_entries(reg: Registry) -> list[dict[str, Any]]:
 def test_run_gate_first_version_then_better_then_worse(reg: Registry) -> None:
     v1, v2, v3 = publish(reg, 0.5), publish(reg, 0.4), publish(reg, 0.45)
 
-    r1 = gate.run_gate(reg, v1, spec())
-    r2 = gate.run_gate(reg, v2, spec())
-    r3 = gate.run_gate(reg, v3, spec())
+    r1 = run_gate(reg, v1, spec())
+    r2 = run_gate(reg, v2, spec())
+    r3 = run_gate(reg, v3, spec())
 
     assert (r1.decision.action, r1.applied, r2.decision.action, r2.applied) == (
         "promote",
@@ -169,8 +172,8 @@ def test_run_gate_first_version_then_better_then_worse(reg: Registry) -> None:
 
 def test_run_gate_sets_the_canary(reg: Registry) -> None:
     v1, v2 = publish(reg, 0.5), publish(reg, 0.4)
-    gate.run_gate(reg, v1, spec(canary_weight=0.1))
-    res = gate.run_gate(reg, v2, spec(canary_weight=0.1))
+    run_gate(reg, v1, spec(canary_weight=0.1))
+    res = run_gate(reg, v2, spec(canary_weight=0.1))
     doc, _ = reg.get_alias("demo")
     assert res.decision.action == "canary" and res.applied
     assert (doc.version, doc.canary) == (1, {"version": 2, "weight": 0.1})
@@ -187,7 +190,7 @@ class RivalDuringGate(Registry):
         m = super().get_manifest(model, version)
         if not self.fired and self.rival_version:
             self.fired = True
-            Registry(self.s3, self.bucket, actor="someone-else").promote(
+            Registry.over(self.objects, actor="someone-else").promote(
                 model, self.rival_version, reason="by hand"
             )
         return m
@@ -201,7 +204,7 @@ def test_production_moved_during_the_gate_is_re_evaluated_not_overwritten(s3, re
     reg.rival_version = 2
 
     # When someone promotes v2 while the gate is deciding about v3
-    res = gate.run_gate(reg, v3, spec())
+    res = run_gate(reg, v3, spec())
 
     # Then the gate lost the CAS, compared v3 with the new production v2, and kept it
     assert reg.fired and res.evaluations == 2
@@ -227,7 +230,7 @@ def test_production_moved_during_the_gate_to_a_worse_version_promotes_on_top_of_
     reg.promote("demo", 1)
     reg.rival_version = 2
 
-    res = gate.run_gate(reg, v3, spec())
+    res = run_gate(reg, v3, spec())
 
     assert res.evaluations == 2 and res.decision.action == "promote" and res.decision.production == 2
     doc, _ = reg.get_alias("demo")
@@ -236,12 +239,12 @@ def test_production_moved_during_the_gate_to_a_worse_version_promotes_on_top_of_
 
 def test_prior_decision_finds_gate_entries_and_manual_moves(reg: Registry) -> None:
     v1, v2, v3 = publish(reg, 0.5), publish(reg, 0.6), publish(reg, 0.1)
-    assert gate.prior_decision(reg, "demo", 2) is None
-    gate.run_gate(reg, v1, spec())
-    gate.run_gate(reg, v2, spec())
+    assert gate.prior_decision(reg.history("demo", "production"), 2) is None
+    run_gate(reg, v1, spec())
+    run_gate(reg, v2, spec())
     reg.promote("demo", 3, reason="by hand")
-    found2 = gate.prior_decision(reg, "demo", 2)
-    found3 = gate.prior_decision(reg, "demo", 3)
+    found2 = gate.prior_decision(reg.history("demo", "production"), 2)
+    found3 = gate.prior_decision(reg.history("demo", "production"), 3)
     assert found2 is not None and found2["decision"] == "keep"
     assert found3 is not None and found3["reason"] == "by hand"
     assert v3.version == 3

@@ -1,4 +1,5 @@
-"""The parity gate's arithmetic (modelops.ml.convert numpy helpers; TensorFlow is not imported)."""
+"""The parity gate's arithmetic (modelops.ml.convert.compare_outputs and the metrics it records from
+modelops.domain.metrics; TensorFlow is not imported)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from modelops.domain.errors import ParityError
-from modelops.ml.convert import compare_outputs, predicted_labels, score
+from modelops.domain.metrics import predicted_labels, score
+from modelops.ml.convert import compare_outputs
 
 
 def test_identical_outputs_pass_with_zero_difference() -> None:

@@ -1,10 +1,11 @@
-"""The promotion gate: may a freshly published version serve traffic? (docs/convert.md)
+"""The promotion gate's decision: may a freshly published version serve traffic? (docs/convert.md)
 
-Pure decision logic (:func:`decide`, no numpy, no TensorFlow) plus :func:`run_gate`, which applies
-the decision to the ``production`` alias through :meth:`Registry.update_alias`. The decision is
-made *inside* the alias mutation, so when someone else moves production while the gate runs (the
-compare-and-swap loses), the candidate is compared again with the new production: never applied
-blindly on top of it.
+Pure (no I/O, no numpy, no TensorFlow): :func:`decide` compares a candidate's held-out metrics with
+production's, :meth:`Decision.new_alias` says which alias document that asks for (through
+:mod:`modelops.domain.canary`), and :func:`prior_decision` finds an earlier decision in the alias
+history. The convert stage applies the decision inside the registry's alias compare-and-swap, so when
+someone else moves production while the gate runs, the candidate is compared again with the new
+production: never applied blindly on top of it.
 
 Rules (from the spec's ``promotion`` section):
 
@@ -12,25 +13,23 @@ Rules (from the spec's ``promotion`` section):
 - the candidate's held-out ``metric`` must beat production's by more than zero and by at least
   ``min_improvement`` (lower is better for rmse/mae, ``spec.LOWER_IS_BETTER``);
 - with ``canary_weight > 0`` a winning candidate becomes the alias's canary at that weight
-  instead of production (the monitor/alert stages finish or roll back the canary);
+  instead of production (the alert stage rolls a canary back when an alarm or drift names it;
+  only ``modelops models promote`` finishes one);
 - otherwise production is kept, and "kept production vN" is recorded with the numbers.
-
-Every decision lands in the alias history: alias moves through ``update_alias`` (which records
-each attempt, conflicts included) and one ``kind: "gate"`` entry with the numbers behind it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from modelops.domain.errors import CorruptDocumentError, VersionNotFoundError
-from modelops.domain.spec import LOWER_IS_BETTER, ModelSpec
-from modelops.storage.registry import AliasDoc, Manifest, Registry
+from modelops.domain import canary
+from modelops.domain.alias import PRODUCTION, AliasDoc
+from modelops.domain.spec import LOWER_IS_BETTER
 
-ALIAS = "production"
+ALIAS = PRODUCTION
 Action = Literal["promote", "canary", "keep", "none"]
 
 
@@ -55,19 +54,9 @@ class Decision:
     def new_alias(self, current: AliasDoc | None) -> AliasDoc | None:
         """The alias document this decision asks for (None: leave the alias as it is)."""
         if self.action == "promote":
-            prev = current.version if current is not None else None
-            return AliasDoc(
-                alias=ALIAS, version=self.candidate, previous=prev, canary=None, reason=self.reason
-            )
-        if self.action == "canary" and current is not None:
-            return AliasDoc(
-                alias=ALIAS,
-                version=current.version,
-                previous=current.previous,
-                canary={"version": self.candidate, "weight": self.canary_weight},
-                reason=self.reason,
-                extra=dict(current.extra),
-            )
+            return canary.promote(current, self.candidate, alias=ALIAS, reason=self.reason)
+        if self.action == "canary":
+            return canary.start(current, self.candidate, self.canary_weight, reason=self.reason)
         return None
 
 
@@ -169,93 +158,24 @@ def decide(
     )
 
 
-@dataclass(frozen=True)
-class GateResult:
-    decision: Decision
-    applied: bool
-    """True when the alias was moved (production or canary) by this run."""
-    evaluations: int
-    """How many times the decision was made (1 + compare-and-swap conflicts)."""
-    alias: AliasDoc | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.decision.to_dict(),
-            "applied": self.applied,
-            "evaluations": self.evaluations,
-            "alias": self.alias.to_dict() if self.alias is not None else None,
-        }
+def attempt_reason(candidate: int, candidate_metrics: Mapping[str, Any], metric: str) -> str:
+    """The alias history's reason for the gate's alias moves (conflicts included)."""
+    return f"promotion gate: v{candidate} {metric} {_g(_finite(candidate_metrics.get(metric)))}"
 
 
-def _production_metrics(registry: Registry, model: str, version: int) -> Mapping[str, Any] | None:
-    try:
-        metrics = registry.get_manifest(model, version).get("metrics")
-    except (VersionNotFoundError, CorruptDocumentError):
-        return None
-    return metrics if isinstance(metrics, dict) else {}
-
-
-def run_gate(registry: Registry, manifest: Manifest, spec: ModelSpec, *, alias: str = ALIAS) -> GateResult:
-    """Decide and apply the promotion of ``manifest``'s version; record the decision in the history.
-
-    Raises ``VersionConflictError`` when the alias kept moving for the registry's whole retry budget
-    (the caller lets it raise, so Lambda retries the event).
-    """
-    model, candidate = manifest.model, manifest.version
-    metric = spec.metric
-    raw_metrics = manifest.get("metrics")
-    candidate_metrics: Mapping[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
-    decisions: list[Decision] = []
-
-    def mutate(current: AliasDoc | None) -> AliasDoc | None:
-        prod_metrics = None
-        if current is not None and current.version != candidate:
-            prod_metrics = _production_metrics(registry, model, current.version)
-        decision = decide(
-            candidate,
-            candidate_metrics,
-            current,
-            prod_metrics,
-            metric=metric,
-            min_improvement=spec.promotion.min_improvement,
-            canary_weight=spec.promotion.canary_weight,
-        )
-        decisions.append(decision)
-        return decision.new_alias(current)
-
-    value = _g(_finite(candidate_metrics.get(metric)))
-    new = registry.update_alias(model, alias, mutate, reason=f"promotion gate: v{candidate} {metric} {value}")
-    final = decisions[-1]
-    if final.action != "none":
-        registry.record_decision(
-            model,
-            alias,
-            {
-                "kind": "gate",
-                "decision": final.action,
-                "applied": new is not None,
-                "evaluations": len(decisions),
-                **final.to_dict(),
-            },
-        )
-    return GateResult(decision=final, applied=new is not None, evaluations=len(decisions), alias=new)
-
-
-def prior_decision(
-    registry: Registry, model: str, version: int, *, alias: str = ALIAS
-) -> dict[str, Any] | None:
-    """The latest history entry that already decided about ``version`` on ``alias``, or None.
+def prior_decision(history: Iterable[Mapping[str, Any]], version: int) -> Mapping[str, Any] | None:
+    """The latest entry of an alias's history (oldest first) that already decided about ``version``.
 
     A gate entry for it, or an applied move that made it production or canary (by the gate or by
     hand). Used on replays so that an old completion event never re-promotes a version that someone
     has rolled back since, nor records the same decision twice.
     """
     found = None
-    for entry in registry.history(model, alias):
+    for entry in history:
         if entry.get("kind") == "gate" and entry.get("candidate") == version:
             found = entry
         elif entry.get("outcome") == "applied":
-            canary = entry.get("canary") or {}
-            if entry.get("to") == version or (isinstance(canary, dict) and canary.get("version") == version):
+            moved = entry.get("canary") or {}
+            if entry.get("to") == version or (isinstance(moved, dict) and moved.get("version") == version):
                 found = entry
     return found

@@ -1,7 +1,8 @@
 """SavedModel -> LiteRT (``.tflite``), parity against the SavedModel, serving budget (docs/convert.md).
 
 TensorFlow and the LiteRT interpreter are imported inside the functions that need them, so the
-numpy helpers here (:func:`compare_outputs`, :func:`score`) stay cheap to import and test.
+numpy helper here (:func:`compare_outputs`) stays cheap to import and test. The promotion metric of each
+model's outputs is :func:`modelops.domain.metrics.score` (the trainer's and the monitor's definitions).
 
 - Conversion uses only ``TFLITE_BUILTINS`` (the ops the predict runtime has); a model that needs
   TF Select ops fails with :class:`UnsupportedOpError` naming them.
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from modelops.domain.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
-from modelops.domain.metrics import auc_binary, auc_macro
+from modelops.domain.metrics import predicted_labels, score
 from modelops.domain.spec import LOWER_IS_BETTER
 
 SIGNATURE = "serving_default"
@@ -56,34 +57,6 @@ class ConvertOutput:
 
 
 # ---------------------------------------------------------------------------- numpy helpers
-def predicted_labels(task: str, out: np.ndarray) -> np.ndarray | None:
-    """Class indices from model outputs (binary: P(class 1) in one column, or one column per class)."""
-    out = np.asarray(out).reshape(out.shape[0], -1)
-    if task == "regression":
-        return None
-    if out.shape[1] == 1:
-        return (out[:, 0] >= 0.5).astype(np.int64)
-    return np.argmax(out, axis=1).astype(np.int64)
-
-
-def score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float | None:
-    """The promotion metric of outputs ``out`` against targets ``y`` (None when undefined)."""
-    out = np.asarray(out, dtype=np.float64).reshape(len(y), -1)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if metric in ("rmse", "mae"):
-        err = out[:, 0] - y
-        return float(np.sqrt(np.mean(err**2))) if metric == "rmse" else float(np.mean(np.abs(err)))
-    labels = y.astype(np.int64)
-    if metric == "accuracy":
-        pred = predicted_labels(task, out)
-        return None if pred is None else float(np.mean(pred == labels))
-    if metric == "auc":
-        if out.shape[1] == 1:
-            return auc_binary(labels, out[:, 0])
-        return auc_macro(labels, out)
-    raise ValueError(f"unknown metric {metric!r}")
-
-
 def compare_outputs(
     reference: np.ndarray, got: np.ndarray, *, task: str, tolerance: float | None = None
 ) -> dict[str, Any]:

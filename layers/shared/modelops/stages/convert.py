@@ -1,9 +1,14 @@
 """The convert stage: a finished training job -> a verified registry version -> the promotion gate.
 
-Used by ``functions/convert/app.py``; see docs/convert.md for the decisions and docs/contracts.md
-("Jobs", "Registry artifacts") for the formats. TensorFlow is imported lazily (``modelops.ml.convert``)
-only once a completed job's artifact has been fetched and checked, so event routing, artifact
-checks and the gate run (and are tested) without it.
+:func:`run` is what ``functions/convert/app.py`` calls: the stage built once per container by
+:func:`build` (settings, clients, stores, and Powertools Idempotency keyed by job and status), then
+:func:`handle_event` for the event. See docs/convert.md for the decisions and docs/contracts.md
+("Jobs", "Registry artifacts") for the formats. The job records and staged archives are read through
+:class:`~modelops.storage.jobs.JobStore`, versions and aliases through the
+:class:`~modelops.storage.registry.Registry`; the decisions are the domain's (:mod:`modelops.domain.gate`,
+:mod:`modelops.domain.canary`, :mod:`modelops.domain.search`, :mod:`modelops.domain.archive`).
+TensorFlow is imported lazily (``modelops.ml.convert``) only once a completed job's artifact has been
+fetched and checked, so event routing, artifact checks and the gate run (and are tested) without it.
 
 What happens to each event:
 
@@ -32,26 +37,26 @@ failure, alias CAS retry budget spent, bugs
 
 from __future__ import annotations
 
-import gzip
-import io
+import functools
 import json
-import logging
 import re
-import tarfile
 import tempfile
 import time
 import uuid
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import ClientError
+from pydantic import Field
 
+from modelops import aws
 from modelops.domain import gate
 from modelops.domain import search as searching
+from modelops.domain.alias import AliasDoc
+from modelops.domain.archive import deterministic_targz, safe_extract
 from modelops.domain.errors import (
     ArtifactInvalidError,
     ConversionError,
@@ -59,35 +64,23 @@ from modelops.domain.errors import (
     InvalidEventError,
     ModelOpsError,
     ParityError,
-    RegistryUnavailableError,
     ServingBudgetError,
     SpecError,
+    VersionNotFoundError,
 )
 from modelops.domain.spec import ModelSpec, SearchSpec, check_model_name, parse_spec
+from modelops.stages import runtime
+from modelops.stages.runtime import logger
+from modelops.storage.events import EventBus
+from modelops.storage.jobs import JobStore
 from modelops.storage.registry import Manifest, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelops.ml.convert import ConvertOutput
 
-logger = logging.getLogger(__name__)
-
 JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 """SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
-ARTIFACT_FILE = "output/model.tar.gz"
 REQUIRED_FILES = ("saved_model/saved_model.pb", "schema.json", "metrics.json", "baseline.json", "heldout.npz")
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "RequestTimeout",
-    "Throttling",
-    "ThrottlingException",
-    "500",
-    "502",
-    "503",
-    "504",
-}
 
 
 class EventSink(Protocol):
@@ -110,18 +103,18 @@ class Options:
 
 @dataclass
 class Deps:
-    """What the convert stage needs from AWS, built once per warm container by the handler."""
+    """What the convert stage works with, built once per warm container by :func:`build`."""
 
-    s3: Any
     registry: Registry
     bus: EventSink
     options: Options = field(default_factory=Options)
     sagemaker: Any = None
     """Needed for tuning job events only (DescribeHyperParameterTuningJob, ListTrainingJobsFor...)."""
 
-    @property
-    def bucket(self) -> str:
-        return self.registry.bucket
+    @functools.cached_property
+    def jobs(self) -> JobStore:
+        """Job records and staged archives: the registry bucket's ``jobs/`` and ``staging/``."""
+        return JobStore(self.registry.objects)
 
 
 @dataclass(frozen=True)
@@ -234,42 +227,24 @@ def parse_job_event(event: Any) -> JobEvent | None:
     )
 
 
-# ---------------------------------------------------------------------------- S3 helpers
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) or str(
-        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
-    )
-
-
-def _is(exc: ClientError, codes: set[str]) -> bool:
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return _code(exc) in codes or status in codes
-
-
-def _transient(exc: ClientError, what: str) -> Exception:
-    if _is(exc, _TRANSIENT_CODES):
-        return RegistryUnavailableError(f"S3 is unavailable reading {what} ({_code(exc)}); try again")
-    return exc
-
-
-def load_job_record(s3: Any, bucket: str, job: str) -> JobRecord | None:
+# ---------------------------------------------------------------------------- job records
+def load_job_record(jobs: JobStore, job: str) -> JobRecord | None:
     """``jobs/{job}.json`` (docs/contracts.md "Jobs"), or None when this stack did not start the job."""
-    key = f"jobs/{job}.json"
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if _is(exc, _MISSING_CODES):
-            return None
-        raise _transient(exc, key) from exc
+        got = jobs.get_record(job)
+    except CorruptDocumentError as exc:
+        raise CorruptDocumentError(f"the job record of {job} is malformed: {exc}") from exc
+    if got is None:
+        return None
+    doc = got[0]
     try:
-        doc = json.loads(body)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         if doc.get("job") not in (None, job):
             raise ValueError(f"it names job {str(doc.get('job'))[:80]!r}")
         model = check_model_name(str(doc["model"]))
     except (ValueError, KeyError, SpecError) as exc:
-        raise CorruptDocumentError(f"job record {key} is malformed: {exc}") from exc
+        raise CorruptDocumentError(f"the job record of {job} is malformed: {exc}") from exc
     backend = str(doc.get("backend", ""))
     try:
         raw_spec = doc.get("spec")
@@ -278,93 +253,6 @@ def load_job_record(s3: Any, bucket: str, job: str) -> JobRecord | None:
         # the record is ours and names the model; the spec inside is what is wrong
         return JobRecord(job=job, model=model, backend=backend, spec=None, doc=doc, spec_error=exc)
     return JobRecord(job=job, model=model, backend=backend, spec=spec, doc=doc)
-
-
-def download_artifact(s3: Any, bucket: str, key: str, dest: Path, max_bytes: int) -> Path:
-    """Stream ``key`` to ``dest``. Missing or oversized: :class:`ArtifactInvalidError` (permanent)."""
-    uri = f"s3://{bucket}/{key}"
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if _is(exc, _MISSING_CODES):
-            raise ArtifactInvalidError(
-                f"no training artifact at {uri}: the job finished without output"
-            ) from exc
-        raise _transient(exc, uri) from exc
-    size = int(head.get("ContentLength", 0))
-    if size > max_bytes:
-        raise ArtifactInvalidError(
-            f"training artifact {uri} is {size} bytes, over the {max_bytes}-byte limit"
-        )
-    try:
-        obj = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if _is(exc, _MISSING_CODES):
-            raise ArtifactInvalidError(f"training artifact {uri} disappeared while being read") from exc
-        raise _transient(exc, uri) from exc
-    written = 0
-    with open(dest, "wb") as fh:
-        for chunk in obj["Body"].iter_chunks(1024 * 1024):
-            written += len(chunk)
-            if written > max_bytes:
-                raise ArtifactInvalidError(f"training artifact {uri} is over the {max_bytes}-byte limit")
-            fh.write(chunk)
-    return dest
-
-
-def safe_extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> Path:
-    """Extract a (gzipped) tar after checking every member: regular files and folders only (no links,
-    devices or FIFOs), relative paths without ``..``, at most ``max_members`` entries and
-    ``max_bytes`` in all. Anything else, or a truncated archive: :class:`ArtifactInvalidError`."""
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members, total = [], 0
-            for member in tar:
-                path = PurePosixPath(member.name)
-                if member.name.startswith(("/", "\\")) or ".." in path.parts or "\\" in member.name:
-                    raise ArtifactInvalidError(f"unsafe path in the training artifact: {member.name[:200]!r}")
-                if member.issym() or member.islnk():
-                    raise ArtifactInvalidError(
-                        f"the training artifact contains a link: {member.name[:200]!r}"
-                    )
-                if not (member.isfile() or member.isdir()):
-                    raise ArtifactInvalidError(
-                        f"the training artifact contains a special file: {member.name[:200]!r}"
-                    )
-                total += member.size
-                members.append(member)
-                if len(members) > max_members:
-                    raise ArtifactInvalidError(f"the training artifact has more than {max_members} entries")
-                if total > max_bytes:
-                    raise ArtifactInvalidError(
-                        f"the training artifact unpacks to more than {max_bytes} bytes"
-                    )
-            tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ArtifactInvalidError(f"the training artifact is truncated or not a tar.gz: {exc}") from exc
-    return dest
-
-
-def deterministic_targz(folder: Path, arcroot: str) -> bytes:
-    """``folder`` as a tar.gz whose bytes depend only on the files (sorted, zero times and owners), so a
-    re-conversion of the same SavedModel yields the same blob digest."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in [folder, *sorted(folder.rglob("*"))]:
-                rel = path.relative_to(folder).as_posix()
-                name = arcroot if rel == "." else f"{arcroot}/{rel}"
-                info = tarfile.TarInfo(name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                if path.is_dir():
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                elif path.is_file():
-                    info.size, info.mode = path.stat().st_size, 0o644
-                    with open(path, "rb") as fh:
-                        tar.addfile(info, fh)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- the model bundle
@@ -443,7 +331,7 @@ def handle_event(event: Any, deps: Deps) -> Result:
         return _ignored(job_event.job, "a child of a Batch array job: the parent's event converts the search")
     if job_event.kind == "tuning":
         return handle_tuning_job(job_event, deps)
-    record = load_job_record(deps.s3, deps.bucket, job_event.job)
+    record = load_job_record(deps.jobs, job_event.job)
     if record is None:
         return _ignored(job_event.job, "no job record in this stack's registry: another stack's job")
     if job_event.status == "failed":
@@ -455,10 +343,6 @@ def handle_event(event: Any, deps: Deps) -> Result:
 
 
 # ---------------------------------------------------------------------------- searches
-def _trials_prefix(model: str, job: str) -> str:
-    return f"staging/{model}/{job}/trials/"
-
-
 def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     """A SageMaker tuning job ended: find our job (its static ``job`` hyperparameter, checked against the
     job record's ``search.tuning_job``), then convert the best training job's model, with every trial
@@ -468,8 +352,8 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     name = ev.job
     try:
         desc = deps.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    except ClientError as exc:
-        if _code(exc) in ("ResourceNotFound", "ResourceNotFoundException"):
+    except aws.AwsError as exc:
+        if aws.classify(exc) is aws.ErrorKind.MISSING:
             return _ignored(name, "no such tuning job")
         raise
     definition = desc.get("TrainingJobDefinition") or {}
@@ -477,7 +361,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     job = static.get("job", "")
     if not JOB_NAME_RE.match(job):
         return _ignored(name, "a tuning job that names no modelops job")
-    record = load_job_record(deps.s3, deps.bucket, job)
+    record = load_job_record(deps.jobs, job)
     if record is None:
         return _ignored(job, "no job record in this stack's registry: another stack's job")
     plan = record.doc.get("search")
@@ -516,8 +400,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     for t in trials:
         if t.get("training_job") == best:
             doc["best_trial"], doc["best_value"] = t["number"], t["value"]
-    key = f"{_trials_prefix(record.model, job)}{best}/{ARTIFACT_FILE}"
-    return convert_job(jev, record, deps, key=key, search=doc)
+    return convert_job(jev, record, deps, key=deps.jobs.artifact_key(record.model, job, best), search=doc)
 
 
 def _tuning_trials(sm: Any, name: str, search: SearchSpec) -> list[dict[str, Any]]:
@@ -541,18 +424,10 @@ def convert_batch_search(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
     if spec is None or spec.training.search is None:
         return convert_job(ev, record, deps)  # reports the spec problem
     size = int((record.doc.get("search") or {}).get("array_size") or spec.training.search.max_trials)
-    prefix = _trials_prefix(record.model, ev.job)
     found: dict[int, dict[str, Any]] = {}
-    for key in _list_keys(deps.s3, deps.bucket, prefix):
-        parts = key[len(prefix) :].split("/")
-        if len(parts) != 2 or parts[1] != searching.TRIAL_FILE or not parts[0].isdigit():
-            continue
-        index = int(parts[0])
+    for index, body in deps.jobs.trial_records(record.model, ev.job).items():
         try:
-            body = deps.s3.get_object(Bucket=deps.bucket, Key=key)["Body"].read()
             found[index] = searching.load_trial(body)
-        except ClientError as exc:
-            raise _transient(exc, key) from exc
         except ValueError as exc:
             found[index] = searching.trial_doc(
                 index, {}, "failed", error=f"unreadable {searching.TRIAL_FILE}: {exc}"
@@ -568,27 +443,8 @@ def convert_batch_search(ev: JobEvent, record: JobRecord, deps: Deps) -> Result:
         )
         return _training_failed(deps, failed, record)
     doc = searching.summary(spec, trials, backend_mode="array", extra={"array_size": size})
-    key = (
-        searching.batch_trial_prefix(f"staging/{record.model}/{ev.job}/", int(best["number"])) + ARTIFACT_FILE
-    )
+    key = deps.jobs.artifact_key(record.model, ev.job, int(best["number"]))
     return convert_job(ev, record, deps, key=key, search=doc)
-
-
-def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        if token:
-            kwargs["ContinuationToken"] = token
-        try:
-            resp = s3.list_objects_v2(**kwargs)
-        except ClientError as exc:
-            raise _transient(exc, f"s3://{bucket}/{prefix}") from exc
-        keys.extend(str(o["Key"]) for o in resp.get("Contents", []))
-        token = resp.get("NextContinuationToken")
-        if not resp.get("IsTruncated") or not token:
-            return keys
 
 
 def _get(event: Any, key: str) -> Any:
@@ -652,11 +508,6 @@ def _conversion_failed(deps: Deps, ev: JobEvent, model: str, exc: ModelOpsError,
     )
 
 
-def artifact_key(model: str, job: str) -> str:
-    """Where the backend leaves the model dir (docs/contracts.md "Jobs": Output)."""
-    return f"staging/{model}/{job}/{ARTIFACT_FILE}"
-
-
 def convert_job(
     ev: JobEvent,
     record: JobRecord,
@@ -666,15 +517,15 @@ def convert_job(
     search: dict[str, Any] | None = None,
 ) -> Result:
     """Convert the job's model (``key``: the best trial's archive of a search, else the contract's
-    ``artifact_key``) and publish it; ``search`` (else the archive's ``trials.json``) goes to the manifest."""
+    archive: ``JobStore.artifact_key``) and publish it; ``search`` (else the archive's ``trials.json``) goes to the manifest."""
     model, spec, opts = record.model, record.spec, deps.options
     if spec is None:
         return _conversion_failed(deps, ev, model, record.spec_error or SpecError("no spec"), stage="spec")
     existing = deps.registry.find_version(model, ev.job)
     if existing is not None:
         return _replay(ev, record, spec, existing, deps)
-    key = key or artifact_key(model, ev.job)
-    if ev.artifact_uri and ev.artifact_uri != f"s3://{deps.bucket}/{key}":
+    key = key or deps.jobs.artifact_key(model, ev.job)
+    if ev.artifact_uri and ev.artifact_uri != deps.jobs.staging_uri(key):
         logger.warning(
             "event names another artifact; using the contract's",
             extra={"event_uri": ev.artifact_uri, "key": key},
@@ -683,9 +534,7 @@ def convert_job(
     stage = "download"
     with tempfile.TemporaryDirectory(prefix="convert-", dir=opts.work_dir) as tmp:
         try:
-            archive = download_artifact(
-                deps.s3, deps.bucket, key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes
-            )
+            archive = deps.jobs.download_artifact(key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes)
             stage = "extract"
             root = safe_extract(
                 archive, Path(tmp) / "model", max_bytes=opts.max_extracted_bytes, max_members=opts.max_members
@@ -812,8 +661,88 @@ def _search_brief(search: Any) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- the promotion gate
+@dataclass(frozen=True)
+class GateResult:
+    decision: gate.Decision
+    applied: bool
+    """True when the alias was moved (production or canary) by this run."""
+    evaluations: int
+    """How many times the decision was made (1 + compare-and-swap conflicts)."""
+    alias: AliasDoc | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.decision.to_dict(),
+            "applied": self.applied,
+            "evaluations": self.evaluations,
+            "alias": self.alias.to_dict() if self.alias is not None else None,
+        }
+
+
+def _manifest_metrics(manifest: Manifest) -> Mapping[str, Any]:
+    metrics = manifest.get("metrics")
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _production_metrics(registry: Registry, model: str, version: int) -> Mapping[str, Any] | None:
+    """Production's held-out metrics; None when its manifest cannot be read (the gate replaces it)."""
+    try:
+        return _manifest_metrics(registry.get_manifest(model, version))
+    except (VersionNotFoundError, CorruptDocumentError):
+        return None
+
+
+def run_gate(
+    registry: Registry, manifest: Manifest, spec: ModelSpec, *, alias: str = gate.ALIAS
+) -> GateResult:
+    """Decide (:func:`modelops.domain.gate.decide`) and apply the promotion of ``manifest``'s version inside
+    the registry's alias compare-and-swap, so a lost race re-decides against the new production; every
+    decision that is not "none" is recorded in the alias history (``kind: "gate"``, with its numbers).
+
+    Raises ``VersionConflictError`` when the alias kept moving for the registry's whole retry budget
+    (the caller lets it raise, so Lambda retries the event).
+    """
+    model, candidate = manifest.model, manifest.version
+    candidate_metrics = _manifest_metrics(manifest)
+    decisions: list[gate.Decision] = []
+
+    def mutate(current: AliasDoc | None) -> AliasDoc | None:
+        prod_metrics = None
+        if current is not None and current.version != candidate:
+            prod_metrics = _production_metrics(registry, model, current.version)
+        decision = gate.decide(
+            candidate,
+            candidate_metrics,
+            current,
+            prod_metrics,
+            metric=spec.metric,
+            min_improvement=spec.promotion.min_improvement,
+            canary_weight=spec.promotion.canary_weight,
+        )
+        decisions.append(decision)
+        return decision.new_alias(current)
+
+    reason = gate.attempt_reason(candidate, candidate_metrics, spec.metric)
+    new = registry.update_alias(model, alias, mutate, reason=reason)
+    final = decisions[-1]
+    if final.action != "none":
+        registry.record_decision(
+            model,
+            alias,
+            {
+                "kind": "gate",
+                "decision": final.action,
+                "applied": new is not None,
+                "evaluations": len(decisions),
+                **final.to_dict(),
+            },
+        )
+    return GateResult(decision=final, applied=new is not None, evaluations=len(decisions), alias=new)
+
+
 def _gate(deps: Deps, manifest: Manifest, spec: ModelSpec, *, outcome: str, job: str) -> Result:
-    res = gate.run_gate(deps.registry, manifest, spec)
+    res = run_gate(deps.registry, manifest, spec)
     d = res.decision
     detail = {
         "model": manifest.model,
@@ -841,7 +770,7 @@ def _replay(ev: JobEvent, record: JobRecord, spec: ModelSpec, manifest: Manifest
         "job already published", extra={"job": ev.job, "model": record.model, "version": manifest.version}
     )
     deps.bus.publish("ModelVersionPublished", {**_published_detail(manifest), "replay": True})
-    prior = gate.prior_decision(deps.registry, record.model, manifest.version)
+    prior = gate.prior_decision(deps.registry.history(record.model, gate.ALIAS), manifest.version)
     if prior is None:
         result = _gate(deps, manifest, spec, outcome="replayed", job=ev.job)
         result.reason = f"v{manifest.version} was already published for {ev.job}; gate: {result.reason}"
@@ -849,4 +778,74 @@ def _replay(ev: JobEvent, record: JobRecord, spec: ModelSpec, manifest: Manifest
     reason = f"v{manifest.version} was already published for {ev.job} and the gate already decided: " + str(
         prior.get("reason", prior.get("decision", ""))
     )
-    return Result("replayed", reason, job=ev.job, model=record.model, version=manifest.version, gate=prior)
+    return Result(
+        "replayed", reason, job=ev.job, model=record.model, version=manifest.version, gate=dict(prior)
+    )
+
+
+# ---------------------------------------------------------------------------- the Lambda entry
+# One completion per job and status: replays inside the expiry window return the first answer; the
+# registry's dedup_key (the job name) covers replays after it. Batch is keyed by job id: the children of
+# an array job share their parent's name (and are ignored), so a child's answer must not stand for it.
+IDEMPOTENCY_KEY = (
+    "[detail.TrainingJobName || detail.HyperParameterTuningJobName || detail.jobId || detail.jobName, "
+    "detail.TrainingJobStatus || detail.HyperParameterTuningJobStatus || detail.status]"
+)
+IDEMPOTENCY_SECONDS = 6 * 3600
+
+
+class Settings(runtime.StageSettings):
+    """The convert function's environment (template.yaml)."""
+
+    registry_bucket: str
+    # Required: it stops concurrent deliveries of one event (Registry._claim lets a retry of the same
+    # event take over its own claim, which is safe only when deliveries never run at once).
+    idempotency_table: str = Field(min_length=1)
+    event_bus_name: str = "default"
+    convert_work_dir: str | None = None
+    max_tflite_bytes: int = Options.max_tflite_bytes
+    max_single_row_latency_us: float = Options.max_single_row_latency_us
+
+
+def process(event: Any, deps: Deps) -> dict[str, Any]:
+    """One event handled; its CloudWatch metrics added and its outcome logged and returned."""
+    result = handle_event(event, deps)
+    for name, (unit, value) in result.metrics.items():
+        runtime.metrics.add_metric(name=name, unit=unit, value=value)
+    logger.info("convert finished", extra=result.to_dict())
+    return result.to_dict()
+
+
+@functools.cache
+def build() -> tuple[Callable[..., dict[str, Any]], Any]:
+    """Settings, clients, stores and the idempotent processing function (with its idempotency config):
+    once per warm container, never at import."""
+    settings = Settings()
+    deps = Deps(
+        registry=Registry(aws.client("s3"), settings.registry_bucket, actor="convert"),
+        bus=EventBus(aws.client("events"), settings.event_bus_name),
+        sagemaker=aws.client("sagemaker"),
+        options=Options(
+            work_dir=settings.convert_work_dir,
+            max_tflite_bytes=settings.max_tflite_bytes,
+            max_single_row_latency_us=settings.max_single_row_latency_us,
+        ),
+    )
+
+    def handle(event: dict[str, Any]) -> dict[str, Any]:
+        return process(event, deps)
+
+    return runtime.idempotent(
+        handle,
+        table=settings.idempotency_table,
+        dynamodb=aws.client("dynamodb"),
+        key_jmespath=IDEMPOTENCY_KEY,
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
+    )
+
+
+def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """One invocation: the event handled once per job and status (Powertools Idempotency)."""
+    handle, config = build()
+    config.register_lambda_context(context)
+    return handle(event=event)

@@ -1,13 +1,17 @@
 """The model registry on S3 (see docs/registry.md and DESIGN.md's Registry section).
 
-Layout under the registry bucket::
+Layout under the registry bucket (the keys are :mod:`modelops.storage.keys`'s)::
 
     models/{model}/blobs/sha256/{digest}          artifacts, content-addressed, create-only
     models/{model}/versions/{n}/manifest.json     the commit point, create-only (If-None-Match: *)
     models/{model}/aliases/{alias}.json           moved only by compare-and-swap (If-Match)
     models/{model}/history/{alias}/{ts}-{id}.json append-only record of every alias move attempt
+    models/{model}/dedup/{sha256(key)}.json       publish claims: one version per dedup key (job)
 
-Every artifact read is checked against the manifest's SHA-256 before it is returned.
+Built on :class:`~modelops.storage.s3.ObjectStore` (transient S3 failures raise
+``RegistryUnavailableError``). Every artifact read is checked against the manifest's SHA-256 before it
+is returned. The alias document and the decisions of what to write in it are the domain's
+(:mod:`modelops.domain.alias`, :mod:`modelops.domain.canary`).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
+from modelops.aws import AwsError, ErrorKind, classify
+from modelops.domain import canary
+from modelops.domain.alias import ALIAS_RE, PRODUCTION, AliasDoc, AliasMutation
 from modelops.domain.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
@@ -33,11 +38,12 @@ from modelops.domain.errors import (
     InvalidNameError,
     ModelNotFoundError,
     PublishInProgressError,
-    RegistryUnavailableError,
     VersionConflictError,
     VersionNotFoundError,
 )
 from modelops.domain.spec import check_model_name
+from modelops.storage import keys
+from modelops.storage.s3 import ObjectStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_s3 import S3Client
@@ -47,11 +53,8 @@ else:
 MANIFEST_SCHEMA_VERSION = 1
 CLAIM_STALE_SECONDS = 900.0
 """Lambda's longest timeout: a publish claim older than this was abandoned by a writer that died."""
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 CHUNK = 1024 * 1024
-_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-_TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "503", "500", "RequestTimeout"}
+__all__ = ["ALIAS_RE", "PRODUCTION", "AliasDoc", "AliasMutation", "ArtifactRef", "Manifest", "Registry"]
 
 
 def now_iso() -> str:
@@ -70,18 +73,6 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def _code(exc: ClientError) -> str:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code if code else status
-
-
-def _is(exc: ClientError, codes: set[str]) -> bool:
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return _code(exc) in codes or status in codes
 
 
 @dataclass(frozen=True)
@@ -130,163 +121,53 @@ class Manifest:
         return cls(model, version, arts, doc)
 
 
-@dataclass
-class AliasDoc:
-    alias: str
-    version: int
-    previous: int | None = None
-    canary: dict[str, Any] | None = None  # {"version": int, "weight": float}
-    updated_at: str = ""
-    updated_by: str = ""
-    reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "alias": self.alias,
-            "version": self.version,
-            "previous": self.previous,
-            "canary": self.canary,
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-            "reason": self.reason,
-        }
-        d.update(self.extra)
-        return d
-
-    @classmethod
-    def from_doc(cls, model: str, alias: str, doc: Any) -> AliasDoc:
-        try:
-            if not isinstance(doc, dict):
-                raise TypeError("not an object")
-            version = doc["version"]
-            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise ValueError("version must be a positive integer")
-            prev = doc.get("previous")
-            if prev is not None and (not isinstance(prev, int) or isinstance(prev, bool) or prev < 1):
-                raise ValueError("previous must be a positive integer or null")
-            canary = doc.get("canary")
-            if canary is not None:
-                cv, cw = canary["version"], float(canary["weight"])
-                if not isinstance(cv, int) or isinstance(cv, bool) or cv < 1 or not 0.0 < cw < 1.0:
-                    raise ValueError("canary needs a positive integer version and a weight in (0, 1)")
-                canary = {"version": cv, "weight": cw}
-            known = {"alias", "version", "previous", "canary", "updated_at", "updated_by", "reason"}
-            return cls(
-                alias=alias,
-                version=version,
-                previous=prev,
-                canary=canary,
-                updated_at=str(doc.get("updated_at", "")),
-                updated_by=str(doc.get("updated_by", "")),
-                reason=str(doc.get("reason", "")),
-                extra={k: v for k, v in doc.items() if k not in known},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptDocumentError(f"alias {alias!r} of {model} is malformed: {exc}") from exc
-
-
-AliasMutation = Callable[[AliasDoc | None], AliasDoc | None]
-"""Given the current alias (or None), return the new one, or None to leave it as it is."""
-
-
 class Registry:
-    """The S3 model registry. Takes its S3 client as an argument; builds none itself."""
+    """The S3 model registry on one bucket. Takes its S3 client (or an :class:`ObjectStore`, see
+    :meth:`over`) as an argument; builds none itself."""
 
     def __init__(
         self,
-        s3: S3Client,
+        s3: S3Client | None,
         bucket: str,
         *,
         actor: str = "modelops",
         alias_retries: int = 3,
         clock: Callable[[], float] = time.time,
+        objects: ObjectStore | None = None,
     ):
-        self.s3 = s3
-        self.bucket = bucket
+        self.objects = objects if objects is not None else ObjectStore(s3, bucket)
+        self.bucket = self.objects.bucket
         self.actor = actor
         self.alias_retries = alias_retries
         self.clock = clock
 
+    @classmethod
+    def over(cls, objects: ObjectStore, **kwargs: Any) -> Registry:
+        """A registry on an existing object store (the one the job records use, or a test's fake)."""
+        return cls(objects.s3, objects.bucket, objects=objects, **kwargs)
+
     # ------------------------------------------------------------------ keys
     @staticmethod
     def model_prefix(model: str) -> str:
-        return f"models/{check_model_name(model)}/"
+        return keys.model_prefix(check_model_name(model))
 
     def blob_key(self, model: str, digest: str) -> str:
-        return f"{self.model_prefix(model)}blobs/sha256/{digest}"
+        return keys.blob(check_model_name(model), digest)
 
     def manifest_key(self, model: str, version: int) -> str:
-        return f"{self.model_prefix(model)}versions/{version}/manifest.json"
+        return keys.manifest(check_model_name(model), version)
 
     def alias_key(self, model: str, alias: str) -> str:
         if not ALIAS_RE.match(alias):
             raise InvalidNameError(f"invalid alias name {alias[:40]!r}: lower-case letters, digits, _ and -")
-        return f"{self.model_prefix(model)}aliases/{alias}.json"
-
-    # ------------------------------------------------------------------ low level
-    def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        try:
-            return fn(Bucket=self.bucket, **kwargs)
-        except ClientError as exc:
-            if _is(exc, _TRANSIENT_CODES):
-                raise RegistryUnavailableError(f"S3 is unavailable ({_code(exc)}); try again") from exc
-            if _code(exc) == "NoSuchBucket":
-                raise RegistryUnavailableError(f"registry bucket {self.bucket!r} does not exist") from exc
-            raise
-
-    def _get_json(self, key: str) -> tuple[Any, str] | None:
-        try:
-            obj = self._call(self.s3.get_object, Key=key)
-        except ClientError as exc:
-            if _is(exc, _MISSING_CODES):
-                return None
-            raise
-        body = obj["Body"].read()
-        try:
-            return json.loads(body), str(obj["ETag"])
-        except ValueError as exc:
-            raise CorruptDocumentError(f"{key.split('/', 2)[-1]} is not valid JSON") from exc
-
-    def _create(self, key: str, body: bytes, content_type: str = "application/json") -> bool:
-        """Create ``key`` only if absent. True when we created it, False when it existed."""
-        try:
-            self._call(
-                self.s3.put_object,
-                Key=key,
-                Body=body,
-                IfNoneMatch="*",
-                ContentType=content_type,
-                ChecksumAlgorithm="SHA256",
-            )
-            return True
-        except ClientError as exc:
-            if _is(exc, _CONFLICT_CODES):
-                return False
-            raise
-
-    def _iter_keys(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"Prefix": prefix}
-        if delimiter:
-            kwargs["Delimiter"] = delimiter
-        token = None
-        while True:
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(self.s3.list_objects_v2, **kwargs)
-            for cp in page.get("CommonPrefixes", []) or []:
-                yield {"Prefix": cp["Prefix"]}
-            yield from page.get("Contents", []) or []
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
+        return keys.alias(check_model_name(model), alias)
 
     # ------------------------------------------------------------------ blobs
     def put_blob(self, model: str, data: bytes) -> tuple[str, str, int]:
         """Store bytes content-addressed. Returns (key, sha256, size). Identical bytes are stored once."""
         digest = sha256_hex(data)
         key = self.blob_key(model, digest)
-        if not self._create(key, data, content_type="application/octet-stream"):
+        if not self.objects.create(key, data, content_type="application/octet-stream"):
             self._verify_existing_blob(key, digest, len(data))
         return key, digest, len(data)
 
@@ -295,23 +176,25 @@ class Registry:
         key = self.blob_key(model, digest)
         with open(path, "rb") as fh:
             data = fh.read()
-        if not self._create(key, data, content_type="application/octet-stream"):
+        if not self.objects.create(key, data, content_type="application/octet-stream"):
             self._verify_existing_blob(key, digest, size)
         return key, digest, size
 
     def _verify_existing_blob(self, key: str, digest: str, size: int) -> None:
-        head = self._call(self.s3.head_object, Key=key)
+        head = self.objects.head(key) or {}
         if int(head.get("ContentLength", -1)) != size:
             raise IntegrityError(f"blob {digest[:12]} exists with a different size; it is corrupt")
 
     # ------------------------------------------------------------------ versions
     def list_models(self) -> list[str]:
-        return sorted(p["Prefix"].split("/")[1] for p in self._iter_keys("models/", "/") if "Prefix" in p)
+        return sorted(
+            p["Prefix"].split("/")[1] for p in self.objects.iter_keys(keys.MODELS, "/") if "Prefix" in p
+        )
 
     def list_versions(self, model: str) -> list[int]:
-        prefix = f"{self.model_prefix(model)}versions/"
+        prefix = keys.versions_prefix(check_model_name(model))
         out = []
-        for obj in self._iter_keys(prefix):
+        for obj in self.objects.iter_keys(prefix):
             rest = obj.get("Key", "")[len(prefix) :]
             num, _, name = rest.partition("/")
             if name == "manifest.json" and num.isdigit():
@@ -319,7 +202,7 @@ class Registry:
         return sorted(out)
 
     def model_exists(self, model: str) -> bool:
-        return any(True for _ in self._iter_keys(self.model_prefix(model)))
+        return any(True for _ in self.objects.iter_keys(self.model_prefix(model)))
 
     def _require_model(self, model: str) -> None:
         if not self.model_exists(model):
@@ -373,7 +256,7 @@ class Registry:
                 }
             )
             body = json.dumps(doc, sort_keys=True, indent=1).encode()
-            if self._create(self.manifest_key(model, n), body):
+            if self.objects.create(self.manifest_key(model, n), body):
                 return Manifest.from_doc(model, n, doc)
             n += 1
         raise VersionConflictError(f"could not allocate a version of {model} after {max_attempts} attempts")
@@ -387,18 +270,18 @@ class Registry:
         one replay continues. A claim carrying the same ``token`` (the same delivery, retried after a
         crash) is taken over at once.
         """
-        key = f"{self.model_prefix(model)}dedup/{sha256_hex(dedup_key.encode())}.json"
+        key = keys.publish_claim(check_model_name(model), sha256_hex(dedup_key.encode()))
         body = json.dumps(
             {"dedup_key": dedup_key, "claimed_at": now_iso(), "epoch": self.clock(), "token": token}
         ).encode()
-        if self._create(key, body):
+        if self.objects.create(key, body):
             return None
         existing = self.find_version(model, dedup_key)
         if existing is not None:
             return existing
-        got = self._get_json(key)
+        got = self.objects.get_json(key)
         if got is None:  # the claim vanished (deleted by hand): claim again
-            if self._create(key, body):
+            if self.objects.create(key, body):
                 return None
             raise PublishInProgressError(f"{model}: another writer is publishing {dedup_key!r}")
         doc, etag = got
@@ -408,12 +291,8 @@ class Registry:
             raise PublishInProgressError(
                 f"{model}: another writer is publishing {dedup_key!r} ({age:.0f} s ago)"
             )
-        try:
-            self._call(self.s3.put_object, Key=key, Body=body, IfMatch=etag, ContentType="application/json")
-        except ClientError as exc:
-            if _is(exc, _CONFLICT_CODES | _MISSING_CODES):
-                raise PublishInProgressError(f"{model}: another writer took over {dedup_key!r}") from exc
-            raise
+        if not self.objects.replace(key, body, etag):
+            raise PublishInProgressError(f"{model}: another writer took over {dedup_key!r}")
         return None
 
     def find_version(self, model: str, dedup_key: str) -> Manifest | None:
@@ -425,7 +304,7 @@ class Registry:
         return None
 
     def get_manifest(self, model: str, version: int) -> Manifest:
-        got = self._get_json(self.manifest_key(model, version))
+        got = self.objects.get_json(self.manifest_key(model, version))
         if got is None:
             self._require_model(model)
             raise VersionNotFoundError(f"{model} has no version {version}")
@@ -436,7 +315,7 @@ class Registry:
         """The artifact's bytes, verified against the manifest. A mismatch raises IntegrityError
         and leaves the object where it is for inspection."""
         ref = self._ref(manifest, role)
-        obj = self._call(self.s3.get_object, Key=ref.key)
+        obj = self._get_blob(manifest, role, ref)
         data: bytes = obj["Body"].read()
         digest = sha256_hex(data)
         if digest != ref.sha256 or len(data) != ref.size:
@@ -455,7 +334,7 @@ class Registry:
         h = hashlib.sha256()
         size = 0
         try:
-            obj = self._call(self.s3.get_object, Key=ref.key)
+            obj = self._get_blob(manifest, role, ref)
             with open(tmp, "wb") as fh:
                 for chunk in obj["Body"].iter_chunks(CHUNK):
                     h.update(chunk)
@@ -471,6 +350,15 @@ class Registry:
             tmp.unlink(missing_ok=True)
         return dest
 
+    def _get_blob(self, manifest: Manifest, role: str, ref: ArtifactRef) -> dict[str, Any]:
+        obj = self.objects.get(ref.key)
+        if obj is None:
+            raise IntegrityError(
+                f"{manifest.model} v{manifest.version} {role}: blob {ref.sha256[:12]}… named by the manifest "
+                "is missing from the registry"
+            )
+        return obj
+
     @staticmethod
     def _ref(manifest: Manifest, role: str) -> ArtifactRef:
         try:
@@ -481,8 +369,8 @@ class Registry:
             ) from None
 
     # ------------------------------------------------------------------ aliases
-    def get_alias(self, model: str, alias: str = "production") -> tuple[AliasDoc, str]:
-        got = self._get_json(self.alias_key(model, alias))
+    def get_alias(self, model: str, alias: str = PRODUCTION) -> tuple[AliasDoc, str]:
+        got = self.objects.get_json(self.alias_key(model, alias))
         if got is None:
             self._require_model(model)
             raise AliasNotFoundError(f"{model} has no {alias!r} alias")
@@ -491,22 +379,19 @@ class Registry:
     def get_alias_if_changed(self, model: str, alias: str, etag: str) -> tuple[AliasDoc, str] | None:
         """Conditional GET: None when the alias still has ``etag`` (304)."""
         try:
-            obj = self._call(self.s3.get_object, Key=self.alias_key(model, alias), IfNoneMatch=etag)
-        except ClientError as exc:
-            if _code(exc) in {"304", "NotModified"} or _is(exc, {"304"}):
+            got = self.objects.get_json(self.alias_key(model, alias), IfNoneMatch=etag)
+        except AwsError as exc:
+            if classify(exc) is ErrorKind.NOT_MODIFIED:
                 return None
-            if _is(exc, _MISSING_CODES):
-                raise AliasNotFoundError(f"{model} has no {alias!r} alias") from exc
             raise
-        try:
-            return AliasDoc.from_doc(model, alias, json.loads(obj["Body"].read())), str(obj["ETag"])
-        except ValueError as exc:
-            raise CorruptDocumentError(f"alias {alias!r} of {model} is not valid JSON") from exc
+        if got is None:
+            raise AliasNotFoundError(f"{model} has no {alias!r} alias")
+        return AliasDoc.from_doc(model, alias, got[0]), got[1]
 
     def list_aliases(self, model: str) -> dict[str, AliasDoc]:
-        prefix = f"{self.model_prefix(model)}aliases/"
+        prefix = keys.aliases_prefix(check_model_name(model))
         out = {}
-        for obj in self._iter_keys(prefix):
+        for obj in self.objects.iter_keys(prefix):
             name = obj.get("Key", "")[len(prefix) :]
             if name.endswith(".json"):
                 alias = name[: -len(".json")]
@@ -516,7 +401,7 @@ class Registry:
                     continue
         return out
 
-    def resolve(self, model: str, alias: str = "production") -> int:
+    def resolve(self, model: str, alias: str = PRODUCTION) -> int:
         return self.get_alias(model, alias)[0].version
 
     def update_alias(
@@ -528,7 +413,7 @@ class Registry:
         actor = actor or self.actor
         key = self.alias_key(model, alias)
         for _attempt in range(self.alias_retries + 1):
-            got = self._get_json(key)
+            got = self.objects.get_json(key)
             current = AliasDoc.from_doc(model, alias, got[0]) if got else None
             etag = got[1] if got else None
             new = mutate(current)
@@ -542,18 +427,7 @@ class Registry:
             new.reason = new.reason or reason
             AliasDoc.from_doc(model, alias, new.to_dict())  # never write what the readers would refuse
             body = json.dumps(new.to_dict(), sort_keys=True).encode()
-            try:
-                if etag is None:
-                    ok = self._create(key, body)
-                else:
-                    self._call(
-                        self.s3.put_object, Key=key, Body=body, IfMatch=etag, ContentType="application/json"
-                    )
-                    ok = True
-            except ClientError as exc:
-                if not _is(exc, _CONFLICT_CODES | _MISSING_CODES):
-                    raise
-                ok = False
+            ok = self.objects.create(key, body) if etag is None else self.objects.replace(key, body, etag)
             self._history(model, alias, current, new, "applied" if ok else "conflict", new.reason, actor)
             if ok:
                 return new
@@ -565,24 +439,24 @@ class Registry:
         self,
         model: str,
         version: int,
-        alias: str = "production",
+        alias: str = PRODUCTION,
         *,
         reason: str = "promote",
         actor: str | None = None,
     ) -> AliasDoc:
-        def mutate(cur: AliasDoc | None) -> AliasDoc:
-            prev = cur.version if cur else None
-            if cur is not None and cur.version == version:
-                prev = cur.previous
-            return AliasDoc(alias=alias, version=version, previous=prev)
-
-        doc = self.update_alias(model, alias, mutate, reason=reason, actor=actor)
+        """Point ``alias`` at ``version`` (:func:`modelops.domain.canary.promote`: the version it replaces
+        is kept for rollback; promoting the canary's version finishes the canary)."""
+        doc = self.update_alias(
+            model, alias, lambda cur: canary.promote(cur, version, alias=alias), reason=reason, actor=actor
+        )
         assert doc is not None
         return doc
 
     def rollback(
-        self, model: str, alias: str = "production", *, reason: str = "rollback", actor: str | None = None
+        self, model: str, alias: str = PRODUCTION, *, reason: str = "rollback", actor: str | None = None
     ) -> AliasDoc:
+        """Point ``alias`` back at its previous version (and drop its canary)."""
+
         def mutate(cur: AliasDoc | None) -> AliasDoc:
             if cur is None:
                 raise AliasNotFoundError(f"{model} has no {alias!r} alias to roll back")
@@ -595,33 +469,11 @@ class Registry:
         assert doc is not None
         return doc
 
-    def set_canary(
-        self,
-        model: str,
-        version: int | None,
-        weight: float = 0.0,
-        alias: str = "production",
-        *,
-        reason: str = "canary",
-        actor: str | None = None,
-    ) -> AliasDoc:
-        """Name (or with ``version=None`` clear) the alias's canary version and its traffic weight."""
-
-        def mutate(cur: AliasDoc | None) -> AliasDoc:
-            if cur is None:
-                raise AliasNotFoundError(f"{model} has no {alias!r} alias to add a canary to")
-            canary = None if version is None else {"version": version, "weight": float(weight)}
-            return AliasDoc(alias=alias, version=cur.version, previous=cur.previous, canary=canary)
-
-        doc = self.update_alias(model, alias, mutate, reason=reason, actor=actor)
-        assert doc is not None
-        return doc
-
     # ------------------------------------------------------------------ history
     def _append_history(self, model: str, alias: str, doc: dict[str, Any]) -> None:
         stamp = str(doc["at"]).replace(":", "").replace("-", "").replace(".", "")
-        key = f"{self.model_prefix(model)}history/{alias}/{stamp}-{uuid.uuid4().hex[:12]}.json"
-        self._create(key, json.dumps(doc, sort_keys=True).encode())
+        key = keys.history_entry(check_model_name(model), alias, stamp, uuid.uuid4().hex[:12])
+        self.objects.create(key, json.dumps(doc, sort_keys=True).encode())
 
     def _history(
         self,
@@ -650,10 +502,10 @@ class Registry:
         self._append_history(model, alias, {"alias": alias, "at": now_iso(), "actor": self.actor, **entry})
 
     def history(self, model: str, alias: str | None = None) -> list[dict[str, Any]]:
-        prefix = f"{self.model_prefix(model)}history/" + (f"{alias}/" if alias else "")
+        prefix = keys.history_prefix(check_model_name(model), alias)
         out = []
-        for obj in self._iter_keys(prefix):
-            got = self._get_json(obj["Key"]) if "Key" in obj else None
+        for obj in self.objects.iter_keys(prefix):
+            got = self.objects.get_json(obj["Key"]) if "Key" in obj else None
             if got:
                 out.append(got[0])
         out.sort(key=lambda e: str(e.get("at", "")))
