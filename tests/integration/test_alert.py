@@ -17,11 +17,14 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from modelops import aws
+from modelops.domain import canary
+from modelops.stages import alert as alert_stage
 from modelops.stages import monitor as monitoring
 from modelops.storage.registry import Registry
+from tests.fakes import FakeContext
+from tests.integration.test_alert_dedup import create_table
 from tests.integration.test_monitor import (
     DATA,
-    FakeContext,
     capture_lines,
     drained,
     publish_model,
@@ -46,13 +49,7 @@ def alarm_event(state_time: str | None = None, state: str = "ALARM", old: str = 
 def env(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     region = "us-east-1"
     s3.create_bucket(Bucket=DATA)
-    ddb = boto3.client("dynamodb", region_name=region)
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    ddb = create_table(TABLE)
     sns = boto3.client("sns", region_name=region)
     sqs = boto3.client("sqs", region_name=region)
     events = boto3.client("events", region_name=region)
@@ -76,7 +73,7 @@ def env(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Itera
         monkeypatch.setenv(k, v)
     import functions.alert.app as app
 
-    app.alerter.cache_clear()
+    alert_stage.build.cache_clear()
     yield {
         "s3": s3,
         "sqs": sqs,
@@ -88,7 +85,7 @@ def env(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Itera
         "events": events,
         "sns": sns,
     }
-    app.alerter.cache_clear()
+    alert_stage.build.cache_clear()
 
 
 def alert(env: dict[str, Any], event: Any) -> dict[str, Any]:
@@ -174,10 +171,14 @@ def test_stale_reports_are_not_named(env: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- canary
+def start_canary(reg: Registry, model: str, version: int, weight: float) -> None:
+    reg.update_alias(model, "production", lambda cur: canary.start(cur, version, weight), reason="canary")
+
+
 def test_drift_on_the_canary_rolls_it_back_and_says_so(env: dict[str, Any]) -> None:
     reg = publish_model(env["s3"])
     publish_model(env["s3"], promote=False, seed=1)
-    reg.set_canary("demo", 2, 0.1)
+    start_canary(reg, "demo", 2, 0.1)
     monitor_with_drift(env, version=2)
     (drift_event,) = [e for e in bus_events(env) if e["detail-type"] == "DriftDetected"]
     assert drift_event["detail"]["role"] == "canary"
@@ -198,7 +199,7 @@ def test_drift_on_the_canary_rolls_it_back_and_says_so(env: dict[str, Any]) -> N
 def test_drift_on_production_does_not_touch_the_canary(env: dict[str, Any]) -> None:
     reg = publish_model(env["s3"])
     publish_model(env["s3"], promote=False, seed=1)
-    reg.set_canary("demo", 2, 0.1)
+    start_canary(reg, "demo", 2, 0.1)
     monitor_with_drift(env, version=1)
     (drift_event,) = [e for e in bus_events(env) if e["detail-type"] == "DriftDetected"]
     assert alert(env, drift_event)["alerts"][0]["rolled_back"] == []
@@ -234,7 +235,7 @@ def test_predict_5xx_alarm_is_critical_with_next_steps(env: dict[str, Any]) -> N
 
 
 def test_stage_events_are_enriched_and_deduplicated(env: dict[str, Any]) -> None:
-    failed = {
+    failed: dict[str, Any] = {
         "source": "modelops",
         "detail-type": "TrainingJobFailed",
         "id": "e-1",
@@ -269,7 +270,7 @@ def test_publish_failure_is_retried_raised_and_releases_the_claim(
         raise EndpointConnectionError(endpoint_url=request.url)
 
     sns.meta.events.register_first("before-send.sns.Publish", unreachable)
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda _s: None)  # type: ignore[attr-defined]
     event = alarm_event()
     # When / Then: the handler raises, so Lambda retries and the DLQ keeps the event
     with pytest.raises(EndpointConnectionError):

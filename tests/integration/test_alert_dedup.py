@@ -7,19 +7,24 @@ from typing import Any
 import boto3
 import pytest
 
-from modelops.stages.alert import DedupStore
+from modelops.storage.dedup import DedupStore
 
 
-@pytest.fixture
-def ddb(moto: None) -> Any:
+def create_table(name: str) -> Any:
+    """The idempotency table as template.yaml declares it (hash key ``id``); returns the client."""
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(
-        TableName="idem",
+        TableName=name,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
     return client
+
+
+@pytest.fixture
+def ddb(moto: None) -> Any:
+    return create_table("idem")
 
 
 def test_claims_expire_after_the_window(ddb: Any) -> None:

@@ -1,0 +1,461 @@
+"""Alerts: reading the notifications the alert stage receives and writing the message each becomes.
+
+- **Parsing**: :func:`split_notifications` sorts an invocation's payload into CloudWatch alarm state
+  changes (SNS records or direct), modelops stage events (EventBridge or direct) and anything else.
+- **Alerts**: :func:`from_alarm`, :func:`from_event` and :func:`unrecognised` turn one notification into
+  an :class:`Alert` (severity, subject, plain-text body with "What to do next", message attributes, the
+  ``(model, version)`` pairs it names for a canary rollback). OK <-> INSUFFICIENT_DATA transitions come
+  back ``suppressed``.
+- **Fingerprints**: an alarm transition is ``AlarmName + NewStateValue + StateChangeTime``; a stage
+  event is its detail-type + model + version + its detail without times and locations
+  (:func:`event_fingerprint`); one drift (models, versions, drifted features) has one fingerprint,
+  shared by the drift alarm and ``DriftDetected`` (:func:`drift_fingerprint`).
+- **Drift reports**: :func:`drifted_reports` picks, from each model's ``latest.json``, the recent ones
+  that show drift, which the drift alarm's message names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SUBJECT_MAX = 99
+BODY_EXCERPT = 2000
+DRIFT_METRIC = "MaxPsiRatio"
+REPORT_MAX_AGE_SECONDS = 6 * 3600
+"""A ``latest.json`` older than this (at the alarm's time) is not named by the drift alarm's message."""
+
+_VOLATILE = {
+    "at",
+    "time",
+    "timestamp",
+    "created_at",
+    "report",
+    "report_html",
+    "window_start",
+    "window_end",
+    "request_id",
+    "event_id",
+    "updated_at",
+}
+
+_EVENT_SEVERITY = {
+    "TrainingJobFailed": "critical",
+    "ConversionFailed": "critical",
+    "ArtifactIntegrityFailed": "critical",
+    "DatasetRejected": "warning",
+    "PromotionRejected": "warning",
+    "DriftDetected": "warning",
+    "CanaryRolledBack": "warning",
+    "ModelPromoted": "info",
+    "ModelVersionPublished": "info",
+    "TrainingJobStarted": "info",
+}
+_NEXT_STEPS = {
+    "TrainingJobFailed": "Read the training job's logs (CloudWatch /aws/sagemaker/TrainingJobs or the Batch job), "
+    "fix the data or the spec, and upload the dataset again.",
+    "ConversionFailed": "The model was trained but not published. Check the convert function's log for the failed "
+    "step (unsupported op, parity, serving budget); production keeps serving the current version.",
+    "ArtifactIntegrityFailed": "An artifact in the registry does not match its manifest's SHA-256. It was not "
+    "loaded and is kept for inspection; find out who wrote it, and republish the version from its training job.",
+    "DatasetRejected": "Fix the dataset (the reason names the column or row) and upload it again; the rejected "
+    "object is kept.",
+    "PromotionRejected": "The new version did not beat production on the promotion metric; production is unchanged. "
+    "Promote it by hand (`modelops models promote`) only if you know better.",
+    "DriftDetected": "Open the report and compare the drifted features' bins with the baseline. If an upstream "
+    "producer changed (units, a pipeline bug), fix it; if the world changed, retrain on recent labelled data.",
+    "CanaryRolledBack": "The canary no longer takes traffic. Look at its monitor report before trying it again.",
+    "ModelPromoted": "Nothing to do; the monitor compares traffic against the new version's baseline from now on.",
+    "ModelVersionPublished": "Nothing to do unless you promote by hand.",
+    "TrainingJobStarted": "Nothing to do; a ModelVersionPublished or a failure follows.",
+}
+
+
+@dataclass
+class Alert:
+    kind: str  # "drift", "alarm", "event", "unrecognised"
+    severity: str  # "critical", "warning", "info"
+    subject: str
+    body: str
+    fingerprint: str
+    model: str | None = None
+    version: int | None = None
+    targets: list[tuple[str, int]] = field(default_factory=list)  # (model, version) pairs it is about
+    rollback_reason: str = ""
+    suppressed: bool = False  # a transition nobody needs to hear about (for example INSUFFICIENT_DATA -> OK)
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        """SNS message attributes (subscribers filter on them)."""
+        return {
+            "severity": {"DataType": "String", "StringValue": self.severity},
+            "model": {"DataType": "String", "StringValue": self.model or "none"},
+            "kind": {"DataType": "String", "StringValue": self.kind},
+        }
+
+    def add_rollbacks(self, rolled: list[dict[str, Any]]) -> None:
+        """Say in the message which canaries were rolled back (``{"model", "version", "production"}``)."""
+        if not rolled:
+            return
+        lines = [
+            f"- {r['model']}: canary v{r['version']} rolled back; production stays on v{r['production']}."
+            for r in rolled
+        ]
+        self.body = "Canary rollback done:\n" + "\n".join(lines) + "\n\n" + self.body
+        self.subject = clean_subject(self.subject + " [canary rolled back]")
+
+    def rollback_note(self, version: int) -> str:
+        """The alias history's reason when this alert rolls back canary ``version``."""
+        return f"auto-rollback: {self.rollback_reason or self.kind} named canary v{version}"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _sha(*parts: Any) -> str:
+    raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def clean_subject(text: str) -> str:
+    """SNS subjects: printable ASCII, one line, under 100 characters."""
+    s = "".join(c if 32 <= ord(c) < 127 else "?" for c in " ".join(text.split()))
+    return s if len(s) <= SUBJECT_MAX else s[: SUBJECT_MAX - 3] + "..."
+
+
+def drift_fingerprint(items: list[tuple[str, int, list[str]]]) -> str:
+    """Identity of a drift (models, versions, drifted features), shared by the alarm and the event."""
+    return "drift-" + _sha(sorted((m, int(v), sorted(f)) for m, v, f in items))
+
+
+def event_fingerprint(
+    detail_type: str, model: str | None, version: int | None, detail: dict[str, Any]
+) -> str:
+    """Identity of a stage event: what it says, without its times and report locations."""
+    numbers = {k: v for k, v in sorted(detail.items()) if k not in _VOLATILE}
+    return "event-" + _sha(detail_type, model, version, numbers)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def parse_time(text: Any) -> float | None:
+    """Epoch seconds of CloudWatch's ``2026-01-01T00:00:00.000+0000`` (or ISO with ``Z``); None if not."""
+    if not isinstance(text, str):
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.strptime(text.replace("Z", "+0000"), fmt).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def _dims(trigger: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for d in trigger.get("Dimensions") or []:
+        if isinstance(d, dict):
+            name = d.get("name", d.get("Name"))
+            value = d.get("value", d.get("Value"))
+            if name is not None and value is not None:
+                out[str(name)] = str(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def split_notifications(event: Any, source: str, detail_types: Iterable[str]) -> list[tuple[str, Any]]:
+    """[(shape, payload)]: shape is "alarm", "event" (``source`` with one of ``detail_types``) or "unknown"."""
+    types = frozenset(detail_types)
+    if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
+        out = []
+        for rec in event["Records"]:
+            sns = rec.get("Sns") if isinstance(rec, dict) else None
+            if not isinstance(sns, dict) or not isinstance(sns.get("Message"), str):
+                out.append(("unknown", rec))
+                continue
+            try:
+                msg = json.loads(sns["Message"])
+            except ValueError:
+                out.append(("unknown", {"Subject": sns.get("Subject"), "Message": sns["Message"]}))
+                continue
+            out.append(_classify(msg, source, types))
+        return out
+    return [_classify(event, source, types)]
+
+
+def _classify(doc: Any, source: str, detail_types: frozenset[str]) -> tuple[str, Any]:
+    if isinstance(doc, dict):
+        if isinstance(doc.get("AlarmName"), str) and isinstance(doc.get("NewStateValue"), str):
+            return ("alarm", doc)
+        if (
+            doc.get("source") == source
+            and doc.get("detail-type") in detail_types
+            and isinstance(doc.get("detail"), dict)
+        ):
+            return ("event", doc)
+    return ("unknown", doc)
+
+
+# ---------------------------------------------------------------------------------------------- alarms
+DriftReports = Callable[[float | None], list[dict[str, Any]]]
+"""Given the alarm's time (epoch seconds, or None), the drifted reports to name (see :func:`drifted_reports`)."""
+
+
+def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
+    """The alert of a CloudWatch alarm state change. ``drift_reports`` is called only for the drift
+    alarm in ALARM."""
+    name, state = str(a["AlarmName"]), str(a["NewStateValue"])
+    old = str(a.get("OldStateValue", "?"))
+    raw_trigger = a.get("Trigger")
+    trigger: dict[str, Any] = raw_trigger if isinstance(raw_trigger, dict) else {}
+    metric = str(trigger.get("MetricName") or "")
+    if not metric:  # metric-math alarms name their metrics inside Trigger.Metrics
+        metric = ",".join(
+            str(((m.get("MetricStat") or {}).get("Metric") or {}).get("MetricName", ""))
+            for m in trigger.get("Metrics") or []
+            if isinstance(m, dict)
+        ).strip(",")
+    reason = str(a.get("NewStateReason", ""))
+    when = str(a.get("StateChangeTime", ""))
+    fp = "alarm-" + _sha(name, state, when)
+    if state != "ALARM" and old != "ALARM":
+        # OK <-> INSUFFICIENT_DATA: nothing was wrong and nothing is now (CloudWatch still notifies)
+        return Alert("alarm", "info", clean_subject(f"{name}: {old} -> {state}"), "", fp, suppressed=True)
+    dims = _dims(trigger)
+    header = (
+        f"Alarm {name} moved {old} -> {state} at {when or 'an unknown time'}.\n"
+        f"Reason: {reason or '-'}\n"
+        + (f"Description: {a['AlarmDescription']}\n" if a.get("AlarmDescription") else "")
+    )
+    if state == "ALARM":
+        severity = "warning" if metric in (DRIFT_METRIC, "Duration") else "critical"
+    else:
+        severity = "info"
+    if metric == DRIFT_METRIC or DRIFT_METRIC in metric:
+        if state != "ALARM":
+            return _drift_alarm(name, state, header, fp, severity, [])
+        return _drift_alarm(name, state, header, fp, severity, drift_reports(parse_time(when)))
+    model = dims.get("Model")
+    version = int(dims["Version"]) if dims.get("Version", "").isdigit() else None
+    what = f"{model} v{version}" if model and version else (model or "")
+    subject = f"[{severity.upper()}] {state}: {name}" + (f" ({what})" if what else "")
+    steps = _alarm_steps(name, metric, state)
+    body = header + (f"Model: {what}\n" if what else "") + f"\nWhat to do next:\n{steps}\n"
+    targets = [(model, version)] if model and version and state == "ALARM" else []
+    return Alert(
+        "alarm",
+        severity,
+        clean_subject(subject),
+        body,
+        fp,
+        model,
+        version,
+        targets,
+        rollback_reason=f"alarm {name} in ALARM",
+    )
+
+
+def _drift_alarm(
+    name: str, state: str, header: str, fp: str, severity: str, reports: list[dict[str, Any]]
+) -> Alert:
+    if state != "ALARM":
+        subject = f"[INFO] Drift alarm {name} is {state}"
+        body = header + "\nNo production model's inputs drift beyond its threshold any more. Nothing to do.\n"
+        return Alert("drift", "info", clean_subject(subject), body, fp)
+    if not reports:
+        subject = f"[WARNING] Input drift: {name} in ALARM"
+        body = header + (
+            "\nNo recent monitor report names a drifted model (reports are under monitoring/ in the "
+            "registry bucket). Run `modelops monitor run` to see the current numbers.\n\nWhat to do next:\n"
+            + _NEXT_STEPS["DriftDetected"]
+            + "\n"
+        )
+        return Alert("drift", severity, clean_subject(subject), body, fp)
+    items: list[tuple[str, int, list[str]]] = []
+    sections = []
+    targets = []
+    for rep in reports:
+        for v in rep["drifted_versions"]:
+            feats = [f["name"] for f in v["drifted_features"]]
+            items.append((rep["model"], int(v["version"]), feats))
+            targets.append((rep["model"], int(v["version"])))
+            sections.append(
+                _drift_text(rep["model"], v, rep.get("report_html"), rep.get("report"), rep.get("window"))
+            )
+    first_model, first_version, first_feats = items[0]
+    model_attr = first_model if len({m for m, _, _ in items}) == 1 else "multiple"
+    subject = f"[WARNING] Input drift: {first_model} v{first_version} - {', '.join(first_feats)}"
+    if len(items) > 1:
+        subject += f" (+{len(items) - 1} more)"
+    body = "\n".join(sections) + "\n" + header + "\nWhat to do next:\n" + _NEXT_STEPS["DriftDetected"] + "\n"
+    return Alert(
+        "drift",
+        severity,
+        clean_subject(subject),
+        body,
+        drift_fingerprint(items),
+        model_attr,
+        first_version if model_attr != "multiple" else None,
+        targets,
+        rollback_reason=f"drift alarm {name}",
+    )
+
+
+def drifted_reports(
+    latest: Iterable[tuple[str, Any]], now: float, max_age_seconds: float = REPORT_MAX_AGE_SECONDS
+) -> list[dict[str, Any]]:
+    """From ``(model, latest.json)`` pairs, the reports that show drift and are at most ``max_age_seconds``
+    older than ``now``: each is the document with ``model`` and ``drifted_versions`` (the versions with
+    drifted features) added."""
+    out = []
+    for model, doc in latest:
+        if not isinstance(doc, dict) or not doc.get("drift"):
+            continue
+        at = parse_time(doc.get("at"))
+        if at is not None and now - at > max_age_seconds:
+            continue
+        drifted = [v for v in doc.get("versions") or [] if isinstance(v, dict) and v.get("drifted_features")]
+        if drifted:
+            out.append({**doc, "model": str(doc.get("model") or model), "drifted_versions": drifted})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- events
+def from_event(e: dict[str, Any]) -> Alert:
+    """The alert of a modelops stage event."""
+    dt = str(e["detail-type"])
+    d = dict(e["detail"])
+    model = str(d["model"]) if d.get("model") is not None else None
+    version = (
+        d.get("version")
+        if isinstance(d.get("version"), int) and not isinstance(d.get("version"), bool)
+        else None
+    )
+    severity = _EVENT_SEVERITY.get(dt, "warning")
+    what = f"{model} v{version}" if model and version else (model or "")
+    if dt == "DriftDetected" and model and version:
+        feats = [f for f in d.get("features") or [] if isinstance(f, dict)]
+        names = [str(f.get("name")) for f in feats]
+        subject = f"[WARNING] Input drift: {model} v{version} - {', '.join(names)}"
+        body = _drift_text(
+            model,
+            {
+                "version": version,
+                "role": d.get("role"),
+                "drifted_features": feats,
+                "samples": d.get("samples"),
+                "psi_threshold": d.get("psi_threshold"),
+            },
+            d.get("report_html"),
+            d.get("report"),
+            {"start": d.get("window_start"), "end": d.get("window_end")},
+        )
+        retrain = d.get("retrain")
+        if isinstance(retrain, dict) and retrain.get("dataset"):
+            body += f"Retraining: {'started from' if retrain.get('started') else 'not started;'} {retrain['dataset']}\n"
+        body += "\nWhat to do next:\n" + _NEXT_STEPS[dt] + "\n"
+        return Alert(
+            "drift",
+            severity,
+            clean_subject(subject),
+            body,
+            drift_fingerprint([(model, int(version), names)]),
+            model,
+            version,
+            [(model, version)],
+            rollback_reason="DriftDetected",
+        )
+    numbers = {k: v for k, v in sorted(d.items()) if k not in _VOLATILE}
+    summary = d.get("reason") or d.get("message") or d.get("error") or ""
+    subject = (
+        f"[{severity.upper()}] {dt}" + (f": {what}" if what else "") + (f" - {summary}" if summary else "")
+    )
+    lines = [f"{dt}" + (f" for {what}" if what else "") + "."]
+    if summary:
+        lines.append(f"Reason: {summary}")
+    for k, v in numbers.items():
+        if k in ("model", "version", "reason", "message", "error"):
+            continue
+        lines.append(f"{k}: {json.dumps(v, default=str)[:300]}")
+    for k in ("report_html", "report"):
+        if d.get(k):
+            lines.append(f"{k}: {d[k]}")
+    body = "\n".join(lines) + "\n\nWhat to do next:\n" + _NEXT_STEPS.get(dt, "See the details above.") + "\n"
+    return Alert(
+        "event",
+        severity,
+        clean_subject(subject),
+        body,
+        event_fingerprint(dt, model, version, d),
+        model,
+        version,
+    )
+
+
+def unrecognised(payload: Any) -> Alert:
+    """A notification that is neither an alarm nor a modelops event, forwarded with an excerpt."""
+    text = json.dumps(payload, sort_keys=True, default=str, indent=1)
+    body = (
+        "The alert function received a notification it does not recognise (neither a CloudWatch alarm nor "
+        "a modelops event). It is forwarded as it came, so nothing is lost.\n\n"
+        + text[:BODY_EXCERPT]
+        + ("\n... (truncated)" if len(text) > BODY_EXCERPT else "")
+        + "\n\nWhat to do next:\nFind the sender (an alarm or rule added outside template.yaml?) and point it "
+        "at the documented shapes (docs/monitoring.md).\n"
+    )
+    return Alert(
+        "unrecognised", "warning", "[WARNING] Unrecognised notification", body, "unknown-" + _sha(text)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- text
+def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) -> str:
+    feats = v.get("drifted_features") or []
+    lines = [
+        f"Input drift on {model} v{v.get('version')}" + (f" ({v['role']})" if v.get("role") else "") + ":"
+    ]
+    for f in feats:
+        lines.append(
+            f"- feature {f.get('name')}: PSI {_fmt(f.get('psi'))}"
+            + (f" (threshold {_fmt(v.get('psi_threshold'))})" if v.get("psi_threshold") is not None else "")
+            + (f", KS {_fmt(f.get('ks'))}" if f.get("ks") is not None else "")
+        )
+    if v.get("samples") is not None:
+        lines.append(f"Rows in the window: {v['samples']}")
+    if isinstance(window, dict) and window.get("start"):
+        lines.append(f"Window: {window.get('start')} to {window.get('end')}")
+    if html:
+        lines.append(f"Report: {html}")
+    if js:
+        lines.append(f"Report data: {js}")
+    return "\n".join(lines) + "\n"
+
+
+def _alarm_steps(name: str, metric: str, state: str) -> str:
+    if state != "ALARM":
+        return "Nothing to do: the alarm is no longer firing."
+    if "5XX" in metric.upper() or "5xx" in name:
+        return (
+            "The predict API returns server errors. Check the predict function's log; if a new version "
+            "went live just before, roll back with `modelops models rollback MODEL`."
+        )
+    if metric == "Duration":
+        return (
+            "Predict is slow at p99. Check for cold starts (concurrency spikes), the model's size "
+            "(serving_budget in its manifest) and throttling."
+        )
+    if "ApproximateNumberOfMessagesVisible" in metric or "DLQ" in name:
+        return (
+            "Events are waiting in a dead-letter queue. Read one to find the cause, fix it, then replay "
+            "the messages (they are kept 14 days)."
+        )
+    if "Errors" in metric or "Throttles" in metric:
+        return (
+            "A modelops function is failing or throttled. Check its log group (/aws/lambda/...) for the "
+            "error; failed async events wait in its DLQ for a replay."
+        )
+    return "Check the alarm's metric in CloudWatch and the logs of the function it watches."
