@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelops.domain.events import DETAIL_TYPES, SOURCE
+
 SUBJECT_MAX = 99
 BODY_EXCERPT = 2000
 DRIFT_METRIC = "MaxPsiRatio"
@@ -167,7 +169,9 @@ def _dims(trigger: dict[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- parsing
-def split_notifications(event: Any, source: str, detail_types: Iterable[str]) -> list[tuple[str, Any]]:
+def split_notifications(
+    event: Any, source: str = SOURCE, detail_types: Iterable[str] = DETAIL_TYPES
+) -> list[tuple[str, Any]]:
     """[(shape, payload)]: shape is "alarm", "event" (``source`` with one of ``detail_types``) or "unknown"."""
     types = frozenset(detail_types)
     if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:

@@ -35,7 +35,7 @@ from modelops.domain.alias import PRODUCTION
 from modelops.domain.errors import ModelOpsError
 from modelops.stages.runtime import StageSettings, logger
 from modelops.storage.dedup import DedupStore
-from modelops.storage.events import DETAIL_TYPES, SOURCE, EventBus
+from modelops.storage.events import EventBus
 from modelops.storage.registry import Registry
 from modelops.storage.reports import ReportStore
 from modelops.storage.s3 import ObjectStore
@@ -82,7 +82,7 @@ class Alerter:
         """Process every notification in ``event``; raise the first publish failure after trying all."""
         results: list[dict[str, Any]] = []
         failure: BaseException | None = None
-        for shape, payload in alerts.split_notifications(event, SOURCE, DETAIL_TYPES):
+        for shape, payload in alerts.split_notifications(event):
             try:
                 results.append(self.process(shape, payload))
             except _FAILURES as exc:

@@ -74,4 +74,4 @@ def traced[F: Callable[..., Any]](fn: F) -> F:
         return fn
     from aws_lambda_powertools import Tracer
 
-    return Tracer(service=SERVICE).capture_lambda_handler(fn)  # type: ignore[no-any-return]
+    return Tracer(service=SERVICE).capture_lambda_handler(fn)  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""Stage-to-stage events on the default EventBridge bus (``source: "modelops"``)."""
+"""Publishing stage-to-stage events on EventBridge (``source: "modelops"``; the names: domain.events)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,9 @@ import json
 from typing import Any
 
 from modelops.domain.errors import ModelOpsError
+from modelops.domain.events import DETAIL_TYPES, SOURCE
 
-SOURCE = "modelops"
-DETAIL_TYPES = frozenset(
-    {
-        "DatasetRejected",
-        "TrainingJobStarted",
-        "TrainingJobFailed",
-        "ModelVersionPublished",
-        "ModelPromoted",
-        "PromotionRejected",
-        "ConversionFailed",
-        "ArtifactIntegrityFailed",
-        "DriftDetected",
-        "CanaryRolledBack",
-    }
-)
+__all__ = ["DETAIL_TYPES", "SOURCE", "EventBus", "EventPublishError"]
 
 
 class EventPublishError(ModelOpsError):
