@@ -14,8 +14,9 @@ rows arrive one per line; ~185 MB in ~5 MB files (Firehose's buffer size in temp
 feature is shifted so the drift path runs.
 
 The peer runs on the first 100,000 rows of the same files in the same run, in its own subprocess:
-Evidently when it imports, else the "scipy" peer: ``capture.decode_line`` per line (stdlib json),
-then per feature ``scipy.stats.ks_2samp`` and ``scipy.stats.wasserstein_distance`` against the
+the "scipy" peer (Evidently is not installed; the run's notes say whether it imported):
+``capture.decode_line`` per line (one record and two arrays per line; orjson when installed, as the
+monitor), then per feature ``scipy.stats.ks_2samp`` and ``scipy.stats.wasserstein_distance`` against the
 training data and PSI with numpy on the same decile bins. Its time is extrapolated linearly to 1M
 rows (x10; both parts are linear or n log n in the rows); its memory is reported as measured at
 100k rows, not extrapolated.

@@ -1,6 +1,6 @@
 """``modelops monitor run [--model M] [--window 1h]``: one monitor run, from this machine.
 
-Runs the same domain code as the MonitorFunction (``modelops.stages.monitor.run_monitor``) against the
+Runs the same code as the MonitorFunction (``modelops.stages.monitor.run_monitor``) against the
 configured endpoint (the twin, or a deployed stack), writes the report to the registry, publishes
 the metrics and events (unless ``--dry-run``), and prints a summary.
 """
@@ -12,8 +12,8 @@ import re
 from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 
+from modelops.aws import AwsError
 from modelops.domain.errors import ModelOpsError
 from modelops.stages import monitor as monitoring
 from modelops_cli.context import Context
@@ -101,7 +101,7 @@ def run(ctx: Context, model: str | None, window: str, min_samples: int, dry_run:
         )
     except (ModelOpsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    except (ClientError, BotoCoreError) as exc:
+    except AwsError as exc:
         raise click.ClickException(f"AWS call failed: {exc}") from exc
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))

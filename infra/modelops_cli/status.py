@@ -19,7 +19,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Every model: production and canary versions, their metrics, the last monitor result, open alarms."""
     c = ctx.find_object(Context)
     try:
-        report = fleet_status(c.registry(), c.client("cloudwatch"), c.client("s3"))
+        report = fleet_status(c.registry(), c.client("cloudwatch"))
     except ModelOpsError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from exc
     if as_json:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,22 +16,17 @@ import boto3
 import numpy as np
 import pytest
 
+from modelops.domain import canary
 from modelops.domain.baseline import compute_baseline
 from modelops.domain.capture import encode_record
+from modelops.stages import monitor
 from modelops.storage.registry import Registry
+from tests.fakes import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["f0", "f1", "f2", "f3"]
 DATA = "data"
 NAMESPACE = "ModelOps"
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "monitor"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:monitor"
-    aws_request_id: str = "req-1"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -140,7 +135,7 @@ def metric_values(cw: Any, name: str, dims: list[dict[str, str]] | None = None) 
 
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture
-def world(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def world(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     s3.create_bucket(Bucket=DATA)
     monkeypatch.setenv("DATA_BUCKET", DATA)
     monkeypatch.setenv("REGISTRY_BUCKET", registry_bucket)
@@ -150,20 +145,21 @@ def world(s3: Any, registry_bucket: str, monkeypatch: pytest.MonkeyPatch) -> dic
     monkeypatch.setenv("MIN_SAMPLES", "100")
     import functions.monitor.app as app
 
-    app.settings.cache_clear()
+    monitor.build.cache_clear()
     sqs = boto3.client("sqs", region_name="us-east-1")
     events = boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="modelops-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="all-modelops", EventPattern=json.dumps({"source": ["modelops"]}))
     events.put_targets(Rule="all-modelops", Targets=[{"Id": "q", "Arn": arn}])
-    return {
+    yield {
         "s3": s3,
         "sqs": sqs,
         "queue": url,
         "cw": boto3.client("cloudwatch", region_name="us-east-1"),
         "app": app,
     }
+    monitor.build.cache_clear()  # its clients point at this test's moto
 
 
 def run(world: dict[str, Any], event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -413,7 +409,7 @@ def test_retrain_without_enough_labels_is_not_started(world: dict[str, Any]) -> 
 def test_model_filter_canary_role_and_bad_requests(world: dict[str, Any]) -> None:
     reg = publish_model(world["s3"])
     publish_model(world["s3"], promote=False, seed=1)  # demo v2
-    reg.set_canary("demo", 2, 0.1)
+    reg.update_alias("demo", "production", lambda cur: canary.start(cur, 2, 0.1), reason="canary")
     publish_model(world["s3"], model="other")
     x = training_data(np.random.default_rng(16), 200)
     put_captures(

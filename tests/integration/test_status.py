@@ -8,6 +8,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
+from modelops.domain import canary
 from modelops.storage.registry import Registry
 from modelops_cli.main import cli
 
@@ -22,7 +23,7 @@ def fleet(monkeypatch: pytest.MonkeyPatch, tmp_path, s3, registry_bucket):  # ty
             "houses", {"tflite": ("model.tflite", str(rmse).encode())}, {"metrics": {"rmse": rmse}}
         )
     reg.promote("houses", 1)
-    reg.set_canary("houses", 2, 0.1)
+    reg.update_alias("houses", "production", lambda cur: canary.start(cur, 2, 0.1), reason="canary")
     reg.publish_version("iris", {"tflite": ("model.tflite", b"i")}, {"metrics": {"accuracy": 0.95}})
     s3.put_object(
         Bucket=registry_bucket,

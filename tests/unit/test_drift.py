@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from modelops.domain import drift
+from modelops.domain import drift, metrics
 from modelops.domain.baseline import column_stats, compute_baseline
 
 
@@ -181,7 +181,7 @@ def test_all_missing_column_gives_no_psi(rng: np.random.Generator) -> None:
 def test_quality_regression_and_classification(rng: np.random.Generator) -> None:
     y = rng.normal(size=(200, 1))
     labels = list(rng.normal(size=200))
-    q = drift.quality("regression", y, labels)
+    q = metrics.quality("regression", y, labels)
     err = y[:, 0] - np.array(labels)
     assert q["rmse"] == pytest.approx(np.sqrt(np.mean(err**2))) and q["mae"] == pytest.approx(
         np.mean(np.abs(err))
@@ -189,7 +189,7 @@ def test_quality_regression_and_classification(rng: np.random.Generator) -> None
 
     prob = rng.uniform(size=300)
     lab = (rng.uniform(size=300) < prob).astype(int)
-    q = drift.quality("binary", prob[:, None], lab.tolist())
+    q = metrics.quality("binary", prob[:, None], lab.tolist())
     u = stats.mannwhitneyu(prob[lab == 1], prob[lab == 0]).statistic
     assert q["auc"] == pytest.approx(u / ((lab == 1).sum() * (lab == 0).sum()), abs=1e-12)
     assert q["accuracy"] == pytest.approx(np.mean((prob >= 0.5) == lab))
@@ -197,8 +197,8 @@ def test_quality_regression_and_classification(rng: np.random.Generator) -> None
     probs = rng.dirichlet([1, 1, 1], size=300)
     names = ["a", "b", "c"]
     truth = rng.integers(0, 3, 300)
-    q = drift.quality("multiclass", probs, [names[i] for i in truth] + [], classes=names)
+    q = metrics.quality("multiclass", probs, [names[i] for i in truth] + [], classes=names)
     assert q["accuracy"] == pytest.approx(np.mean(np.argmax(probs, 1) == truth))
     assert 0.0 <= q["auc"] <= 1.0
-    q = drift.quality("multiclass", probs, ["nope"] + [names[i] for i in truth[1:]], classes=names)
+    q = metrics.quality("multiclass", probs, ["nope"] + [names[i] for i in truth[1:]], classes=names)
     assert q["unusable"] == 1 and q["n"] == 299

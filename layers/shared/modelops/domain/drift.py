@@ -1,4 +1,5 @@
-"""Drift statistics of captured traffic against a version's training baseline (numpy only).
+"""Drift statistics of captured traffic against a version's training baseline (numpy only), and the
+verdict of one version's window (:class:`VersionContext`, :func:`judge`, :func:`labelled_quality`).
 
 Everything here works on *partial statistics* that merge: the monitor computes one
 :class:`FeaturePartial` per feature per chunk of a capture file, adds them up (``merge``), and only at
@@ -7,7 +8,7 @@ Functions Map iterations merge the same way (``to_dict`` / ``from_dict`` carry t
 
 The grid
 --------
-Each feature's baseline (``modelops/baseline.py``) gives PSI bin ``edges`` (training quantiles), the
+Each feature's baseline (``modelops/domain/baseline.py``) gives PSI bin ``edges`` (training quantiles), the
 training ``min``/``max`` and a sorted reference ``sample``. The grid ``z`` is the sorted union of all
 of them. A partial counts the current values in every grid cell ``[z[i-1], z[i])`` (``cells``, with
 ``z[-1] = -inf`` and ``z[len] = +inf``), the values *equal* to each grid point (``ties``) and the sum
@@ -408,75 +409,117 @@ def compare(ref: FeatureReference, part: FeaturePartial) -> FeatureDrift:
     )
 
 
-# ---------------------------------------------------------------------------------------------- quality
-def auc_binary(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC of ``scores`` for the ``positive`` rows (modelops.domain.metrics.auc_binary)."""
-    return metrics.auc_binary(positive, scores)
+# ---------------------------------------------------------------------------------------------- verdicts
+QUALITY_METRICS = ("rmse", "mae", "accuracy", "auc")
+"""The metrics of labelled traffic the monitor reports (of :func:`modelops.domain.metrics.quality`)."""
 
 
-def _class_index(label: Any, classes: list[Any] | None) -> int | None:
-    if classes is not None:
-        for i, c in enumerate(classes):
-            if label == c or str(label) == str(c):
-                return i
-    if isinstance(label, bool):
-        return int(label)
-    if isinstance(label, int | float) and float(label).is_integer() and label >= 0:
-        return int(label)
-    if isinstance(label, str) and label.strip().isdigit():
-        return int(label)
-    return None
+@dataclass
+class VersionContext:
+    """What the monitor judges one (model, version) against: its schema, thresholds, held-out
+    metrics and baseline references (``refs``/``pred_ref`` None when there is no usable baseline,
+    ``problem`` says why)."""
+
+    model: str
+    version: int
+    features: list[str]
+    task: str = "regression"
+    classes: list[Any] | None = None
+    target: str = "target"
+    psi_threshold: float = 0.2
+    retrain_on_drift: bool = False
+    metric: str = "rmse"
+    heldout: dict[str, float] = field(default_factory=dict)
+    refs: list[FeatureReference] | None = None
+    pred_ref: FeatureReference | None = None
+    problem: str | None = None  # "no_baseline", "baseline_error: ..."; None when comparable
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
 
 
-def quality(
-    task: str, outputs: np.ndarray, labels: list[Any], classes: list[Any] | None = None
-) -> dict[str, Any]:
-    """The training stage's quality metrics on labelled traffic.
-
-    ``outputs`` are the captured model outputs (rows x k); regression: ``rmse``, ``mae``; binary and
-    multiclass: ``accuracy`` and ``auc`` (macro one-vs-rest for multiclass; None when it cannot be
-    computed). Labels that cannot be read for the task are left out and counted in ``unusable``.
-    """
-    y = np.asarray(outputs, dtype=np.float64)
-    if y.ndim != 2 or y.shape[0] != len(labels):
-        raise ValueError("outputs and labels do not line up")
+def prediction_column(y: np.ndarray, task: str) -> np.ndarray:
+    """The number per row that the baseline's ``prediction`` describes (see baseline.py)."""
+    if y.shape[1] == 1:
+        return y[:, 0]
+    if task == "binary" and y.shape[1] == 2:
+        return y[:, 1]
     if task == "regression":
-        vals = np.array(
-            [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in labels]
-        )
-        ok = np.isfinite(vals)
-        if not ok.any():
-            raise ValueError("no numeric labels")
-        err = y[ok, 0] - vals[ok]
-        return {
-            "rmse": float(np.sqrt(np.mean(err**2))),
-            "mae": float(np.mean(np.abs(err))),
-            "n": int(ok.sum()),
-            "unusable": int((~ok).sum()),
+        return y[:, 0]
+    return np.argmax(y, axis=1).astype(np.float32)
+
+
+def judge(
+    ctx: VersionContext,
+    parts: list[FeaturePartial] | None,
+    pred: FeaturePartial | None,
+    rows: int,
+    min_samples: int,
+) -> dict[str, Any]:
+    """The verdict of a version's window from its merged partials: ``no_baseline`` /
+    ``baseline_error`` (with ``problem``), ``insufficient_samples`` (fewer than ``min_samples`` rows),
+    else ``drift`` when a feature's PSI exceeds the version's threshold, or ``ok``; with every number
+    behind it (per-feature statistics, the prediction's, the worst PSI and its ratio to the threshold)."""
+    out: dict[str, Any] = {
+        "drift": False,
+        "max_psi": None,
+        "max_psi_ratio": None,
+        "drifted_features": [],
+        "features": [],
+        "prediction": None,
+        "missing_rate": None,
+    }
+    if ctx.problem is not None or parts is None or pred is None or ctx.refs is None or ctx.pred_ref is None:
+        out["verdict"] = "no_baseline" if ctx.problem in (None, "no_baseline") else "baseline_error"
+        out["problem"] = ctx.problem or "no_baseline"
+        return out
+    cells = sum(p.count for p in parts)
+    out["missing_rate"] = (sum(p.missing for p in parts) / cells) if cells else None
+    if rows < min_samples:
+        out["verdict"] = "insufficient_samples"
+        out["min_samples"] = min_samples
+        return out
+    feats = [compare(r, p) for r, p in zip(ctx.refs, parts, strict=True)]
+    out["features"] = [f.to_dict() for f in feats]
+    out["prediction"] = compare(ctx.pred_ref, pred).to_dict()
+    psis = [f.psi for f in feats if f.psi is not None]
+    max_psi = max(psis) if psis else 0.0
+    drifted = sorted(
+        (f for f in feats if f.psi is not None and f.psi > ctx.psi_threshold), key=lambda f: -(f.psi or 0.0)
+    )
+    out.update(
+        {
+            "verdict": "drift" if drifted else "ok",
+            "drift": bool(drifted),
+            "max_psi": max_psi,
+            "max_psi_ratio": max_psi / ctx.psi_threshold,
+            "drifted_features": [
+                {"name": f.name, "psi": f.psi, "ks": f.ks, "wasserstein_norm": f.wasserstein_norm}
+                for f in drifted
+            ],
         }
-    idx = np.array([(-1 if (c := _class_index(v, classes)) is None else c) for v in labels])
-    k = y.shape[1]
-    n_classes = len(classes) if classes else max(2 if task == "binary" else k, int(idx.max(initial=0)) + 1)
-    ok = (idx >= 0) & (idx < n_classes)
-    if not ok.any():
-        raise ValueError("no usable class labels")
-    lab, y = idx[ok], y[ok]
-    if task == "binary":
-        prob = y[:, 1] if k == 2 else y[:, 0]
-        pred = (prob >= 0.5).astype(np.int64)
-        auc = auc_binary(prob, lab == 1)
-    else:
-        if k > 1:
-            pred = np.argmax(y, axis=1)
-            aucs = [auc_binary(y[:, c], lab == c) for c in range(min(k, n_classes))]
-            good = [a for a in aucs if a is not None]
-            auc = float(np.mean(good)) if good else None
-        else:
-            pred = np.rint(y[:, 0]).astype(np.int64)
-            auc = None
+    )
+    return out
+
+
+def labelled_quality(ctx: VersionContext, outputs: np.ndarray, labels: list[Any]) -> dict[str, Any] | None:
+    """Quality metrics of the labelled rows (``outputs`` rows x k, one label each) beside the version's
+    held-out values and their change; None without labels."""
+    if not labels:
+        return None
+    try:
+        got = metrics.quality(ctx.task, outputs, labels, ctx.classes)
+    except ValueError as exc:
+        return {"labelled": len(labels), "error": str(exc)}
+    values = {m: got[m] for m in QUALITY_METRICS if m in got}
+    delta = {m: v - ctx.heldout[m] for m, v in values.items() if m in ctx.heldout and v is not None}
     return {
-        "accuracy": float(np.mean(pred == lab)),
-        "auc": auc,
-        "n": int(ok.sum()),
-        "unusable": int((~ok).sum()),
+        "labelled": len(labels),
+        "used": got["n"],
+        "unusable": got["unusable"],
+        "metrics": values,
+        "heldout": {m: ctx.heldout[m] for m in values if m in ctx.heldout},
+        "delta": delta,
+        "metric": ctx.metric,
     }

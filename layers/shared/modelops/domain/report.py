@@ -1,10 +1,111 @@
-"""The monitor's ``report.html``: one self-contained page (inline CSS and SVG, no scripts, no links
-to fetch), readable in a browser straight from S3 or from an e-mail attachment."""
+"""The monitor's report documents: ``report.json`` of one model's window (:func:`model_report`), its
+``latest.json`` summary (:func:`latest_summary`), their JSON encoding (:func:`to_json`) and
+``report.html`` (:func:`render_html`: one self-contained page, inline CSS and SVG, no scripts, no
+links to fetch, readable in a browser straight from S3 or from an e-mail attachment)."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+def iso_of(ts: float) -> str:
+    """Epoch seconds as ``YYYY-MM-DDTHH:MM:SSZ`` (the reports' and events' time format)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp_of(ts: float) -> str:
+    """Epoch seconds as ``YYYYMMDDTHHMMSSZ`` (the folder of one window's report)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def window_of(start: float, end: float, seconds: int) -> dict[str, Any]:
+    return {"start": iso_of(start), "end": iso_of(end), "seconds": seconds}
+
+
+def model_report(
+    model: str,
+    versions: list[dict[str, Any]],
+    window: dict[str, Any],
+    at: str,
+    min_samples: int,
+    labels_bad: int,
+) -> dict[str, Any]:
+    """``report.json`` of one model: its versions' results (the monitor's ``evaluate``) and the worst
+    verdict among them (drift, else ok, else the first of the others by name)."""
+    verdicts = {r["verdict"] for r in versions}
+    if "drift" in verdicts:
+        verdict = "drift"
+    elif "ok" in verdicts:
+        verdict = "ok"
+    else:
+        verdict = sorted(verdicts)[0]
+    ratios = [r["max_psi_ratio"] for r in versions if r["max_psi_ratio"] is not None]
+    psis = [r["max_psi"] for r in versions if r["max_psi"] is not None]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "at": at,
+        "window": window,
+        "verdict": verdict,
+        "drift": verdict == "drift",
+        "max_psi": max(psis) if psis else None,
+        "max_psi_ratio": max(ratios) if ratios else None,
+        "samples": sum(r["samples"] for r in versions),
+        "min_samples": min_samples,
+        "labels_bad_lines": labels_bad,
+        "versions": versions,
+    }
+
+
+def latest_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """``latest.json``: the headline of a written report (with its ``report``/``report_html`` URIs)."""
+    return {
+        "model": report["model"],
+        "at": report["at"],
+        "verdict": report["verdict"],
+        "drift": report["drift"],
+        "max_psi": report["max_psi"],
+        "max_psi_ratio": report["max_psi_ratio"],
+        "samples": report["samples"],
+        "window": report["window"],
+        "report": report["report"],
+        "report_html": report["report_html"],
+        "versions": [
+            {
+                "version": r["version"],
+                "role": r.get("role"),
+                "verdict": r["verdict"],
+                "samples": r["samples"],
+                "max_psi": r["max_psi"],
+                "psi_threshold": r["psi_threshold"],
+                "drifted_features": r["drifted_features"],
+            }
+            for r in report["versions"]
+        ],
+    }
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def to_json(doc: Any) -> bytes:
+    """A report document as stored (numpy numbers become JSON numbers)."""
+    return json.dumps(doc, indent=1, default=_json_default).encode()
+
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}

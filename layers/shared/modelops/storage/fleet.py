@@ -5,28 +5,20 @@ Used by ``modelops status``; the same figures are on the CloudWatch dashboard in
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from modelops.domain.errors import CorruptDocumentError, ModelOpsError, VersionNotFoundError
 from modelops.storage.registry import Registry
+from modelops.storage.reports import ReportStore
 
 
-def latest_monitor(s3: Any, bucket: str, model: str) -> dict[str, Any] | None:
-    """``monitoring/{model}/latest.json`` written by the monitor, or None when there is none yet."""
+def latest_monitor(reports: ReportStore, model: str) -> dict[str, Any] | None:
+    """``monitoring/{model}/latest.json`` written by the monitor, None when there is none yet, or
+    ``{"error": ...}`` when it cannot be read as a JSON object."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=f"monitoring/{model}/latest.json")["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-            return None
-        raise
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return {"error": "latest.json is not valid JSON"}
-    return doc if isinstance(doc, dict) else {"error": "latest.json is not an object"}
+        return reports.latest(model)
+    except CorruptDocumentError as exc:
+        return {"error": str(exc)}
 
 
 def _version_summary(reg: Registry, model: str, version: int) -> dict[str, Any]:
@@ -51,7 +43,10 @@ def open_alarms(cloudwatch: Any) -> list[dict[str, Any]]:
     return out
 
 
-def fleet_status(reg: Registry, cloudwatch: Any, s3: Any) -> dict[str, Any]:
+def fleet_status(reg: Registry, cloudwatch: Any) -> dict[str, Any]:
+    """Every model of the registry (versions, production and canary with their metrics, last monitor
+    result) and the open CloudWatch alarms."""
+    reports = ReportStore(reg.objects)
     models = []
     for name in reg.list_models():
         entry: dict[str, Any] = {"model": name, "versions": reg.list_versions(name)}
@@ -69,6 +64,6 @@ def fleet_status(reg: Registry, cloudwatch: Any, s3: Any) -> dict[str, Any]:
                     "weight": float(prod.canary["weight"]),
                 }
         entry["aliases"] = {a: d.version for a, d in aliases.items()}
-        entry["monitor"] = latest_monitor(s3, reg.bucket, name)
+        entry["monitor"] = latest_monitor(reports, name)
         models.append(entry)
     return {"models": models, "alarms": open_alarms(cloudwatch)}

@@ -2,14 +2,12 @@
 
 Data bucket (``DataBucket``)::
 
-    datasets/{model}/spec.json                     the model's spec (uploaded before a dataset)
+    datasets/{model}/model.json                    the model's spec (uploaded before a dataset)
     datasets/{model}/{name}.csv                    a dataset: each upload starts one training job
     quarantine/{rest of the dataset key}/{version}/ a rejected dataset's copy and reason.json
     captures/{YYYY/MM/DD/HH}/...                    predict's captured traffic (Firehose)
     capture-errors/...                              records Firehose could not deliver
     labels/{model}/{name}.jsonl                     ground truth joined to captures by request id
-    monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
-    monitoring/{model}/latest.json                  the last window's summary
 
 Registry bucket (``RegistryBucket``)::
 
@@ -21,6 +19,8 @@ Registry bucket (``RegistryBucket``)::
     jobs/{job}.json, jobs/{job}.started.json        job records (create-only) and started markers
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
+    monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
+    monitoring/{model}/latest.json                  the last window's summary
 
 Only the storage layer imports this module: the stages ask a store, never build a key.
 """
@@ -37,7 +37,7 @@ CAPTURES = "captures/"
 CAPTURE_ERRORS = "capture-errors/"
 LABELS = "labels/"
 MONITORING = "monitoring/"
-SPEC_FILE = "spec.json"
+SPEC_FILE = "model.json"
 DATASET_SUFFIX = ".csv"
 
 
@@ -163,8 +163,9 @@ def staging_model_prefix(model: str) -> str:
     return f"{STAGING}{model}/"
 
 
-def staging_artifact(model: str, job: str) -> str:
-    return f"{STAGING}{model}/{job}/{ARTIFACT_FILE}"
+def output_artifact(prefix: str) -> str:
+    """What a SageMaker-contract job leaves under its output folder ``prefix``: ``{prefix}output/model.tar.gz``."""
+    return f"{prefix}output/{ARTIFACT_FILE}"
 
 
 def trials_prefix(model: str, job: str) -> str:

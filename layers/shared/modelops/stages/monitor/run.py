@@ -1,0 +1,447 @@
+"""The monitor run: a window's captures -> verdicts per version -> reports, metrics, events, retraining.
+
+::
+
+    list captures/YYYY/MM/DD/HH/ objects of the window (storage.captures)
+      -> stream each object in blocks, decode lines in batch (bad lines counted and skipped) (scan)
+      -> group rows by (model, version), fold them into mergeable partials (domain.drift)
+      -> compare with the version's baseline.json, join labels/{model}/*.jsonl for quality
+      -> CloudWatch metrics, monitoring/{model}/{stamp}/report.json + report.html, latest.json
+         (storage.reports), DriftDetected events, optional retrain dataset
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelops import aws
+from modelops.domain import drift
+from modelops.domain import report as reports
+from modelops.domain.drift import VersionContext
+from modelops.domain.errors import (
+    CorruptDocumentError,
+    IntegrityError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ModelOpsError,
+    SpecError,
+    VersionNotFoundError,
+)
+from modelops.domain.spec import check_model_name, parse_spec
+from modelops.stages import runtime
+from modelops.stages.monitor.scan import BLOCK_BYTES, GroupState, WindowScan, evaluate
+from modelops.storage.captures import CaptureStore
+from modelops.storage.events import EventBus
+from modelops.storage.registry import Registry
+from modelops.storage.reports import ReportStore, RetrainDatasets
+from modelops.storage.s3 import ObjectStore
+
+QUALITY_METRICS = {"rmse": "Rmse", "mae": "Mae", "accuracy": "Accuracy", "auc": "Auc"}
+"""CloudWatch names of the labelled-traffic metrics (``drift.QUALITY_METRICS``)."""
+MAX_WINDOW_SECONDS = 31 * 24 * 3600
+
+
+# ---------------------------------------------------------------------------------------------- settings
+class Settings(runtime.StageSettings):
+    """The MonitorFunction's environment (template.yaml)."""
+
+    data_bucket: str
+    registry_bucket: str
+    powertools_metrics_namespace: str = "ModelOps"
+    monitor_window_seconds: int = 3600
+    min_samples: int = 100
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """One run's parameters."""
+
+    data_bucket: str
+    registry_bucket: str
+    namespace: str = "ModelOps"
+    window_seconds: int = 3600
+    min_samples: int = 100
+    model: str | None = None  # only this model
+    now: float | None = None  # window end (epoch seconds); default: the time of the run
+    block_bytes: int = BLOCK_BYTES
+    publish: bool = True  # metrics and events (the CLI can run without publishing)
+
+    def window(self) -> tuple[float, float]:
+        end = self.now if self.now is not None else datetime.now(UTC).timestamp()
+        if self.window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        return end - self.window_seconds, end
+
+
+class Bus(Protocol):
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str: ...
+
+
+@dataclass
+class Stores:
+    """Where a run reads and writes (real stores, or in-memory fakes in the unit tests)."""
+
+    registry: Registry
+    captures: CaptureStore
+    reports: ReportStore
+    datasets: RetrainDatasets
+    bus: Bus | None = None
+    cloudwatch: Any | None = None
+
+    @classmethod
+    def from_clients(
+        cls,
+        data_bucket: str,
+        registry_bucket: str,
+        *,
+        s3: Any,
+        cloudwatch: Any | None = None,
+        events: Any | None = None,
+    ) -> Stores:
+        data = ObjectStore(s3, data_bucket)
+        return cls(
+            registry=Registry(s3, registry_bucket, actor="monitor"),
+            captures=CaptureStore(data),
+            reports=ReportStore(ObjectStore(s3, registry_bucket)),
+            datasets=RetrainDatasets(data),
+            bus=EventBus(events) if events is not None else None,
+            cloudwatch=cloudwatch,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- versions
+def load_context(registry: Registry, model: str, version: int) -> VersionContext | None:
+    """The context of a registered version; None when the model/version is not in the registry."""
+    try:
+        check_model_name(model)
+        manifest = registry.get_manifest(model, version)
+    except (ModelNotFoundError, VersionNotFoundError, InvalidNameError, ValueError):
+        return None
+    except CorruptDocumentError as exc:  # reported for this version; the other models are still watched
+        return VersionContext(model=model, version=version, features=[], problem=f"manifest_error: {exc}")
+    # RegistryUnavailableError raises: the run fails and Lambda retries it, rather than reporting
+    # every line of a real version as "unknown".
+    schema = manifest.get("schema") or {}
+    spec_doc = manifest.get("spec") or {}
+    try:
+        spec = parse_spec(spec_doc) if spec_doc else None
+    except SpecError:
+        spec = None
+    features = [str(f["name"]) if isinstance(f, dict) else str(f) for f in (schema.get("features") or [])]
+    task = str(schema.get("task") or manifest.get("task") or (spec.task if spec else "regression"))
+    ctx = VersionContext(
+        model=model,
+        version=version,
+        features=features,
+        task=task,
+        classes=schema.get("classes"),
+        target=str(schema.get("target") or (spec.target if spec else "target")),
+        psi_threshold=spec.monitoring.psi_threshold if spec else 0.2,
+        retrain_on_drift=spec.monitoring.retrain_on_drift if spec else False,
+        metric=spec.metric if spec else ("rmse" if task == "regression" else "accuracy"),
+        heldout={
+            k: float(v) for k, v in (manifest.get("metrics") or {}).items() if isinstance(v, int | float)
+        },
+    )
+    if "baseline" not in manifest.artifacts:
+        ctx.problem = "no_baseline"
+        return ctx
+    try:
+        baseline = json.loads(registry.read_artifact(manifest, "baseline"))
+        if not ctx.features:
+            ctx.features = list(baseline["features"])
+        ctx.refs, ctx.pred_ref = drift.references(baseline, ctx.features)
+    except IntegrityError as exc:
+        ctx.problem = f"baseline_integrity: {exc}"
+    except (ValueError, KeyError, TypeError, CorruptDocumentError) as exc:
+        ctx.problem = f"baseline_error: {exc}"
+    return ctx
+
+
+def _roles(registry: Registry, model: str) -> dict[int, str]:
+    try:
+        alias = registry.get_alias(model, "production")[0]
+    except ModelOpsError:
+        return {}
+    roles = {alias.version: "production"}
+    if alias.canary:
+        roles[int(alias.canary["version"])] = "canary"
+    return roles
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
+    """One monitor run over the window ending now (or ``settings.now``). Returns the run's summary."""
+    start, end = settings.window()
+    registry = stores.registry
+    contexts: dict[tuple[str, int], VersionContext | None] = {}
+
+    def resolve(model: str, version: int) -> VersionContext | None:
+        key = (model, version)
+        if key not in contexts:
+            contexts[key] = load_context(registry, model, version)
+        return contexts[key]
+
+    labels, labels_bad = stores.captures.labels(start, settings.model)
+    scan = WindowScan(
+        start, end, resolve, model=settings.model, labels=labels, block_bytes=settings.block_bytes
+    )
+    for obj in stores.captures.objects_in_window(start, end):
+        body = stores.captures.open(obj["Key"])
+        if body is not None:
+            scan.feed_stream(body)
+
+    results = [evaluate(g, settings.min_samples) for _, g in sorted(scan.groups.items())]
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_model.setdefault(r["model"], []).append(r)
+
+    window = reports.window_of(start, end, settings.window_seconds)
+    stamp = reports.stamp_of(end)
+    uris = {}
+    bus = stores.bus if settings.publish else None
+    for model, versions in by_model.items():
+        roles = _roles(registry, model)
+        for r in versions:
+            r["role"] = roles.get(r["version"], "other")
+        report = reports.model_report(
+            model, versions, window, reports.iso_of(end), settings.min_samples, labels_bad.get(model, 0)
+        )
+        uris[model] = stores.reports.write(report, stamp)
+        for r in versions:
+            g = scan.groups[(model, r["version"])]
+            if r["drift"]:
+                r["retrain"] = maybe_retrain(stores.datasets, g, settings.min_samples, end)
+            if bus is None:
+                continue
+            if r["drift"]:
+                bus.publish("DriftDetected", _drift_detail(r, uris[model], window))
+            if (g.ctx.problem or "").startswith("baseline_integrity"):
+                bus.publish(
+                    "ArtifactIntegrityFailed",
+                    {
+                        "model": model,
+                        "version": r["version"],
+                        "role": "baseline",
+                        "stage": "monitor",
+                        "reason": g.ctx.problem,
+                    },
+                )
+
+    ratios = [r["max_psi_ratio"] for r in results if r.get("max_psi_ratio") is not None]
+    summary = scan.summary()
+    summary.update(
+        {
+            "window": window,
+            "max_psi_ratio": max(ratios) if ratios else None,
+            "labels_bad_lines": int(sum(labels_bad.values())),
+            "models": [
+                {
+                    "model": r["model"],
+                    "version": r["version"],
+                    "role": r.get("role"),
+                    "samples": r["samples"],
+                    "verdict": r["verdict"],
+                    "max_psi": r["max_psi"],
+                    "max_psi_ratio": r["max_psi_ratio"],
+                    "drifted_features": [f["name"] for f in r["drifted_features"]],
+                    "quality": (r["quality"] or {}).get("metrics"),
+                    "retrain": r.get("retrain"),
+                    "report": uris[r["model"]]["report"],
+                }
+                for r in results
+            ],
+        }
+    )
+    if stores.cloudwatch is not None and settings.publish:
+        publish_metrics(stores.cloudwatch, settings.namespace, results, summary, end)
+    return summary
+
+
+def run_monitor(
+    settings: MonitorSettings, *, s3: Any, cloudwatch: Any | None = None, events: Any | None = None
+) -> dict[str, Any]:
+    """:func:`run_window` on the stores of these clients (the CLI's and the tests' entry)."""
+    stores = Stores.from_clients(
+        settings.data_bucket, settings.registry_bucket, s3=s3, cloudwatch=cloudwatch, events=events
+    )
+    return run_window(settings, stores)
+
+
+def _drift_detail(r: dict[str, Any], uris: dict[str, str], window: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": r["model"],
+        "version": r["version"],
+        "role": r.get("role"),
+        "features": r["drifted_features"],
+        "max_psi": r["max_psi"],
+        "psi_threshold": r["psi_threshold"],
+        "max_psi_ratio": r["max_psi_ratio"],
+        "samples": r["samples"],
+        "window_start": window["start"],
+        "window_end": window["end"],
+        "retrain": r.get("retrain"),
+        **uris,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def _metric(name: str, value: float, unit: str, ts: float, **dims: str) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "MetricName": name,
+        "Value": float(value),
+        "Unit": unit,
+        "Timestamp": datetime.fromtimestamp(ts, UTC),
+    }
+    if dims:
+        d["Dimensions"] = [{"Name": k, "Value": str(v)} for k, v in dims.items()]
+    return d
+
+
+def metric_data(results: list[dict[str, Any]], summary: dict[str, Any], ts: float) -> list[dict[str, Any]]:
+    """Every metric of a run (see docs/monitoring.md for the names and dimensions)."""
+    data: list[dict[str, Any]] = []
+    for r in results:
+        dims = {"Model": r["model"], "Version": str(r["version"])}
+        data.append(_metric("SampleCount", r["samples"], "Count", ts, **dims))
+        if r["missing_rate"] is not None:
+            data.append(_metric("MissingRate", r["missing_rate"], "None", ts, **dims))
+        if r["max_psi"] is not None:
+            data.append(_metric("MaxPsi", r["max_psi"], "None", ts, **dims))
+        for f in r["features"]:
+            fd = {**dims, "Feature": f["name"]}
+            if f["psi"] is not None:
+                data.append(_metric("Psi", f["psi"], "None", ts, **fd))
+            if f["ks"] is not None:
+                data.append(_metric("KS", f["ks"], "None", ts, **fd))
+        pred = r.get("prediction")
+        if pred and pred.get("psi") is not None:
+            data.append(_metric("PredictionPsi", pred["psi"], "None", ts, **dims))
+        q = r.get("quality") or {}
+        for m, v in (q.get("metrics") or {}).items():
+            if v is not None and math.isfinite(v):
+                data.append(_metric(QUALITY_METRICS[m], v, "None", ts, **dims))
+        for m, v in (q.get("delta") or {}).items():
+            if v is not None and math.isfinite(v):
+                data.append(_metric(QUALITY_METRICS[m] + "Delta", v, "None", ts, **dims))
+        if q.get("labelled"):
+            data.append(_metric("LabelledCount", q["labelled"], "Count", ts, **dims))
+    if summary.get("max_psi_ratio") is not None:
+        data.append(_metric("MaxPsiRatio", summary["max_psi_ratio"], "None", ts))
+    data.append(_metric("BadCaptureLines", summary["bad_lines"], "Count", ts))
+    return data
+
+
+def publish_metrics(
+    cloudwatch: Any, namespace: str, results: list[dict[str, Any]], summary: dict[str, Any], ts: float
+) -> int:
+    data = metric_data(results, summary, ts)
+    for i in range(0, len(data), 500):
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[i : i + 500])
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------------------- retrain
+def maybe_retrain(
+    datasets: RetrainDatasets, g: GroupState, min_rows: int, ts: float
+) -> dict[str, Any] | None:
+    """With ``monitoring.retrain_on_drift`` and enough labelled recent rows, write them as a new dataset
+    ``datasets/{model}/retrain-v{version}-{YYYYMMDD}.csv`` (create-only: at most one per version and
+    day). The dataset trigger then validates it and starts training, as for any dataset."""
+    ctx = g.ctx
+    if not ctx.retrain_on_drift:
+        return None
+    n = len(g.label_v)
+    if n < max(1, min_rows) or not g.label_x:
+        return {"started": False, "reason": f"{n} labelled rows in the window, {min_rows} needed to retrain"}
+    created, uri = datasets.create(
+        ctx.model, ctx.version, ts, [*ctx.features, ctx.target], np.concatenate(g.label_x), g.label_v
+    )
+    if not created:
+        return {
+            "started": False,
+            "reason": "a retrain dataset for this version was already written today",
+            "dataset": uri,
+        }
+    return {"started": True, "rows": n, "dataset": uri}
+
+
+# ---------------------------------------------------------------------------------------------- requests
+def request_from_event(event: Any) -> tuple[str | None, int | None]:
+    """``(model, window_seconds)`` of a direct invoke ``{"model": ..., "window_seconds": ...}``; a
+    scheduled event (any other keys) asks for every model and the default window. Bad values raise
+    ``ValueError`` naming the field."""
+    if not isinstance(event, dict):
+        return None, None
+    model = event.get("model")
+    window = event.get("window_seconds")
+    if model is not None:
+        if not isinstance(model, str):
+            raise ValueError("model must be a string")
+        try:
+            check_model_name(model)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from exc
+    if window is not None:
+        if type(window) is not int or not 60 <= window <= MAX_WINDOW_SECONDS:
+            raise ValueError(f"window_seconds must be an integer from 60 to {MAX_WINDOW_SECONDS}")
+    return model, window
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+@dataclass
+class Monitor:
+    """The MonitorFunction, built once per container (:func:`build`)."""
+
+    settings: Settings
+    stores: Stores
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        """One run for a scheduled event or a direct invoke (see :func:`request_from_event`)."""
+        cfg = self.settings
+        model, window = request_from_event(event)
+        summary = run_window(
+            MonitorSettings(
+                data_bucket=cfg.data_bucket,
+                registry_bucket=cfg.registry_bucket,
+                namespace=cfg.powertools_metrics_namespace,
+                window_seconds=window or cfg.monitor_window_seconds,
+                min_samples=cfg.min_samples,
+                model=model,
+            ),
+            self.stores,
+        )
+        runtime.logger.info(
+            "monitor run",
+            extra={
+                "summary": {k: v for k, v in summary.items() if k != "models"},
+                "models": summary["models"],
+            },
+        )
+        return summary
+
+
+@functools.cache
+def build() -> Monitor:
+    """Settings, clients and stores: once per warm container."""
+    settings = Settings()
+    stores = Stores.from_clients(
+        settings.data_bucket,
+        settings.registry_bucket,
+        s3=aws.client("s3"),
+        cloudwatch=aws.client("cloudwatch"),
+        events=aws.client("events"),
+    )
+    return Monitor(settings, stores)
+
+
+def run(event: Any) -> dict[str, Any]:
+    """The MonitorFunction's entry: :meth:`Monitor.handle` on the container's :func:`build`."""
+    return build().handle(event)

@@ -1,0 +1,282 @@
+"""One window's captured traffic, decoded in blocks and folded into per-(model, version) partials.
+
+Memory is bounded by the block size plus the partials (a few KB per feature) plus the joined labels
+(at most ``storage.captures.MAX_LABELS``), whatever the size of the window. Lines are checked by the
+capture format's own :func:`~modelops.domain.capture.read_header` and
+:func:`~modelops.domain.capture.read_arrays` (the checks of ``decode_line``); between the two the scan
+drops lines outside the window or of other models and checks the feature count against the version's
+schema, and it keeps each line's bytes to build one array per block and (model, version) rather than
+one per line. Every line that is not used is counted under a reason (``BAD_REASONS``), or as outside
+the window / another model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelops.domain import drift
+from modelops.domain.capture import (
+    CaptureFormatError,
+    read_arrays,
+    read_header,
+    split_request_id,
+)
+from modelops.domain.drift import VersionContext
+from modelops.storage.captures import Labels, Readable
+
+BLOCK_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024
+BAD_REASONS = (
+    "not_json",
+    "missing_field",
+    "non_numeric",
+    "bad_array",
+    "wrong_feature_count",
+    "not_compared",
+    "wrong_output_count",
+    "unknown_version",
+    "unsupported_format",
+)
+"""Why a line was not used, in the summary's order: the format's (``capture.FORMAT_REASONS``) and the
+monitor's own."""
+
+
+@dataclass
+class GroupState:
+    """Everything accumulated for one (model, version) over the window."""
+
+    ctx: VersionContext
+    lines: int = 0
+    rows: int = 0
+    k: int | None = None
+    bad: Counter[str] = field(default_factory=Counter)
+    parts: list[drift.FeaturePartial] | None = None
+    pred: drift.FeaturePartial | None = None
+    first_ts: float = math.inf
+    last_ts: float = -math.inf
+    nf: int = 0
+    """The version's feature count (0: its schema is unknown, lines are only counted)."""
+    # the block being decoded
+    xb: list[bytes] = field(default_factory=list)
+    yb: list[bytes] = field(default_factory=list)
+    block_rows: int = 0
+    labelled_lines: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """(request_id, first row in the block, rows, the line's first row within its request)"""
+    # joined labels
+    label_y: list[np.ndarray] = field(default_factory=list)
+    label_x: list[np.ndarray] = field(default_factory=list)
+    label_v: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nf = self.ctx.n_features
+        if self.ctx.refs is not None and self.ctx.pred_ref is not None:
+            self.parts = [drift.FeaturePartial.empty(r) for r in self.ctx.refs]
+            self.pred = drift.FeaturePartial.empty(self.ctx.pred_ref)
+
+
+class WindowScan:
+    """Decodes capture blocks and folds them into per-(model, version) partials.
+
+    ``resolve(model, version)`` gives the version's context (or None: unknown). ``labels`` maps a
+    model to ``{(request_id, row): label}`` for the quality join.
+    """
+
+    def __init__(
+        self,
+        start: float,
+        end: float,
+        resolve: Callable[[str, int], VersionContext | None],
+        *,
+        model: str | None = None,
+        labels: Labels | None = None,
+        block_bytes: int = BLOCK_BYTES,
+    ):
+        self.start, self.end = start, end
+        self.resolve = resolve
+        self.model = model
+        self.labels = labels or {}
+        self._label_ids = {m: {rid for rid, _ in lab} for m, lab in self.labels.items()}
+        self.block_bytes = block_bytes
+        self.groups: dict[tuple[str, int], GroupState] = {}
+        self.unknown: dict[tuple[str, int], int] = {}
+        self.bad: Counter[str] = Counter()
+        self.lines = 0
+        self.outside_window = 0
+        self.other_models = 0
+        self.objects = 0
+        self.bytes = 0
+
+    # ------------------------------------------------------------------ input
+    def feed_stream(self, body: Readable) -> None:
+        """One capture object, read in blocks of ``block_bytes`` (a trailing partial line is bad)."""
+        self.objects += 1
+        carry = b""
+        while True:
+            chunk = body.read(self.block_bytes)
+            if not chunk:
+                break
+            self.bytes += len(chunk)
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                if len(carry) > MAX_LINE_BYTES:  # a line that never ends: count it, drop it
+                    self.lines += 1
+                    self.bad["not_json"] += 1
+                    carry = b""
+                continue
+            carry = data[cut + 1 :]
+            self.feed_lines(data[:cut].split(b"\n"))
+        if carry.strip():
+            self.feed_lines([carry])
+
+    def feed_lines(self, lines: Iterable[bytes]) -> None:
+        """Decode a block of lines, then fold the block into the partials."""
+        header, arrays, format_error = read_header, read_arrays, CaptureFormatError
+        bad, start, end, only = self.bad, self.start, self.end, self.model
+        groups, label_ids = self.groups, self._label_ids
+        last_model, last_version, g = None, None, None  # most lines belong to the previous line's group
+        n_lines = 0
+        for line in lines:
+            if not line or line.isspace():
+                continue
+            n_lines += 1
+            try:
+                model, version, rid, ts, n, f, k, xs, ys = header(line)
+            except format_error as exc:
+                bad[exc.reason] += 1
+                continue
+            if not start <= ts < end:
+                self.outside_window += 1
+                continue
+            if only is not None and model != only:
+                self.other_models += 1
+                continue
+            if g is None or version != last_version or model != last_model:
+                key = (model, version)
+                g = groups.get(key) or self._group(key)
+                if g is None:
+                    bad["unknown_version"] += 1
+                    self.unknown[key] = self.unknown.get(key, 0) + 1
+                    continue
+                last_model, last_version = model, version
+            g.lines += 1
+            if not g.nf:  # the version's schema is unknown (ctx.problem says why): count only
+                g.bad["not_compared"] += 1
+                continue
+            if f != g.nf:
+                g.bad["wrong_feature_count"] += 1
+                continue
+            try:
+                xb, yb = arrays(xs, ys, n, f, k)
+            except format_error as exc:
+                g.bad[exc.reason] += 1
+                continue
+            if g.k is None:
+                g.k = k
+            elif k != g.k:
+                g.bad["wrong_output_count"] += 1
+                continue
+            if ts < g.first_ts:
+                g.first_ts = ts
+            if ts > g.last_ts:
+                g.last_ts = ts
+            if label_ids and model in label_ids:
+                # A request over Firehose's record limit was captured as several lines whose id is
+                # "{request_id}#{first row}" (capture_sink.encode_lines): labels name the request's rows.
+                base, offset = split_request_id(rid)
+                if base in label_ids[model]:
+                    g.labelled_lines.append((base, g.block_rows, n, offset))
+                g.block_rows += n  # only the join reads it
+            g.xb.append(xb)
+            g.yb.append(yb)
+        self.lines += n_lines
+        self._fold()
+
+    def _group(self, key: tuple[str, int]) -> GroupState | None:
+        if key in self.unknown:
+            return None
+        ctx = self.resolve(*key)
+        if ctx is None:
+            return None
+        g = self.groups[key] = GroupState(ctx)
+        return g
+
+    def _fold(self) -> None:
+        for g in self.groups.values():
+            if not g.xb:
+                continue
+            x = np.frombuffer(b"".join(g.xb), dtype="<f4").reshape(-1, g.nf)
+            y = np.frombuffer(b"".join(g.yb), dtype="<f4").reshape(-1, g.k or 1)
+            g.xb, g.yb = [], []
+            g.rows += x.shape[0]
+            g.block_rows = 0
+            if (
+                g.parts is not None
+                and g.pred is not None
+                and g.ctx.refs is not None
+                and g.ctx.pred_ref is not None
+            ):
+                for j, ref in enumerate(g.ctx.refs):
+                    g.parts[j].merge(drift.partial(ref, x[:, j]))
+                g.pred.merge(drift.partial(g.ctx.pred_ref, drift.prediction_column(y, g.ctx.task)))
+            if g.labelled_lines:
+                self._join_labels(g, x, y)
+
+    def _join_labels(self, g: GroupState, x: np.ndarray, y: np.ndarray) -> None:
+        labels = self.labels.get(g.ctx.model, {})
+        rows: list[int] = []
+        for rid, first, n, offset in g.labelled_lines:
+            for i in range(n):
+                lab = labels.get((rid, offset + i))
+                if lab is not None:
+                    rows.append(first + i)
+                    g.label_v.append(lab)
+        g.labelled_lines = []
+        if rows:
+            idx = np.asarray(rows)
+            g.label_x.append(x[idx].copy())
+            g.label_y.append(y[idx].copy())
+
+    # ------------------------------------------------------------------ output
+    def summary(self) -> dict[str, Any]:
+        bad = Counter(self.bad)
+        for g in self.groups.values():
+            bad.update(g.bad)
+        return {
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "lines": self.lines,
+            "bad_lines": int(sum(bad.values())),
+            "bad": {r: int(bad[r]) for r in BAD_REASONS if bad[r]},
+            "outside_window": self.outside_window,
+            "other_models": self.other_models,
+            "unknown_versions": [
+                {"model": m[:60], "version": v, "lines": c} for (m, v), c in sorted(self.unknown.items())
+            ],
+        }
+
+
+def evaluate(g: GroupState, min_samples: int) -> dict[str, Any]:
+    """The verdict and numbers of one (model, version) group (:func:`modelops.domain.drift.judge`),
+    with its counts and the quality of its labelled rows."""
+    ctx = g.ctx
+    y = np.concatenate(g.label_y) if g.label_y else np.zeros((0, 1), np.float32)
+    return {
+        "model": ctx.model,
+        "version": ctx.version,
+        "samples": g.rows,
+        "lines": g.lines,
+        "bad": dict(g.bad),
+        "psi_threshold": ctx.psi_threshold,
+        "first_ts": g.first_ts if math.isfinite(g.first_ts) else None,
+        "last_ts": g.last_ts if math.isfinite(g.last_ts) else None,
+        "quality": drift.labelled_quality(ctx, y, g.label_v),
+        **drift.judge(ctx, g.parts, g.pred, g.rows, min_samples),
+    }

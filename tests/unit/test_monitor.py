@@ -1,0 +1,190 @@
+"""The monitor stage over in-memory stores (no moto): what a window's run reads, writes and publishes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelops.domain.baseline import compute_baseline
+from modelops.domain.capture import encode_record
+from modelops.domain.errors import RegistryUnavailableError
+from modelops.stages import monitor
+from modelops.storage.captures import CaptureStore
+from modelops.storage.fleet import latest_monitor
+from modelops.storage.registry import Registry
+from modelops.storage.reports import ReportStore, RetrainDatasets
+from tests.fakes import FakeBus, MemoryObjectStore
+
+FEATURES = ["a", "b", "c"]
+W = np.array([1.0, -2.0, 0.5])
+
+
+class World:
+    def __init__(self, bus: FakeBus) -> None:
+        self.data = MemoryObjectStore("data")
+        self.reg_objects = MemoryObjectStore("registry")
+        self.registry = Registry.over(self.reg_objects)
+        self.bus = bus
+        self.reports = ReportStore(self.reg_objects)
+        self.stores = monitor.Stores(
+            registry=self.registry,
+            captures=CaptureStore(self.data),
+            reports=self.reports,
+            datasets=RetrainDatasets(self.data),
+            bus=bus,
+        )
+        self.now = time.time() + 60
+
+    def publish(self, model: str = "demo", *, retrain: bool = False) -> int:
+        rng = np.random.default_rng(0)
+        x = rng.normal(0.0, 1.0, size=(3000, 3))
+        baseline = compute_baseline(x, FEATURES, x @ W)
+        spec = {
+            "task": "regression",
+            "target": "y",
+            "features": FEATURES,
+            "monitoring": {"psi_threshold": 0.2, "retrain_on_drift": retrain},
+        }
+        m = self.registry.publish_version(
+            model,
+            {
+                "tflite": ("model.tflite", b"TFL3"),
+                "baseline": ("baseline.json", json.dumps(baseline).encode()),
+            },
+            {
+                "task": "regression",
+                "schema": {"task": "regression", "target": "y", "features": [{"name": f} for f in FEATURES]},
+                "spec": spec,
+                "metrics": {"rmse": 0.5, "mae": 0.4},
+            },
+        )
+        self.registry.promote(model, m.version)
+        return m.version
+
+    def capture(self, rows: int, *, shift: float = 0.0, version: int = 1, name: str = "c1") -> np.ndarray:
+        x = np.random.default_rng(rows).normal(0.0, 1.0, size=(rows, 3)).astype(np.float32)
+        x[:, 1] += shift
+        y = (x @ W.astype(np.float32))[:, None]
+        lines = [
+            encode_record("demo", version, f"r{i}", self.now - 120, x[i : i + 1], y[i : i + 1])
+            for i in range(rows)
+        ]
+        t = time.gmtime(self.now - 120)
+        self.data.put(f"captures/{time.strftime('%Y/%m/%d/%H', t)}/{name}", b"".join(lines))
+        return x
+
+    def run(self, **kwargs: Any) -> dict[str, Any]:
+        settings = monitor.MonitorSettings(
+            data_bucket="data", registry_bucket="registry", now=self.now, **kwargs
+        )
+        return monitor.run_window(settings, self.stores)
+
+
+@pytest.fixture
+def world(bus: FakeBus) -> World:
+    return World(bus)
+
+
+def test_an_empty_window_writes_nothing(world: World) -> None:
+    world.publish()
+    summary = world.run()
+    assert summary["objects"] == 0 and summary["models"] == [] and summary["max_psi_ratio"] is None
+    assert world.reg_objects.keys("monitoring/") == [] and world.bus.sent == []
+
+
+def test_a_drifted_window_writes_report_latest_and_drift_detected(world: World) -> None:
+    world.publish()
+    world.capture(400, shift=3.0)
+
+    summary = world.run()
+
+    (m,) = summary["models"]
+    assert m["verdict"] == "drift" and m["drifted_features"][0] == "b" and m["role"] == "production"
+    keys = world.reg_objects.keys("monitoring/demo/")
+    assert len(keys) == 3 and keys[-1] == "monitoring/demo/latest.json"
+    assert any(k.endswith("/report.html") for k in keys)
+    latest = world.reports.latest("demo")
+    assert latest is not None and latest["drift"] is True and latest["report"] == m["report"]
+    assert [name for name, _ in world.reports.iter_latest()] == ["demo"]
+    (detail,) = world.bus.of("DriftDetected")
+    assert detail["model"] == "demo" and detail["report"] == m["report"]
+    assert detail["features"][0]["name"] == "b"
+
+
+def test_without_publishing_no_events(world: World) -> None:
+    world.publish()
+    world.capture(400, shift=3.0)
+    assert world.run(publish=False)["models"][0]["verdict"] == "drift"
+    assert world.bus.sent == []
+
+
+def test_a_corrupt_manifest_only_affects_its_version(world: World) -> None:
+    world.publish()
+    world.capture(200, version=1, name="v1")
+    world.capture(150, version=7, name="v7")
+    world.reg_objects.put("models/demo/versions/7/manifest.json", b"{not json")
+
+    summary = world.run()
+
+    verdicts = {m["version"]: m for m in summary["models"]}
+    assert verdicts[1]["verdict"] == "ok" and verdicts[1]["samples"] == 200
+    assert verdicts[7]["verdict"] == "baseline_error" and summary["bad"] == {"not_compared": 150}
+
+
+def test_an_s3_outage_fails_the_run(world: World) -> None:
+    world.publish()
+    world.capture(200)
+    world.data.fail_next("get")
+    with pytest.raises(RegistryUnavailableError):
+        world.run()
+    world.data.fail_next("list")
+    with pytest.raises(RegistryUnavailableError):
+        world.run()
+    assert world.run()["models"][0]["samples"] == 200  # the retry sees the window
+
+
+def test_retrain_on_drift_writes_one_dataset_per_version_and_day(world: World) -> None:
+    world.publish(retrain=True)
+    x = world.capture(300, shift=3.0)
+    labels = "\n".join(json.dumps({"request_id": f"r{i}", "row": 0, "label": float(i)}) for i in range(300))
+    world.data.put("labels/demo/truth.jsonl", labels.encode())
+
+    first = world.run(min_samples=100)["models"][0]
+    second = world.run(min_samples=100)["models"][0]
+
+    assert first["retrain"]["started"] is True and first["retrain"]["rows"] == 300
+    (key,) = world.data.keys("datasets/demo/")
+    assert first["retrain"]["dataset"] == f"s3://data/{key}"
+    rows = world.data.objects[key][0].decode().splitlines()
+    assert rows[0] == "a,b,c,y" and len(rows) == 301
+    assert float(rows[1].split(",")[0]) == pytest.approx(float(x[0, 0]))
+    assert second["retrain"] == {
+        "started": False,
+        "reason": "a retrain dataset for this version was already written today",
+        "dataset": first["retrain"]["dataset"],
+    }
+
+
+def test_unreadable_latest_reports(world: World) -> None:
+    world.reg_objects.put("monitoring/a/latest.json", b"not json")
+    world.reg_objects.put("monitoring/b/latest.json", b"[1]")
+    world.reg_objects.put("monitoring/c/latest.json", json.dumps({"drift": False}).encode())
+    world.reg_objects.put("monitoring/d/20260101T000000Z/report.json", b"{}")
+    assert list(world.reports.iter_latest()) == [("c", {"drift": False})]
+    assert world.reports.models() == ["a", "b", "c", "d"]
+    assert latest_monitor(world.reports, "a") == {"error": "latest.json is not valid JSON"}
+    assert latest_monitor(world.reports, "b") == {"error": "latest.json is not an object"}
+    assert latest_monitor(world.reports, "d") is None
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_BUCKET", "d")
+    monkeypatch.setenv("REGISTRY_BUCKET", "r")
+    monkeypatch.setenv("MONITOR_WINDOW_SECONDS", "600")
+    s = monitor.Settings()
+    assert (s.data_bucket, s.registry_bucket, s.monitor_window_seconds, s.min_samples) == ("d", "r", 600, 100)
+    assert s.powertools_metrics_namespace == "ModelOps"
