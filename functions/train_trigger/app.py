@@ -1,31 +1,19 @@
 """train_trigger: a dataset dropped under ``datasets/{model}/*.csv`` starts exactly one training job.
 
 S3 ``ObjectCreated`` events (possibly several records, keys URL-encoded); everything it does is in
-``modelops.stages.train_trigger`` (docs/training.md). Real failures raise, so Lambda's async retries and then the
-DLQ keep the event; a bad dataset is quarantined and reported instead.
+``modelops.stages.train_trigger`` (docs/training.md). Real failures raise, so Lambda's async retries and then
+the DLQ keep the event; a bad dataset is quarantined and reported instead.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelops import aws
-from modelops.stages import train_trigger as training
-
-logger = Logger()
+from modelops.stages import runtime, train_trigger
 
 
-@functools.cache
-def stage() -> training.TrainTrigger:
-    """Settings, clients and backends: built once per warm container, never at import."""
-    return training.build(training.TrainTriggerSettings.from_env(os.environ), aws.client)
-
-
-@logger.inject_lambda_context
+@runtime.logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return stage().handle_event(event, context)
+    return train_trigger.build().handle_event(event, context)

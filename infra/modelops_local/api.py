@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from modelops_local.errors import FunctionNotFoundError, PortInUseError, TwinError
 from modelops_local.motoserver import bind
-from modelops_local.training import TrainingRequestError
+from modelops_local.training_service import TrainingRequestError
 
 if TYPE_CHECKING:
     from modelops_local.twin import Twin

@@ -1,5 +1,7 @@
 """The training image's entrypoint: ``python -m modelops_training.entrypoint [train] [--batch]``.
 
+It adapts where the job runs to the one training-container contract (:mod:`modelops.ml.job`):
+
 - SageMaker (and the local twin) run it under the training-container contract: the dataset in
   ``SM_CHANNEL_TRAIN``, the model dir ``SM_MODEL_DIR`` (SageMaker tars and uploads it), hyperparameters
   in ``/opt/ml/input/config/hyperparameters.json`` or ``SM_HPS``. SageMaker passes ``train`` as the
@@ -31,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from modelops.domain import search as searching
-from modelops.ml.trainer import run_sagemaker, write_failure
+from modelops.ml.job import run_sagemaker, write_failure
+from modelops.storage import keys
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -111,7 +114,7 @@ def _array_output_key(out_key: str, index: str) -> str:
     staging = out_key.removesuffix("output/model.tar.gz")
     if staging == out_key:
         raise ValueError(f"MODELOPS_OUTPUT_S3 does not end in output/model.tar.gz: {out_key[:200]!r}")
-    return searching.batch_trial_prefix(staging, int(index)) + "output/model.tar.gz"
+    return keys.output_artifact(keys.batch_trial_prefix(staging, int(index)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,9 @@ from modelops.compute import (
 from modelops.domain.errors import BackendError
 from modelops.domain.spec import parse_spec
 from modelops.stages.train_trigger import canonical_spec_json
+from modelops.storage import keys
+from modelops.storage.jobs import JobStore
+from modelops.storage.s3 import ObjectStore
 
 ROLE = "arn:aws:iam::123456789012:role/modelops-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-training:1"
@@ -56,6 +59,9 @@ def make_request(instance_type: str = "ml.g5.2xlarge", backend: str = "sagemaker
         dataset_sha256=SHA,
         rows=442,
         registry_bucket="registry",
+        output_prefix=keys.staging_model_prefix("demo"),
+        artifact_key=keys.output_artifact(keys.staging_prefix("demo", "modelops-demo-0123456789ab")),
+        trials_prefix=keys.trials_prefix("demo", "modelops-demo-0123456789ab"),
     )
 
 
@@ -118,7 +124,9 @@ def test_sagemaker_with_the_aws_image_uploads_the_trainer_as_source(aws_mock: No
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="registry")
     sm = boto3.client("sagemaker", region_name="us-east-1")
-    backend = SageMakerBackend(sm, role_arn=ROLE, region="us-east-1", s3=s3, code_bucket="registry")
+    backend = SageMakerBackend(
+        sm, role_arn=ROLE, region="us-east-1", sources=JobStore(ObjectStore(s3, "registry"))
+    )
 
     backend.start(make_request("ml.g5.xlarge"))
     backend.start(dataclasses.replace(make_request("ml.m5.large"), job="modelops-demo-cpu"))

@@ -24,13 +24,8 @@ from modelops.compute import (
 from modelops.domain.errors import SearchNotSupportedError
 from modelops.domain.search import tuning_job_name
 from modelops.domain.spec import parse_spec
-from modelops.stages.train_trigger import (
-    TrainTrigger,
-    TrainTriggerSettings,
-    canonical_spec_json,
-    job_name,
-    spec_sha256,
-)
+from modelops.stages.train_trigger import canonical_spec_json, job_name, spec_sha256
+from modelops.storage import keys
 from tests.integration.test_train_trigger import IMAGE, ROLE, Stack, good_csv, stack  # noqa: F401 - fixture
 
 SHA = "ab" * 32
@@ -68,6 +63,9 @@ def make_request(backend: str = "sagemaker", task: str = "regression", **search:
         dataset_sha256=SHA,
         rows=442,
         registry_bucket="registry",
+        output_prefix=keys.staging_model_prefix("demo"),
+        artifact_key=keys.output_artifact(keys.staging_prefix("demo", JOB)),
+        trials_prefix=keys.trials_prefix("demo", JOB),
     )
 
 
@@ -327,12 +325,8 @@ def test_a_search_the_backend_cannot_run_is_refused_before_any_job_starts(stack:
     submitted: list[Any] = []
     batch = BatchBackend(boto3.client("batch", region_name="us-east-1"), job_queue="q", job_definition="d")
     batch.start = lambda req: submitted.append(req)  # type: ignore[method-assign]
-    trigger = TrainTrigger(
-        s3=stack.s3,
-        bus=stack.trigger().bus,
-        settings=stack.settings,
-        backends=lambda name: batch,
-    )
+    trigger = stack.trigger(persistence=False)
+    trigger.backends = lambda name: batch
 
     [res] = trigger.handle_event({"Records": [record]})["results"]
 
@@ -360,10 +354,8 @@ def test_a_backend_without_search_support_is_a_clear_error_before_any_job_starts
     plain = PlainBackend()
     stack.put_spec({"task": "regression", "target": "y", "training": {"search": SEARCH}})
     record = stack.put("datasets/demo/train.csv", good_csv())
-    settings = TrainTriggerSettings(registry_bucket="registry", training_role_arn=ROLE)
-    trigger = TrainTrigger(
-        s3=stack.s3, bus=stack.trigger().bus, settings=settings, backends=lambda name: plain
-    )
+    trigger = stack.trigger(persistence=False)
+    trigger.backends = lambda name: plain
 
     [res] = trigger.handle_event({"Records": [record]})["results"]
 

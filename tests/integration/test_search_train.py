@@ -25,9 +25,9 @@ from modelops.domain import search as searching
 from modelops.domain.spec import ModelSpec, parse_spec
 from modelops.stages import convert as conversion
 from modelops.storage.registry import Registry
+from tests.fakes import FakeBus
 from tests.integration.convert_support import (
     BUCKET,
-    FakeBus,
     artifact_key,
     load_event,
     put_job_record,
@@ -57,13 +57,8 @@ def search_spec(**search: Any) -> ModelSpec:
 
 
 @pytest.fixture
-def bus() -> FakeBus:
-    return FakeBus()
-
-
-@pytest.fixture
 def deps(s3, registry_bucket, bus: FakeBus) -> conversion.Deps:  # type: ignore[no-untyped-def]
-    return conversion.Deps(s3=s3, registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
+    return conversion.Deps(registry=Registry(s3, registry_bucket, actor="convert"), bus=bus)
 
 
 def job_record(s3: Any, spec: ModelSpec, search: dict[str, Any]) -> None:
@@ -157,7 +152,7 @@ def test_a_search_trains_picks_the_best_trial_and_publishes_one_version_listing_
     assert manifest.get("metrics") == metrics
     assert manifest.get("training")["record"]["trial"]["number"] == best["number"]
     assert bus.types() == ["ModelVersionPublished", "ModelPromoted"]
-    assert bus.last("ModelVersionPublished")["search"]["best_trial"] == best["number"]
+    assert bus.of("ModelVersionPublished")[-1]["search"]["best_trial"] == best["number"]
 
 
 def test_every_trial_failing_fails_the_job_and_convert_alerts_without_a_version(
@@ -189,7 +184,7 @@ def test_every_trial_failing_fails_the_job_and_convert_alerts_without_a_version(
     # Then an alert (TrainingJobFailed with the reason) and no version
     assert res.outcome == "training_failed"
     assert bus.types() == ["TrainingJobFailed"]
-    assert "all 3 trials failed" in bus.last("TrainingJobFailed")["reason"]
+    assert "all 3 trials failed" in bus.of("TrainingJobFailed")[-1]["reason"]
     assert registry_keys(s3) == []
 
 
@@ -379,7 +374,7 @@ def test_a_tuning_job_without_a_completed_trial_alerts_and_publishes_nothing(
     with tuning_stub(sm, name, best=None, summaries=summaries):
         res = conversion.handle_event(tuning_event(name), deps)
     assert (res.outcome, res.job) == ("training_failed", JOB)
-    detail = bus.last("TrainingJobFailed")
+    detail = bus.of("TrainingJobFailed")[-1]
     assert detail["reason"].startswith("all 2 trials failed: trial 0: AlgorithmError: out of memory")
     assert detail["job"] == JOB and detail["version"] is None
     assert registry_keys(s3) == []
@@ -394,7 +389,7 @@ def test_a_failed_tuning_job_alerts_with_its_reason(s3: Any, deps: conversion.De
     with tuning_stub(sm, name, best=None, status="Failed"):
         res = conversion.handle_event(tuning_event(name, "Failed"), deps)
     assert res.outcome == "training_failed"
-    assert bus.last("TrainingJobFailed")["reason"] == "ResourceLimitExceeded: ml.g5.2xlarge quota"
+    assert bus.of("TrainingJobFailed")[-1]["reason"] == "ResourceLimitExceeded: ml.g5.2xlarge quota"
     assert registry_keys(s3) == []
 
 
@@ -501,7 +496,7 @@ def test_a_batch_search_whose_children_all_failed_alerts_and_publishes_nothing(
     res = conversion.handle_event(batch_event(size=3), deps)
 
     assert res.outcome == "training_failed"
-    assert bus.last("TrainingJobFailed")["reason"] == (
+    assert bus.of("TrainingJobFailed")[-1]["reason"] == (
         "all 3 trials failed: trial 0: E0; trial 1: E1; trial 2: the child job left no trial record"
     )
     assert registry_keys(s3) == []

@@ -14,21 +14,22 @@ from urllib.parse import quote_plus
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 from modelops import aws
 from modelops.compute import JobRequest, StartedJob
 from modelops.domain.errors import BackendError
 from modelops.domain.spec import parse_spec
+from modelops.stages import train_trigger
 from modelops.stages.train_trigger import (
+    Settings,
     TrainTrigger,
-    TrainTriggerSettings,
-    build,
+    assemble,
     job_name,
     parse_record,
-    quarantine_prefix,
     spec_sha256,
 )
+from modelops.storage.keys import quarantine_prefix
+from tests.fakes import FakeContext
 
 EVENT = json.loads((Path(__file__).parents[1] / "events" / "s3_dataset_put.json").read_text())
 ROLE = "arn:aws:iam::123456789012:role/modelops-training"
@@ -49,7 +50,7 @@ class Stack:
     sm: Any
     sqs: Any
     queue_url: str
-    settings: TrainTriggerSettings
+    settings: Settings
     seen_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def put(self, key: str, body: bytes, bucket: str = "data") -> dict[str, Any]:
@@ -73,10 +74,7 @@ class Stack:
         if not persistence:
             overrides["idempotency_table"] = ""
         settings = self.settings.model_copy(update=overrides)
-        store = None
-        if persistence:
-            store = DynamoDBPersistenceLayer(table_name="idempotency", boto3_client=boto3.client("dynamodb"))
-        return build(settings, lambda service: boto3.client(service, region_name="us-east-1"), store)
+        return assemble(settings, lambda service: boto3.client(service, region_name="us-east-1"))
 
     def events(self) -> list[tuple[str, dict[str, Any]]]:
         while True:
@@ -122,7 +120,7 @@ def stack(moto: None) -> Iterator[Stack]:
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    settings = TrainTriggerSettings(
+    settings = Settings(
         registry_bucket="registry",
         training_role_arn=ROLE,
         training_image_uri=IMAGE,
@@ -466,17 +464,6 @@ def test_one_failing_record_does_not_block_the_others(stack: Stack) -> None:
 
 
 # ---------------------------------------------------------------------------- the handler
-class FakeContext:
-    function_name = "train_trigger"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:train_trigger"
-    aws_request_id = "11111111-2222-3333-4444-555555555555"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 def test_handler_end_to_end_with_template_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {
         "REGISTRY_BUCKET": "registry",
@@ -494,7 +481,7 @@ def test_handler_end_to_end_with_template_environment(stack: Stack, monkeypatch:
         monkeypatch.setenv(name, value)
     from functions.train_trigger import app
 
-    app.stage.cache_clear()
+    train_trigger.build.cache_clear()
     aws.clear_cache()
     stack.put_spec(SPEC)
     event = {
@@ -507,7 +494,7 @@ def test_handler_end_to_end_with_template_environment(stack: Stack, monkeypatch:
         out = app.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
         again = app.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
     finally:
-        app.stage.cache_clear()
+        train_trigger.build.cache_clear()
     assert [r["status"] for r in out["results"]] == ["started", "rejected"]
     assert again == out
     [job] = stack.jobs()
@@ -522,7 +509,9 @@ def test_local_training_url_sends_every_job_to_the_twin(stack: Stack) -> None:
     stack.put_spec({**SPEC, "training": {"backend": "batch"}})
     record = stack.put("datasets/demo/train.csv", good_csv())
     with FakeTwin([(200, {"TrainingJobArn": "arn:local"})]) as twin:
-        [res] = stack.trigger(local_training_url=twin.url).handle_event({"Records": [record]})["results"]
+        [res] = stack.trigger(modelops_local_training_url=twin.url).handle_event({"Records": [record]})[
+            "results"
+        ]
     assert res["status"] == "started" and res["backend"] == "local"
     [(path, body)] = twin.requests
     assert path == "/training-jobs" and body["TrainingJobName"] == res["job"]

@@ -21,9 +21,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from modelops.compute import JobRequest, source_bundle
+from modelops.domain.metrics import auc_binary, classification_metrics, regression_metrics
 from modelops.domain.spec import ModelSpec, parse_spec
-from modelops.ml.trainer import auc_binary, classification_metrics, read_hyperparameters, regression_metrics
+from modelops.ml.job import read_hyperparameters
 from modelops.stages.train_trigger import canonical_spec_json
+from modelops.storage import keys
 
 CONTRACT_FILES = {
     "saved_model",
@@ -69,6 +71,9 @@ def hyperparameters(spec: ModelSpec, data: bytes, key: str = "datasets/demo/trai
         dataset_sha256=hashlib.sha256(data).hexdigest(),
         rows=0,
         registry_bucket="registry",
+        output_prefix=keys.staging_model_prefix("demo"),
+        artifact_key=keys.output_artifact(keys.staging_prefix("demo", "modelops-demo-0123456789ab")),
+        trials_prefix=keys.trials_prefix("demo", "modelops-demo-0123456789ab"),
     ).hyperparameters()
 
 

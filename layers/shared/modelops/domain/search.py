@@ -56,6 +56,12 @@ def direction(spec: ModelSpec) -> str:
     return "minimize" if LOWER_IS_BETTER[spec.metric] else "maximize"
 
 
+def seed(spec: ModelSpec) -> int:
+    """The search's seed: ``training.search.seed``, else ``training.seed``."""
+    search = spec.training.search
+    return search.seed if search is not None and search.seed is not None else spec.training.seed
+
+
 def tuning_job_name(job: str, prefix: str) -> str:
     """``{prefix}-{sha256(job)}`` cut to SageMaker's 32 characters: deterministic per job, and under the
     ``{JobPrefix}-`` names the template's IAM policies and EventBridge rules cover."""
@@ -65,11 +71,6 @@ def tuning_job_name(job: str, prefix: str) -> str:
     if room < 8:
         raise ValueError(f"job prefix {prefix!r} leaves no room for a tuning job name")
     return f"{prefix}-{hashlib.sha256(job.encode()).hexdigest()[: min(room, 16)]}"
-
-
-def batch_trial_prefix(staging_prefix: str, index: int) -> str:
-    """Where Batch array child ``index`` leaves its trial (``trial.json``, ``output/model.tar.gz``)."""
-    return f"{staging_prefix}trials/{index:03d}/"
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -215,7 +216,7 @@ def summary(
         "direction": "minimize" if minimize else "maximize",
         "max_trials": search.max_trials,
         "max_parallel": search.max_parallel,
-        "seed": search.seed if search.seed is not None else spec.training.seed,
+        "seed": seed(spec),
         "best_trial": int(best["number"]) if best is not None else None,
         "best_value": float(best["value"]) if best is not None else None,
         "counts": counts(trials),

@@ -39,8 +39,9 @@ from typing import Any
 from modelops.domain import search as searching
 from modelops.domain.errors import SearchFailedError, TrialPrunedError
 from modelops.domain.spec import ModelSpec, SearchSpec, parse_spec
+from modelops.ml import trainer
+from modelops.ml.trainer import Log, print_line
 
-Log = Callable[[str], None]
 Report = Callable[[int, float], bool]
 """``report(epoch, objective)`` -> True when the trial should stop (pruned)."""
 
@@ -48,10 +49,6 @@ MEDIAN_STARTUP_TRIALS = 2
 """Completed trials before the median pruner may stop one."""
 MEDIAN_WARMUP_EPOCHS = 3
 """Epochs every trial runs before it may be pruned (at least; a quarter of the epochs when more)."""
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------- the space
@@ -146,13 +143,11 @@ Runner = Callable[[TrialTask, Report, Log], Mapping[str, Any]]
 
 def train_trial(task: TrialTask, report: Report, log: Log) -> dict[str, Any]:
     """The real runner: ``modelops.ml.trainer.train`` with a :class:`~modelops.ml.trainer.TrialHook`."""
-    from modelops.ml.trainer import TrialHook, train
-
     if task.threads:
         _limit_threads(task.threads)
-    hook = TrialHook(metric=task.metric, report=report)
+    hook = trainer.TrialHook(metric=task.metric, report=report)
     try:
-        train(
+        trainer.train(
             task.data_path,
             parse_spec(task.spec_json),
             task.trial_dir,
@@ -262,7 +257,7 @@ def _journal(path: str) -> Any:
     return JournalStorage(JournalFileBackend(path))
 
 
-def _prefixed(number: int, log: Log = _print) -> Log:
+def _prefixed(number: int, log: Log = print_line) -> Log:
     return lambda line: log(f"trial {number}: {line}")
 
 
@@ -280,7 +275,7 @@ def run_search(
     hyperparameters: Mapping[str, str] | None = None,
     output_data_dir: str | Path | None = None,
     mixed_precision: bool = False,
-    log: Log = _print,
+    log: Log = print_line,
     runner: Runner | None = None,
     cpus: int | None = None,
     work_dir: str | Path | None = None,
@@ -294,18 +289,16 @@ def run_search(
     completed)."""
     import optuna
 
-    from modelops.ml.trainer import check_dataset
-
     search = spec.training.search
     assert search is not None, "run_search needs training.search"
     runner = runner or train_trial
     started = time.time()
     hps = dict(hyperparameters or {})
     data_path, model_dir = Path(data_path), Path(model_dir)
-    check_dataset(data_path, spec, hps)  # bad data fails the job before any trial
+    trainer.check_dataset(data_path, spec, hps)  # bad data fails the job before any trial
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     parallel = workers_for(search, cpus)
-    seed = search.seed if search.seed is not None else spec.training.seed
+    seed = searching.seed(spec)
     max_epochs = search.epochs.max if search.epochs is not None else spec.training.epochs
     minimize = searching.direction(spec) == "minimize"
     dists = distributions(search)
@@ -390,13 +383,13 @@ def run_search(
     record = json.loads(record_path.read_text())
     record["search"] = {k: v for k, v in doc.items() if k != "trials"}
     record["duration_s"] = doc["duration_s"]
-    _write_json(record_path, record)
-    _write_json(model_dir / searching.TRIALS_FILE, doc)
+    trainer.write_json(record_path, record)
+    trainer.write_json(model_dir / searching.TRIALS_FILE, doc)
     if output_data_dir is not None:
         out = Path(output_data_dir)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_dir / "metrics.json", out / "metrics.json")
-        _write_json(out / searching.TRIALS_FILE, doc)
+        trainer.write_json(out / searching.TRIALS_FILE, doc)
     metrics = json.loads((model_dir / "metrics.json").read_text())
     for name, value in sorted(metrics.items()):
         if not name.startswith("n_") and isinstance(value, int | float):
@@ -474,7 +467,3 @@ def _run_pool(
                 finish(trial, doc)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _write_json(path: Path, doc: Any) -> None:
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False))

@@ -1,10 +1,11 @@
-"""The training job's work: read the CSV, train a Keras model, evaluate it, write the model dir.
+"""The trainer: fit a Keras model on a validated CSV, evaluate it, export the model dir.
 
-One code path for every backend (SageMaker, Batch, the local twin): :func:`run_sagemaker` reads the
-SageMaker training-container contract (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``,
-hyperparameters from ``/opt/ml/input/config/hyperparameters.json`` or ``SM_HPS``) and calls
-:func:`train`. What lands in the model dir is listed in docs/contracts.md ("Jobs"); the choices
-(split, early stopping, imputation, metrics) are in docs/training.md.
+:func:`train` is the one fitting code path of every backend and every search trial: it checks the
+dataset (:func:`check_dataset`), splits it, fits, measures the held-out metrics and writes the model
+dir (``saved_model/``, ``metrics.json``, ``schema.json``, ``baseline.json``, ``heldout.npz``,
+``training_record.json``: docs/contracts.md "Jobs"; the choices of split, early stopping, imputation
+and metrics are in docs/training.md). A :class:`TrialHook` makes one run a search trial. The training
+container's contract (environment, hyperparameters, failure file) is :mod:`modelops.ml.job`.
 
 Kept Python 3.10 compatible: the AWS TensorFlow training image runs 3.10.
 """
@@ -14,13 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
-import signal
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,55 +28,23 @@ import numpy as np
 from modelops.domain import search as searching
 from modelops.domain.baseline import compute_baseline
 from modelops.domain.dataset import Limits, LoadedDataset, load_csv, split_sizes
-from modelops.domain.errors import (
-    DatasetRejectedError,
-    ModelOpsError,
-    SpecError,
-    TrainingError,
-    TrialPrunedError,
-)
-from modelops.domain.metrics import auc_binary, auc_macro
-from modelops.domain.spec import ModelSpec, parse_spec
+from modelops.domain.errors import DatasetRejectedError, TrialPrunedError
+from modelops.domain.metrics import classification_metrics, regression_metrics, score
+from modelops.domain.spec import ModelSpec
 
 EARLY_STOP_SHARE = 0.15
 """Share of the training rows held back to decide early stopping (the held-out split is never seen)."""
 MIN_ROWS_FOR_EARLY_STOP_SPLIT = 10
-EPS = 1e-7
-HYPERPARAMETERS_FILE = "/opt/ml/input/config/hyperparameters.json"
-REQUIRED_HYPERPARAMETERS = ("model", "job", "spec")
 
 Log = Callable[[str], None]
+"""Where a job's output lines go (stdout by default: SageMaker's MetricDefinitions parse it)."""
 
 
-def _print(line: str) -> None:
+def print_line(line: str) -> None:
     print(line, flush=True)
 
 
-# ---------------------------------------------------------------------------- metrics (numpy only)
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    y = np.asarray(y, dtype=np.float64).ravel()
-    err = np.asarray(pred, dtype=np.float64).ravel() - y
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else 0.0
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "r2": r2}
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float | None]:
-    """``proba``: P(class 1) in one column (binary) or one column per class."""
-    y = np.asarray(y).astype(np.int64).ravel()
-    p = np.asarray(proba, dtype=np.float64).reshape(len(y), -1)
-    if p.shape[1] == 1:
-        p1 = np.clip(p[:, 0], EPS, 1 - EPS)
-        pred = (p[:, 0] >= 0.5).astype(np.int64)
-        log_loss = -float(np.mean(y * np.log(p1) + (1 - y) * np.log(1 - p1)))
-        auc = auc_binary(y == 1, p[:, 0])
-    else:
-        pred = np.argmax(p, axis=1)
-        log_loss = -float(np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
-        auc = auc_macro(y, p)
-    return {"accuracy": float(np.mean(pred == y)), "auc": auc, "log_loss": log_loss}
-
-
+# ---------------------------------------------------------------------------- metrics
 def constant_baseline(
     spec: ModelSpec, y_train: np.ndarray, y_val: np.ndarray, n_classes: int
 ) -> dict[str, Any]:
@@ -198,10 +163,7 @@ class TrialHook:
 
 def objective_value(spec: ModelSpec, metric: str, y: np.ndarray, out: np.ndarray) -> float:
     """The promotion metric of model outputs ``out`` against ``y`` (nan when undefined, e.g. AUC of one class)."""
-    if spec.task == "regression":
-        value: float | None = regression_metrics(y, out[:, 0])[metric]
-    else:
-        value = classification_metrics(y, out).get(metric)
+    value = score(spec.task, metric, y, out)
     return float(value) if value is not None else math.nan
 
 
@@ -229,7 +191,7 @@ def _trial_callback(hook: TrialHook, spec: ModelSpec, x: np.ndarray, y: np.ndarr
     return TrialReport()
 
 
-# ---------------------------------------------------------------------------- the job
+# ---------------------------------------------------------------------------- the run
 def check_dataset(data_path: Path, spec: ModelSpec, hps: Mapping[str, str]) -> tuple[str, LoadedDataset]:
     """The file's SHA-256 (checked against ``dataset_sha256``) and the validated table.
 
@@ -261,7 +223,7 @@ def train(
     hyperparameters: Mapping[str, str] | None = None,
     output_data_dir: str | Path | None = None,
     mixed_precision: bool = False,
-    log: Log = _print,
+    log: Log = print_line,
     trial: TrialHook | None = None,
     record_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -413,260 +375,18 @@ def train(
     if objective is not None:
         record["objective"] = objective
     record.update(record_extra or {})
-    _write_json(model_dir / "metrics.json", metrics)
-    _write_json(model_dir / "schema.json", schema)
-    _write_json(model_dir / "baseline.json", baseline)
-    _write_json(model_dir / "training_record.json", record)
+    write_json(model_dir / "metrics.json", metrics)
+    write_json(model_dir / "schema.json", schema)
+    write_json(model_dir / "baseline.json", baseline)
+    write_json(model_dir / "training_record.json", record)
     if output_data_dir is not None:
         Path(output_data_dir).mkdir(parents=True, exist_ok=True)
-        _write_json(Path(output_data_dir) / "metrics.json", metrics)
+        write_json(Path(output_data_dir) / "metrics.json", metrics)
     log(
         f"trained {spec.task} model on {len(train_idx)} rows in {record['duration_s']}s ({epochs_run} epochs, {device['device']})"
     )
     return metrics
 
 
-def _write_json(path: Path, doc: Any) -> None:
+def write_json(path: Path, doc: Any) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False))
-
-
-# ---------------------------------------------------------------------------- the container contract
-def read_hyperparameters(env: Mapping[str, str]) -> dict[str, str]:
-    """Hyperparameters as strings: the SageMaker config file (exact strings) when present, else ``SM_HPS``.
-
-    The SageMaker training toolkit JSON-decodes values for ``SM_HPS``, so a value may arrive as an
-    object (the spec) or a number; both are turned back into the strings they were sent as.
-    """
-    config_dir = env.get("SM_INPUT_CONFIG_DIR")
-    path = Path(config_dir) / "hyperparameters.json" if config_dir else Path(HYPERPARAMETERS_FILE)
-    raw: Any = None
-    if path.is_file():
-        raw = json.loads(path.read_text())
-    elif env.get("SM_HPS"):
-        raw = json.loads(env["SM_HPS"])
-    if not isinstance(raw, dict):
-        raise TrainingError(f"no hyperparameters: neither {path} nor SM_HPS holds a JSON object")
-    out: dict[str, str] = {}
-    for k, v in raw.items():
-        out[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
-    missing = [k for k in REQUIRED_HYPERPARAMETERS if not out.get(k)]
-    if missing:
-        raise TrainingError(f"hyperparameters lack {', '.join(missing)}")
-    return out
-
-
-def find_dataset(channel: Path, dataset_uri: str = "") -> Path:
-    """The CSV in the ``train`` channel: the file named like the dataset's key, or the only file."""
-    if not channel.is_dir():
-        raise TrainingError(f"the train channel {channel} does not exist")
-    files = sorted(p for p in channel.rglob("*") if p.is_file())
-    name = dataset_uri.rsplit("/", 1)[-1] if dataset_uri else ""
-    named = [p for p in files if name and p.name == name]
-    if len(named) == 1:
-        return named[0]
-    if len(files) == 1:
-        return files[0]
-    raise TrainingError(
-        f"the train channel holds {len(files)} files and none is unambiguously {name or 'the dataset'!r}"
-    )
-
-
-def write_failure(output_data_dir: Path, message: str) -> Path | None:
-    """SageMaker's ``/opt/ml/output/failure`` (``SM_OUTPUT_DATA_DIR/../failure``); its first 1 KiB is
-    the job's FailureReason."""
-    path = output_data_dir.parent / "failure"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message[:4096])
-    except OSError:
-        return None
-    return path
-
-
-def run_sagemaker(env: Mapping[str, str] | None = None, log: Log = _print) -> int:
-    """Run one job under the SageMaker training-container contract. Exit status: 0 done, 2 bad input
-    (dataset, spec, hyperparameters), 1 anything else; on failure the reason goes to stderr and to
-    the failure file.
-
-    With ``training.search`` in the spec the job is a search (docs/training.md "Search"): the whole
-    search in this job (no ``search_mode`` hyperparameter: local twin, single Batch job), one trial of a
-    SageMaker tuning job (``search_mode=tuning``: the tuned values come as hyperparameters), or one
-    child of a Batch array job (``search_mode=array``: trial ``AWS_BATCH_JOB_ARRAY_INDEX``)."""
-    env = os.environ if env is None else env
-    channel = Path(env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
-    model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
-    output_data = Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
-    mixed = env.get("MODELOPS_MIXED_PRECISION", "") in ("1", "true", "True")
-    try:
-        hps = read_hyperparameters(env)
-        spec = parse_spec(hps["spec"])
-        data_path = find_dataset(channel, hps.get("dataset_uri", ""))
-        mode = hps.get(searching.SEARCH_MODE_HP, "")
-        log(f"training {hps.get('model')} job {hps.get('job')} on {data_path.name}")
-        if spec.training.search is None:
-            if mode:
-                raise TrainingError(
-                    f"{searching.SEARCH_MODE_HP}={mode!r} but the spec has no training.search"
-                )
-            train(
-                data_path,
-                spec,
-                model_dir,
-                hyperparameters=hps,
-                output_data_dir=output_data,
-                mixed_precision=mixed,
-                log=log,
-            )
-        elif mode == "":
-            from modelops.ml.search import run_search  # Optuna: only for a search run inside this job
-
-            run_search(
-                data_path,
-                spec,
-                model_dir,
-                hyperparameters=hps,
-                output_data_dir=output_data,
-                mixed_precision=mixed,
-                log=log,
-            )
-        elif mode == "tuning":
-            run_tuning_trial(data_path, spec, model_dir, hps, output_data, env, mixed=mixed, log=log)
-        elif mode == "array":
-            run_array_trial(data_path, spec, model_dir, hps, output_data, env, mixed=mixed, log=log)
-        else:
-            raise TrainingError(f"unknown {searching.SEARCH_MODE_HP} {mode[:40]!r} (tuning or array)")
-        return 0
-    except (DatasetRejectedError, SpecError, TrainingError) as exc:
-        message = f"{exc.code}: {exc}"
-        status = 2
-    except ModelOpsError as exc:
-        message = f"{exc.code}: {exc}"
-        status = 1
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        message = f"training failed ({type(exc).__name__}): {exc}"
-        status = 1
-    print(f"training failed: {message}", file=sys.stderr, flush=True)
-    write_failure(output_data, message)
-    return status
-
-
-def _on_sigterm(event: threading.Event) -> Callable[[], None]:
-    """Set ``event`` on SIGTERM (SageMaker's stop: early stopping, Hyperband, StopTrainingJob) so the
-    trial ends at the next epoch's end and still writes its model; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
-
-    def undo() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return undo
-
-
-def run_tuning_trial(
-    data_path: Path,
-    spec: ModelSpec,
-    model_dir: Path,
-    hps: Mapping[str, str],
-    output_data: Path,
-    env: Mapping[str, str],
-    *,
-    mixed: bool = False,
-    log: Log = _print,
-) -> dict[str, Any]:
-    """One training job of a SageMaker tuning job: the tuned values arrive as hyperparameters; the
-    objective is printed once per epoch (for SageMaker's early stopping / Hyperband) and once at the end."""
-    assert spec.training.search is not None
-    params = searching.params_from_hyperparameters(hps, spec.training.search)
-    log("trial " + " ".join(f"{k}={v}" for k, v in searching.hyperparameter_strings(params).items()))
-    hook = TrialHook(metric=spec.metric, log_each_epoch=True, stop=threading.Event())
-    undo = _on_sigterm(hook.stop) if hook.stop is not None else (lambda: None)
-    try:
-        metrics = train(
-            data_path,
-            searching.apply_params(spec, params),
-            model_dir,
-            hyperparameters=hps,
-            output_data_dir=output_data,
-            mixed_precision=mixed,
-            log=log,
-            trial=hook,
-            record_extra={
-                "trial": {"mode": "tuning", "params": params, "training_job": env.get("TRAINING_JOB_NAME")}
-            },
-        )
-    finally:
-        undo()
-    if hook.final is None or not math.isfinite(hook.final):
-        raise TrainingError(f"the trial's objective {spec.metric} is not finite (training diverged)")
-    return metrics
-
-
-def run_array_trial(
-    data_path: Path,
-    spec: ModelSpec,
-    model_dir: Path,
-    hps: Mapping[str, str],
-    output_data: Path,
-    env: Mapping[str, str],
-    *,
-    mixed: bool = False,
-    log: Log = _print,
-) -> dict[str, Any]:
-    """One child of a Batch array job: trial ``AWS_BATCH_JOB_ARRAY_INDEX`` with the parameters the seeded
-    random sampler gives that index (the same as trial ``index`` of an in-job random search).
-
-    Writes ``trial.json`` to ``output_data`` whether the trial completes or fails: a failed trial is a
-    record, not a failed job. Bad data or hyperparameters still fail the job (raised before training)."""
-    search = spec.training.search
-    assert search is not None
-    raw = env.get("AWS_BATCH_JOB_ARRAY_INDEX", "")
-    if not raw.isdigit() or int(raw) >= search.max_trials:
-        raise TrainingError(
-            f"AWS_BATCH_JOB_ARRAY_INDEX {raw[:20]!r} is not a trial index below {search.max_trials}"
-        )
-    index = int(raw)
-    check_dataset(data_path, spec, hps)
-    from modelops.ml.search import sample_params  # Optuna
-
-    seed = search.seed if search.seed is not None else spec.training.seed
-    params = sample_params(search, seed, index)
-    log(f"trial {index} " + " ".join(f"{k}={v}" for k, v in searching.hyperparameter_strings(params).items()))
-    hook = TrialHook(metric=spec.metric, log_each_epoch=True)
-    started = time.time()
-    try:
-        train(
-            data_path,
-            searching.apply_params(spec, params),
-            model_dir,
-            hyperparameters=hps,
-            output_data_dir=output_data,
-            mixed_precision=mixed,
-            log=log,
-            trial=hook,
-            record_extra={"trial": {"mode": "array", "number": index, "params": params}},
-        )
-        if hook.final is None or not math.isfinite(hook.final):
-            raise TrainingError(f"the objective {spec.metric} is not finite (training diverged)")
-        doc = searching.trial_doc(
-            index,
-            params,
-            "complete",
-            value=hook.final,
-            epochs_run=hook.epochs_run,
-            duration_s=time.time() - started,
-        )
-    except Exception as exc:  # noqa: BLE001 - a failed trial is recorded; the search goes on
-        log(f"trial {index} failed: {searching.short_error(exc)}")
-        doc = searching.trial_doc(
-            index,
-            params,
-            "failed",
-            epochs_run=hook.epochs_run or None,
-            duration_s=time.time() - started,
-            error=searching.short_error(exc),
-        )
-    output_data.mkdir(parents=True, exist_ok=True)
-    _write_json(output_data / searching.TRIAL_FILE, doc)
-    return doc

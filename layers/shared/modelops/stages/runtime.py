@@ -45,6 +45,7 @@ def idempotent[F: Callable[..., Any]](
     expires_after_seconds: int,
     data_keyword_argument: str = "event",
     raise_on_no_idempotency_key: bool = False,
+    key_prefix: str | None = None,
 ) -> tuple[F, Any]:
     """``fn`` wrapped by Powertools' ``idempotent_function`` on ``table``; returns it with its config
     (call ``config.register_lambda_context(context)`` in the handler so in-progress records expire
@@ -62,7 +63,10 @@ def idempotent[F: Callable[..., Any]](
     )
     store = DynamoDBPersistenceLayer(table_name=table, boto3_client=dynamodb)
     wrapped = idempotent_function(
-        data_keyword_argument=data_keyword_argument, config=config, persistence_store=store
+        data_keyword_argument=data_keyword_argument,
+        config=config,
+        persistence_store=store,
+        key_prefix=key_prefix,
     )(fn)
     return wrapped, config
 

@@ -8,18 +8,20 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
 3. Rejected: the object is copied to ``quarantine/{model}/{rest of key}/{version}/`` beside a
    ``reason.json``, the original is left alone, and a ``DatasetRejected`` event goes out. No job.
 4. Accepted: the job name is derived from the dataset's and the spec's SHA-256 (``job_name``), the job
-   record ``jobs/{job}.json`` is created (create-only) in the registry bucket, the backend starts the
-   job, a ``TrainingJobStarted`` event goes out, and ``jobs/{job}.started.json`` marks it done.
+   record ``jobs/{job}.json`` is created (create-only) in the registry bucket, the backend
+   (``modelops.compute``) starts the job, a ``TrainingJobStarted`` event goes out, and
+   ``jobs/{job}.started.json`` marks it done.
 
-Idempotency, three layers deep: Powertools Idempotency (DynamoDB) keyed by bucket/key/version id
-(plus ETag, so an unversioned bucket still works) answers a replayed record from its cache; a record
-that gets past it (expired, or the same bytes under another key) finds the job record and the
-started marker and stops ("duplicate"); and the backends treat "that name is taken" as started.
-Failures that retrying may fix raise, so Lambda's retries and then the DLQ keep the event.
+Idempotency, three layers deep: Powertools Idempotency (DynamoDB, applied in :func:`assemble`) keyed by
+bucket/key/version id (plus ETag, so an unversioned bucket still works) answers a replayed record from
+its cache; a record that gets past it (expired, or the same bytes under another key) finds the job
+record and the started marker and stops ("duplicate"); and the backends treat "that name is taken" as
+started. Failures that retrying may fix raise, so Lambda's retries and then the DLQ keep the event.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,15 +31,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    BasePersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from modelops import aws
 from modelops.compute import (
     HYPERPARAMETER_MAX_CHARS,
     BatchBackend,
@@ -56,18 +52,16 @@ from modelops.domain.errors import (
     SpecMissingError,
 )
 from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, parse_spec
+from modelops.stages.runtime import StageSettings, idempotent, logger
+from modelops.storage.datasets import DatasetStore
 from modelops.storage.events import EventBus
+from modelops.storage.jobs import JobStore
+from modelops.storage.s3 import ObjectStore
 
-logger = Logger(child=True)
-
-DATASETS_PREFIX = "datasets/"
-QUARANTINE_PREFIX = "quarantine/"
-SPEC_FILE = "model.json"
 MAX_SPEC_BYTES = 256 * 1024
 IDEMPOTENCY_KEY = "[s3.bucket.name, s3.object.key, s3.object.versionId, s3.object.eTag]"
+IDEMPOTENCY_KEY_PREFIX = "modelops-train-trigger"
 JOB_PREFIX_RE = r"^[a-z][a-z0-9-]{1,20}$"
-_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
-_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 # ---------------------------------------------------------------------------- names
@@ -95,22 +89,13 @@ def job_name(model: str, dataset_sha256: str, spec_sha256: str, prefix: str = "m
     return f"{prefix}-{model[:room].rstrip('-')}-{digest}"
 
 
-def quarantine_prefix(key: str, version_id: str | None, etag: str | None) -> str:
-    """``quarantine/{model}/{rest of the key}/{version id}/`` for ``datasets/{model}/{rest}``."""
-    rest = key[len(DATASETS_PREFIX) :] if key.startswith(DATASETS_PREFIX) else key
-    version = version_id or (f"etag-{etag}" if etag else "null")
-    return f"{QUARANTINE_PREFIX}{rest}/{version}/"
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ---------------------------------------------------------------------------- settings
-class TrainTriggerSettings(BaseModel):
-    """train_trigger's configuration (template.yaml sets these variables); see ``from_env``."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class Settings(StageSettings):
+    """train_trigger's environment (template.yaml sets these variables)."""
 
     registry_bucket: str = Field(min_length=3)
     job_prefix: str = Field(default="modelops", pattern=JOB_PREFIX_RE)
@@ -120,21 +105,20 @@ class TrainTriggerSettings(BaseModel):
     training_image_uri: str = ""
     batch_job_queue: str = ""
     batch_job_definition: str = ""
-    local_training_url: str = ""
-    """``MODELOPS_LOCAL_TRAINING_URL``: when set (the local twin), every job goes to the twin."""
-    aws_region: str = "us-east-1"
+    modelops_local_training_url: str = ""
+    """When set (the local twin), every job goes to the twin's training service."""
+    aws_region: str = ""
+    aws_default_region: str = ""
     event_bus_name: str = "default"
     max_dataset_rows: int = Field(default=5_000_000, ge=1)
     max_dataset_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     max_missing_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     max_duplicate_rate: float = Field(default=0.5, ge=0.0, le=1.0)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TrainTriggerSettings:
-        data: dict[str, Any] = {k.lower(): v for k, v in env.items()}
-        data["local_training_url"] = env.get("MODELOPS_LOCAL_TRAINING_URL", "")
-        data["aws_region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return cls.model_validate(data)
+    @property
+    def region(self) -> str:
+        """``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else us-east-1."""
+        return self.aws_region or self.aws_default_region or "us-east-1"
 
     def limits(self) -> Limits:
         return Limits(
@@ -146,14 +130,15 @@ class TrainTriggerSettings(BaseModel):
 
 
 def make_backend_factory(
-    settings: TrainTriggerSettings, client: Callable[[str], Any]
+    settings: Settings, client: Callable[[str], Any], jobs: JobStore
 ) -> Callable[[str], TrainingBackend]:
-    """Backends by spec name, built on first use. With a local training URL every name maps to the twin."""
+    """Backends by spec name, built on first use. With a local training URL every name maps to the twin.
+    A SageMaker job on the AWS TensorFlow image gets the trainer uploaded through ``jobs``."""
     cache: dict[str, TrainingBackend] = {}
 
     def build(name: str) -> TrainingBackend:
-        if settings.local_training_url:
-            return LocalBackend(settings.local_training_url, role_arn=settings.training_role_arn)
+        if settings.modelops_local_training_url:
+            return LocalBackend(settings.modelops_local_training_url, role_arn=settings.training_role_arn)
         if name == "sagemaker":
             if not settings.training_role_arn:
                 raise BackendNotConfiguredError(
@@ -162,10 +147,9 @@ def make_backend_factory(
             return SageMakerBackend(
                 client("sagemaker"),
                 role_arn=settings.training_role_arn,
-                region=settings.aws_region,
+                region=settings.region,
                 image_uri=settings.training_image_uri,
-                s3=client("s3"),
-                code_bucket=settings.registry_bucket,
+                sources=jobs,
             )
         if name == "batch":
             if not settings.batch_job_queue or not settings.batch_job_definition:
@@ -182,7 +166,7 @@ def make_backend_factory(
         )
 
     def factory(name: str) -> TrainingBackend:
-        key = "local" if settings.local_training_url else name
+        key = "local" if settings.modelops_local_training_url else name
         if key not in cache:
             cache[key] = build(name)
         return cache[key]
@@ -230,47 +214,31 @@ def parse_record(record: Any) -> S3Object | None:
     )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) or str(
-        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
-    )
-
-
 # ---------------------------------------------------------------------------- the stage
 class TrainTrigger:
-    """The train_trigger domain. Takes its clients (and the backends) as arguments."""
+    """The train_trigger stage. Takes its stores, event bus and backends as arguments; ``process`` is
+    what ``handle_event`` runs per record (:meth:`process_record`, made idempotent by :func:`assemble`)."""
 
     def __init__(
         self,
         *,
-        s3: Any,
+        datasets: DatasetStore,
+        jobs: JobStore,
         bus: EventBus,
-        settings: TrainTriggerSettings,
+        settings: Settings,
         backends: Callable[[str], TrainingBackend],
-        persistence: BasePersistenceLayer | None = None,
         clock: Callable[[], str] = _now,
     ):
-        self.s3 = s3
+        self.datasets = datasets
+        self.jobs = jobs
         self.bus = bus
         self.settings = settings
         self.backends = backends
         self.limits = settings.limits()
         self.clock = clock
-        self.idempotency: IdempotencyConfig | None = None
-        self._process: Callable[..., dict[str, Any]] = self.process_record
-        if persistence is not None:
-            self.idempotency = IdempotencyConfig(
-                event_key_jmespath=IDEMPOTENCY_KEY,
-                raise_on_no_idempotency_key=True,
-                expires_after_seconds=settings.idempotency_ttl_seconds,
-            )
-            self._process = idempotent_function(
-                self.process_record,
-                data_keyword_argument="record",
-                persistence_store=persistence,
-                config=self.idempotency,
-                key_prefix="modelops-train-trigger",
-            )
+        self.process: Callable[..., dict[str, Any]] = self.process_record
+        self.idempotency: Any = None
+        """Powertools' IdempotencyConfig when ``process`` is idempotent (the Lambda context is registered on it)."""
 
     # ------------------------------------------------------------------ entry points
     def handle_event(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -283,7 +251,7 @@ class TrainTrigger:
         errors: list[Exception] = []
         for record in records if isinstance(records, list) else []:
             try:
-                results.append(self._process(record=record))
+                results.append(self.process(record=record))
             except Exception as exc:
                 logger.exception("record failed; it will be retried", extra={"record": _brief(record)})
                 errors.append(exc)
@@ -297,14 +265,13 @@ class TrainTrigger:
             return {"status": "ignored", "reason": "not an S3 object record"}
         if obj.event_name and not obj.event_name.startswith("ObjectCreated"):
             return {"status": "ignored", "reason": f"event {obj.event_name[:60]}", "key": obj.key}
-        if not obj.key.startswith(DATASETS_PREFIX) or not obj.key.endswith(".csv"):
+        if not self.datasets.is_dataset(obj.key):
             return {"status": "ignored", "reason": "not a datasets/{model}/*.csv object", "key": obj.key}
-        parts = obj.key.split("/")
-        model = parts[1] if len(parts) >= 3 else ""
+        model = self.datasets.model_of(obj.key)
         if not model or not MODEL_NAME_RE.match(model):
             return self._reject(
                 obj,
-                model or None,
+                model,
                 "bad_key",
                 "datasets must be uploaded as datasets/{model}/NAME.csv with a model name of "
                 f"lower-case letters, digits and dashes (got {obj.key[:120]!r})",
@@ -325,17 +292,10 @@ class TrainTrigger:
 
     # ------------------------------------------------------------------ steps
     def _load_spec(self, bucket: str, model: str) -> ModelSpec:
-        key = f"{DATASETS_PREFIX}{model}/{SPEC_FILE}"
-        try:
-            obj = self.s3.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise SpecMissingError(
-                    f"no model spec: upload {key} before the dataset (docs/training.md)"
-                ) from exc
-            raise
-        body = obj["Body"].read(MAX_SPEC_BYTES + 1)
-        obj["Body"].close()
+        key = self.datasets.spec_key(model)
+        body = self.datasets.read_spec(bucket, model, MAX_SPEC_BYTES)
+        if body is None:
+            raise SpecMissingError(f"no model spec: upload {key} before the dataset (docs/training.md)")
         if len(body) > MAX_SPEC_BYTES:
             raise SpecError(f"{key} is larger than {MAX_SPEC_BYTES} bytes")
         spec = parse_spec(body)
@@ -347,67 +307,43 @@ class TrainTrigger:
         return spec
 
     def _validate(self, obj: S3Object, spec: ModelSpec) -> DatasetReport | None:
-        kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            kwargs["VersionId"] = obj.version_id
-        try:
-            resp = self.s3.get_object(**kwargs)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
+        with self.datasets.open(obj.bucket, obj.key, obj.version_id, CHUNK) as found:
+            if found is None:
                 return None
-            raise
-        body = resp["Body"]
-        try:
-            size = resp.get("ContentLength")
-            return validate_stream(
-                body.iter_chunks(CHUNK), spec, self.limits, size=int(size) if size is not None else None
-            )
-        finally:
-            body.close()
+            chunks, size = found
+            return validate_stream(chunks, spec, self.limits, size=size)
 
     def _reject(
         self, obj: S3Object, model: str | None, code: str, reason: str, report: DatasetReport | None = None
     ) -> dict[str, Any]:
-        prefix = quarantine_prefix(obj.key, obj.version_id, obj.etag)
-        copy_key = prefix + obj.key.rsplit("/", 1)[-1]
-        source: dict[str, str] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            source["VersionId"] = obj.version_id
-        copied: str | None = copy_key
-        try:
-            self.s3.copy(source, obj.bucket, copy_key)
-        except ClientError as exc:
-            if _code(exc) not in _MISSING:
-                raise
-            copied = None  # deleted meanwhile: the reason is still recorded
         doc = {
             "model": model,
             "code": code,
             "reason": reason,
             "dataset": {**obj.to_dict(), "etag": obj.etag, "size": obj.size},
-            "quarantined_copy": copied,
             "report": report.to_dict() if report else None,
             "rejected_at": self.clock(),
         }
-        self.s3.put_object(
-            Bucket=obj.bucket,
-            Key=prefix + "reason.json",
-            Body=json.dumps(doc, indent=1, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
+        quarantined = self.datasets.quarantine(obj.bucket, obj.key, obj.version_id, obj.etag, doc)
         detail = {
             "model": model,
             "code": code,
             "reason": reason[:2000],
             "dataset": {**obj.to_dict(), "sha256": report.sha256 if report else None},
-            "quarantine": f"s3://{obj.bucket}/{prefix}",
+            "quarantine": quarantined.uri,
             "rows": report.rows if report else None,
             "duplicate_rate": report.duplicate_rate if report else None,
             "max_missing_rate": report.max_missing_rate if report else None,
         }
         self.bus.publish("DatasetRejected", detail)
         logger.info("dataset rejected", extra={"model": model, "code": code, "key": obj.key})
-        return {"status": "rejected", "model": model, "code": code, "reason": reason, "quarantine": prefix}
+        return {
+            "status": "rejected",
+            "model": model,
+            "code": code,
+            "reason": reason,
+            "quarantine": quarantined.prefix,
+        }
 
     def _accept(self, obj: S3Object, model: str, spec: ModelSpec, report: DatasetReport) -> dict[str, Any]:
         assert report.sha256 is not None
@@ -427,7 +363,10 @@ class TrainTrigger:
             dataset_version_id=obj.version_id,
             dataset_sha256=report.sha256,
             rows=report.rows,
-            registry_bucket=self.settings.registry_bucket,
+            registry_bucket=self.jobs.bucket,
+            output_prefix=self.jobs.output_prefix(model),
+            artifact_key=self.jobs.artifact_key(model, job),
+            trials_prefix=self.jobs.trials_prefix(model, job),
             job_prefix=self.settings.job_prefix,
         )
         try:
@@ -443,7 +382,7 @@ class TrainTrigger:
             "spec": spec.model_dump(mode="json"),
             "spec_sha256": spec_sha,
             "created_at": self.clock(),
-            "staging_prefix": req.staging_prefix,
+            "staging_prefix": self.jobs.staging_prefix(model, job),
             "hyperparameters": req.hyperparameters(),
             **({"search": search} if search is not None else {}),
             "validation": {
@@ -452,9 +391,8 @@ class TrainTrigger:
                 if k not in ("problems", "columns", "ok", "code", "reason")
             },
         }
-        created = self._create(f"jobs/{job}.json", record)
-        marker = f"jobs/{job}.started.json"
-        if not created and self._exists(marker):
+        created = self.jobs.create_record(job, record)
+        if not created and self.jobs.is_started(job):
             logger.info("job already started for this data and spec", extra={"job": job, "key": obj.key})
             return {"status": "duplicate", "model": model, "job": job, "backend": backend.name}
         started: StartedJob = backend.start(req)  # raises BackendError: the event is retried
@@ -475,36 +413,11 @@ class TrainTrigger:
                 **({"search": search} if search is not None else {}),
             },
         )
-        self._create(
-            marker, {"job": job, "backend": backend.name, "id": started.id, "started_at": self.clock()}
+        self.jobs.mark_started(
+            job, {"job": job, "backend": backend.name, "id": started.id, "started_at": self.clock()}
         )
         logger.info("training job started", extra={"job": job, "backend": backend.name, "model": model})
         return {"status": "started", "model": model, "job": job, "backend": backend.name, "id": started.id}
-
-    # ------------------------------------------------------------------ registry objects
-    def _create(self, key: str, doc: dict[str, Any]) -> bool:
-        try:
-            self.s3.put_object(
-                Bucket=self.settings.registry_bucket,
-                Key=key,
-                Body=json.dumps(doc, indent=1, sort_keys=True).encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-            return True
-        except ClientError as exc:
-            if _code(exc) in _CONFLICT:
-                return False
-            raise
-
-    def _exists(self, key: str) -> bool:
-        try:
-            self.s3.head_object(Bucket=self.settings.registry_bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return False
-            raise
 
 
 def _brief(record: Any) -> dict[str, Any]:
@@ -512,22 +425,34 @@ def _brief(record: Any) -> dict[str, Any]:
     return obj.to_dict() if obj else {"record": str(record)[:200]}
 
 
-def build(
-    settings: TrainTriggerSettings,
-    client: Callable[[str], Any],
-    persistence: BasePersistenceLayer | None = None,
-) -> TrainTrigger:
-    """The stage wired to real clients (``client(service)``; the handler passes ``modelops.aws.client``)."""
-    if persistence is None and settings.idempotency_table:
-        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
-
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=client("dynamodb")
-        )
-    return TrainTrigger(
-        s3=client("s3"),
+# ---------------------------------------------------------------------------- wiring
+def assemble(settings: Settings, client: Callable[[str], Any]) -> TrainTrigger:
+    """The stage wired to ``client(service)`` clients: stores, event bus, backends and, with an
+    idempotency table, Powertools Idempotency around each record."""
+    s3 = client("s3")
+    jobs = JobStore(ObjectStore(s3, settings.registry_bucket))
+    stage = TrainTrigger(
+        datasets=DatasetStore(s3),
+        jobs=jobs,
         bus=EventBus(client("events"), settings.event_bus_name),
         settings=settings,
-        backends=make_backend_factory(settings, client),
-        persistence=persistence,
+        backends=make_backend_factory(settings, client, jobs),
     )
+    if settings.idempotency_table:
+        stage.process, stage.idempotency = idempotent(
+            stage.process_record,
+            table=settings.idempotency_table,
+            dynamodb=client("dynamodb"),
+            key_jmespath=IDEMPOTENCY_KEY,
+            expires_after_seconds=settings.idempotency_ttl_seconds,
+            data_keyword_argument="record",
+            raise_on_no_idempotency_key=True,
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
+        )
+    return stage
+
+
+@functools.cache
+def build() -> TrainTrigger:
+    """The stage of this container: settings from the environment, clients from ``modelops.aws``; once."""
+    return assemble(Settings(), aws.client)

@@ -3,20 +3,25 @@
 train_trigger creates ``jobs/{job}.json`` (create-only: the commit point of "this dataset and spec start
 one job") and, once the backend accepted the job, ``jobs/{job}.started.json``; convert reads the record
 to learn whether a finished job is this stack's, for which model and spec, and fetches what the job
-wrote under ``staging/{model}/{job}/``.
+wrote under ``staging/{model}/{job}/``. A SageMaker job on the AWS TensorFlow image runs the trainer
+uploaded under ``code/training/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+from modelops.domain.errors import ArtifactInvalidError
+from modelops.domain.search import TRIAL_FILE
 from modelops.storage import keys
 from modelops.storage.s3 import ObjectStore
 
 
 class JobStore:
-    """The registry bucket's ``jobs/`` and ``staging/`` prefixes."""
+    """The registry bucket's ``jobs/``, ``staging/`` and ``code/training/`` prefixes."""
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
@@ -48,3 +53,66 @@ class JobStore:
 
     def staging_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def output_prefix(self, model: str) -> str:
+        """SageMaker's ``S3OutputPath`` for ``model``'s jobs: it writes ``{prefix}{job}/output/model.tar.gz``."""
+        return keys.staging_model_prefix(model)
+
+    def trials_prefix(self, model: str, job: str) -> str:
+        return keys.trials_prefix(model, job)
+
+    def put_source_bundle(self, bundle: bytes) -> str:
+        """Upload the trainer's source bundle (``code/training/{sha256}/sourcedir.tar.gz``, create-only:
+        an existing one is the same bytes); its ``s3://`` URI."""
+        key = keys.source_bundle(hashlib.sha256(bundle).hexdigest())
+        self.objects.create(key, bundle, content_type="application/gzip")
+        return self.staging_uri(key)
+
+    # ------------------------------------------------------------------ reads for convert
+    def artifact_key(self, model: str, job: str, trial: str | int | None = None) -> str:
+        """The model archive a job left: its own (``staging/{model}/{job}/output/model.tar.gz``), or a
+        search trial's: a tuning job's training job (its name, ``trials/{name}/``) or a Batch array child
+        (its index, ``trials/{index:03d}/``)."""
+        staging = keys.staging_prefix(model, job)
+        if isinstance(trial, int):
+            staging = keys.batch_trial_prefix(staging, trial)
+        elif trial is not None:
+            staging = f"{keys.trials_prefix(model, job)}{trial}/"
+        return keys.output_artifact(staging)
+
+    def download_artifact(self, key: str, dest: Path, max_bytes: int) -> Path:
+        """Stream the archive at ``key`` to ``dest``. Missing or over ``max_bytes``:
+        :class:`ArtifactInvalidError` (permanent); transient S3 failures raise ``unavailable``."""
+        uri = self.staging_uri(key)
+        head = self.objects.head(key)
+        if head is None:
+            raise ArtifactInvalidError(f"no training artifact at {uri}: the job finished without output")
+        size = int(head.get("ContentLength", 0))
+        if size > max_bytes:
+            raise ArtifactInvalidError(
+                f"training artifact {uri} is {size} bytes, over the {max_bytes}-byte limit"
+            )
+        obj = self.objects.get(key)
+        if obj is None:
+            raise ArtifactInvalidError(f"training artifact {uri} disappeared while being read")
+        written = 0
+        with open(dest, "wb") as fh:
+            for chunk in obj["Body"].iter_chunks(1024 * 1024):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ArtifactInvalidError(f"training artifact {uri} is over the {max_bytes}-byte limit")
+                fh.write(chunk)
+        return dest
+
+    def trial_records(self, model: str, job: str) -> dict[int, bytes]:
+        """The raw ``trial.json`` of every Batch array child of ``job`` that left one, by index."""
+        prefix = keys.trials_prefix(model, job)
+        found: dict[int, bytes] = {}
+        for obj in self.objects.iter_keys(prefix):
+            parts = str(obj.get("Key", ""))[len(prefix) :].split("/")
+            if len(parts) != 2 or parts[1] != TRIAL_FILE or not parts[0].isdigit():
+                continue
+            body = self.objects.get_bytes(str(obj["Key"]))
+            if body is not None:
+                found[int(parts[0])] = body
+        return found

@@ -1,4 +1,5 @@
-"""The "local" training backend: SageMaker's CreateTrainingJob, run as a local process.
+"""The twin's training service: SageMaker's CreateTrainingJob, run as a local process (the "local"
+backend, ``modelops.compute.local.LocalBackend``, posts to it).
 
 ``POST {control}/training-jobs`` takes the same request dict as SageMaker's ``CreateTrainingJob``
 (docs/contracts.md, "Jobs") and answers ``{"TrainingJobArn": ...}`` at once; a background worker

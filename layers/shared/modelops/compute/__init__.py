@@ -1,0 +1,52 @@
+"""Training backends: start exactly one training job for an accepted dataset (docs/training.md).
+
+Three implementations of one interface (:class:`~modelops.compute.request.TrainingBackend`), all fed the
+same :class:`~modelops.compute.request.JobRequest`, one module each:
+
+- :mod:`~modelops.compute.sagemaker`: ``CreateTrainingJob`` (a search: ``CreateHyperParameterTuningJob``);
+- :mod:`~modelops.compute.batch`: ``SubmitJob`` (a search: an array job of independent random trials);
+- :mod:`~modelops.compute.local`: the local twin's training service (a search runs inside the one job).
+
+A spec with ``training.search`` is planned per backend (:func:`~modelops.compute.request.plan_search`)
+before the job record is written, so a search a backend cannot run is refused before any job starts.
+Throttling, quota and 5xx answers are retried a bounded number of times (:mod:`~modelops.compute.retry`),
+then :class:`~modelops.domain.errors.BackendError` is raised so that Lambda's retries and the DLQ keep the
+event. Clients are passed in; nothing here builds one, and nothing here reads or writes S3 (the trainer's
+source bundle goes through a store the caller passes).
+"""
+
+from modelops.compute.batch import BatchBackend
+from modelops.compute.local import LocalBackend
+from modelops.compute.request import (
+    HYPERPARAMETER_MAX_CHARS,
+    JobRequest,
+    StartedJob,
+    TrainingBackend,
+    plan_search,
+)
+from modelops.compute.retry import RetryPolicy
+from modelops.compute.sagemaker import (
+    SageMakerBackend,
+    aws_tensorflow_image,
+    create_training_job_request,
+    create_tuning_job_request,
+    metric_definitions,
+    source_bundle,
+)
+
+__all__ = [
+    "HYPERPARAMETER_MAX_CHARS",
+    "BatchBackend",
+    "JobRequest",
+    "LocalBackend",
+    "RetryPolicy",
+    "SageMakerBackend",
+    "StartedJob",
+    "TrainingBackend",
+    "aws_tensorflow_image",
+    "create_training_job_request",
+    "create_tuning_job_request",
+    "metric_definitions",
+    "plan_search",
+    "source_bundle",
+]

@@ -1,0 +1,125 @@
+"""What every backend is given and answers: :class:`JobRequest` in, :class:`StartedJob` out, and the
+:class:`TrainingBackend` interface; :func:`plan_search` asks a backend how it would run a search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelops.domain import search as searching
+from modelops.domain.errors import SearchNotSupportedError
+from modelops.domain.spec import ModelSpec
+
+HYPERPARAMETER_MAX_CHARS = 2500
+"""SageMaker's limit on one hyperparameter value."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything a backend needs to start one job (built by ``modelops.stages.train_trigger``).
+
+    ``output_prefix``, ``artifact_key`` and ``trials_prefix`` are keys of the registry bucket, named by the
+    storage layer (``modelops.storage.jobs.JobStore``); the backends only turn them into ``s3://`` URIs."""
+
+    job: str
+    model: str
+    spec: ModelSpec
+    spec_json: str
+    dataset_bucket: str
+    dataset_key: str
+    dataset_version_id: str | None
+    dataset_sha256: str
+    rows: int
+    registry_bucket: str
+    output_prefix: str
+    """SageMaker's ``S3OutputPath`` (``staging/{model}/``): SageMaker puts the job's archive at
+    ``{output_prefix}{job}/output/model.tar.gz``, which is :attr:`artifact_key`."""
+    artifact_key: str
+    """Where the job's ``model.tar.gz`` lands (``staging/{model}/{job}/output/model.tar.gz``)."""
+    trials_prefix: str
+    """A tuning job's ``S3OutputPath`` (``staging/{model}/{job}/trials/``)."""
+    job_prefix: str = "modelops"
+    """The stack's ``JobPrefix`` (a tuning job's name starts with it)."""
+
+    @property
+    def dataset_uri(self) -> str:
+        return f"s3://{self.dataset_bucket}/{self.dataset_key}"
+
+    @property
+    def output_path(self) -> str:
+        """SageMaker's ``S3OutputPath`` as a URI."""
+        return f"s3://{self.registry_bucket}/{self.output_prefix}"
+
+    @property
+    def output_uri(self) -> str:
+        """:attr:`artifact_key` as a URI (a Batch job uploads its archive there, where SageMaker would)."""
+        return f"s3://{self.registry_bucket}/{self.artifact_key}"
+
+    @property
+    def trials_path(self) -> str:
+        return f"s3://{self.registry_bucket}/{self.trials_prefix}"
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The job's hyperparameters (docs/contracts.md "Jobs"): strings, as SageMaker passes them."""
+        return {
+            "model": self.model,
+            "job": self.job,
+            "spec": self.spec_json,
+            "dataset_uri": self.dataset_uri,
+            "dataset_version_id": self.dataset_version_id or "",
+            "dataset_sha256": self.dataset_sha256,
+        }
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "modelops:model": self.model,
+            "modelops:dataset-sha256": self.dataset_sha256,
+            "modelops:job": self.job,
+        }
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    job: str
+    backend: str
+    id: str
+    """SageMaker: the training job ARN; Batch: the job id; local: what the twin answered."""
+    already_started: bool = False
+
+
+class TrainingBackend(Protocol):
+    name: str
+
+    def start(self, req: JobRequest) -> StartedJob:
+        """Start the job, or find it already started (same name). Raises ``BackendError``."""
+        ...
+
+
+def plan_search(backend: TrainingBackend, req: JobRequest) -> dict[str, Any] | None:
+    """The backend's plan for the request's search (None without one); ``SearchNotSupportedError`` when
+    the backend cannot run it (it has no ``plan_search``, or refuses this search). Called before the job
+    record is written: nothing has started yet."""
+    search = req.spec.training.search
+    if search is None:
+        return None
+    plan = getattr(backend, "plan_search", None)
+    if plan is None:
+        raise SearchNotSupportedError(
+            f"the {backend.name} backend cannot run a search (training.search): use sagemaker, batch or "
+            "the local twin, or remove training.search"
+        )
+    out: dict[str, Any] = plan(req)
+    return out
+
+
+def search_base(req: JobRequest) -> dict[str, Any]:
+    """What every backend's search plan records: strategy, limits, objective and direction."""
+    search = req.spec.training.search
+    assert search is not None
+    return {
+        "strategy": search.strategy,
+        "max_trials": search.max_trials,
+        "max_parallel": search.max_parallel,
+        "objective": searching.objective_name(req.spec.metric),
+        "direction": searching.direction(req.spec),
+    }

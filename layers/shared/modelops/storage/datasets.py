@@ -1,0 +1,109 @@
+"""Datasets, model specs and quarantine in the data bucket (docs/training.md, docs/contracts.md "Buckets and keys").
+
+train_trigger reads ``datasets/{model}/model.json`` and the uploaded ``datasets/{model}/NAME.csv``
+version; a rejected dataset is copied to ``quarantine/{model}/{rest of the key}/{version}/`` beside a
+``reason.json``, and the original is left alone. The bucket is the one an S3 event names, so every
+method takes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from modelops.aws import AwsError, ErrorKind, classify
+from modelops.storage import keys
+from modelops.storage.s3 import ObjectStore
+
+REASON_FILE = "reason.json"
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    bucket: str
+    prefix: str
+    """``quarantine/{model}/{rest of the key}/{version}/``."""
+    copy: str | None
+    """The key of the dataset's copy; None when the version was gone before it could be copied."""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class DatasetStore:
+    """The data bucket's ``datasets/`` and ``quarantine/`` prefixes."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    def objects(self, bucket: str) -> ObjectStore:
+        return ObjectStore(self.s3, bucket)
+
+    # ------------------------------------------------------------------ keys
+    @staticmethod
+    def is_dataset(key: str) -> bool:
+        """A ``datasets/.../*.csv`` key (uploads of anything else start nothing)."""
+        return keys.is_dataset(key)
+
+    @staticmethod
+    def model_of(key: str) -> str | None:
+        """The model of ``datasets/{model}/NAME.csv`` (None when the key has no model part; not validated)."""
+        return keys.dataset_model(key)
+
+    @staticmethod
+    def spec_key(model: str) -> str:
+        return keys.spec(model)
+
+    # ------------------------------------------------------------------ reads
+    def read_spec(self, bucket: str, model: str, max_bytes: int) -> bytes | None:
+        """At most ``max_bytes + 1`` bytes of the model's spec (more than ``max_bytes``: it is too large),
+        or None when the model has no spec."""
+        obj = self.objects(bucket).get(keys.spec(model))
+        if obj is None:
+            return None
+        try:
+            return bytes(obj["Body"].read(max_bytes + 1))
+        finally:
+            obj["Body"].close()
+
+    @contextmanager
+    def open(
+        self, bucket: str, key: str, version_id: str | None, chunk_size: int
+    ) -> Iterator[tuple[Iterable[bytes], int | None] | None]:
+        """The dataset version as ``(chunks, size)`` (streamed, closed on exit), or None when it is gone."""
+        kwargs = {"VersionId": version_id} if version_id else {}
+        obj = self.objects(bucket).get(key, **kwargs)
+        if obj is None:
+            yield None
+            return
+        body = obj["Body"]
+        size = obj.get("ContentLength")
+        try:
+            yield body.iter_chunks(chunk_size), int(size) if size is not None else None
+        finally:
+            body.close()
+
+    # ------------------------------------------------------------------ quarantine
+    def quarantine(
+        self, bucket: str, key: str, version_id: str | None, etag: str | None, reason: Mapping[str, Any]
+    ) -> Quarantined:
+        """Copy the dataset version into quarantine and write ``reason.json`` beside it: ``reason`` plus
+        ``quarantined_copy`` (the copy's key, None when the version was already gone)."""
+        prefix = keys.quarantine_prefix(key, version_id, etag)
+        copy_key: str | None = prefix + key.rsplit("/", 1)[-1]
+        source: dict[str, str] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            source["VersionId"] = version_id
+        try:
+            self.s3.copy(source, bucket, copy_key)  # managed copy: multipart above 5 GB
+        except AwsError as exc:
+            if classify(exc) is not ErrorKind.MISSING:
+                raise
+            copy_key = None  # deleted meanwhile: the reason is still recorded
+        doc = {**reason, "quarantined_copy": copy_key}
+        self.objects(bucket).put(prefix + REASON_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
+        return Quarantined(bucket=bucket, prefix=prefix, copy=copy_key)
