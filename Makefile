@@ -2,13 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON312 := $(shell infra/find-python.sh)
-ifeq ($(PYTHON312),)
-$(error Python 3.12 is required (see the message above))
-endif
-PYBIN := $(dir $(PYTHON312))
-# sam build looks for python3.12 on PATH.
-export PATH := $(CURDIR)/.venv/bin:$(PYBIN):$(PATH)
+# Python 3.12 is looked up only when a recipe needs it (creating .venv or a tool's venv), so
+# `make help` and `make clean` work without it. Looked up once, then remembered.
+PYTHON312 = $(eval PYTHON312 := $(or $(shell infra/find-python.sh),$(error Python 3.12 is required (see the message above))))$(PYTHON312)
+# sam build looks for python3.12 on PATH: .venv/bin has it.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
@@ -20,8 +18,9 @@ TEMPLATE := template.yaml
 .PHONY: help
 help:
 	@echo "make demo      the whole life on the local twin (train, convert, serve, monitor, alert)"
-	@echo "make test      lint, type-check, all tests, template checks (what CI runs)"
+	@echo "make test      lint, type-check, import contracts, all tests, template checks (what CI runs)"
 	@echo "make lint      ruff;  make format: ruff format + fix"
+	@echo "make imports   the import contracts between the package's rooms (docs/architecture.md)"
 	@echo "make build     sam build (zip functions and layers)"
 	@echo "make bench     benchmarks -> benchmarks/results.json"
 	@echo "make local     the local twin in the foreground (modelops local up)"
@@ -31,7 +30,10 @@ $(VENV)/.stamp: requirements/dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# PYTHONWARNINGS: only setuptools' "Editable installation." notice (a banner about folders named
+	@# like the package), nothing else the build prints.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 .PHONY: venv
@@ -60,7 +62,11 @@ format: venv
 
 .PHONY: typecheck
 typecheck: venv
-	$(VENV)/bin/mypy layers/shared/modelops
+	$(VENV)/bin/mypy layers/shared/modelops functions
+
+.PHONY: imports
+imports: venv
+	$(VENV)/bin/lint-imports
 
 .PHONY: validate
 validate: tools
@@ -74,7 +80,7 @@ pytest: venv tools
 	MODELOPS_AWS_CLI=$(CURDIR)/$(TOOLS)/awscli/bin/aws $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint typecheck validate build pytest
+test: lint typecheck imports validate build pytest
 
 # ---- build, run -----------------------------------------------------------
 .PHONY: build
@@ -95,4 +101,4 @@ bench: venv
 
 .PHONY: clean
 clean:
-	rm -rf .aws-sam .modelops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .modelops .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .template.build.yaml

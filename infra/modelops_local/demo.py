@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -41,8 +42,14 @@ SPEC = {
 }
 
 
+def use_colour(stream: TextIO) -> bool:
+    """Bold titles only on a terminal, and never with ``NO_COLOR`` set (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
 def step(title: str) -> None:
-    print(f"\n\033[1m▶ {title}\033[0m", flush=True)
+    line = f"\033[1m▶ {title}\033[0m" if use_colour(sys.stdout) else f"▶ {title}"
+    print(f"\n{line}", flush=True)
 
 
 def say(msg: str) -> None:

@@ -43,9 +43,26 @@ from modelops_local.lambdas import FunctionSpec, Invocation
 from modelops_local.motoserver import MotoServer
 from modelops_local.provision import Provisioned, Provisioner, Schedule, Source
 from modelops_local.telemetry import Telemetry
-from modelops_local.training import TrainingService
+from modelops_local.training_service import TrainingService
 
 log = logging.getLogger("modelops.twin")
+
+# TensorFlow 2.21 logs this at ERROR twice per training job and then ignores the attribute: the
+# trainer turns on op determinism, whose tf.data rewrite replaces Keras' ParallelMapDatasetV2 with a
+# MapDataset and keeps ParallelMapDatasetV2's `use_unbounded_threadpool` attribute, which MapDataset
+# lacks. It says nothing about the job, so the twin drops exactly this line from the jobs' output it
+# logs (the job's `log_tail` keeps it).
+TF_DATASET_REWRITE_NOISE = (
+    "NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition"
+)
+
+
+class _DropTensorFlowNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TF_DATASET_REWRITE_NOISE not in record.getMessage()
+
+
+_DROP_TF_NOISE = _DropTensorFlowNoise()
 
 FAKE_KEY = "testing"
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
@@ -141,6 +158,7 @@ class Twin:
         echo_handler_output: bool = True,
     ) -> None:
         lambdas.TEE.echo = echo_handler_output
+        logging.getLogger("modelops.twin.training").addFilter(_DROP_TF_NOISE)  # once: same object
         self.template_path = Path(template)
         self.port = port
         self.api_port = api_port
