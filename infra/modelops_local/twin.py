@@ -410,13 +410,17 @@ class Twin:
         raise FunctionNotFoundError(f"no function {name!r} in {self.template_path.name}")
 
     def cold_start(self) -> None:
-        """Forget what the handler modules cached (clients, settings; every ``functools.cache`` /
-        ``lru_cache`` function defined in them) and ``modelops.aws``'s clients, as a new container
+        """Forget what the handler and stage modules cached (clients, settings, stores; every
+        ``functools.cache`` / ``lru_cache`` function defined in them) and ``modelops.aws``'s clients, as a new container
         would. Handlers run in the caller's process: a test that called a handler directly may have
         left caches built for ``mock_aws``; the ``twin`` fixture calls this before each test."""
         with lambdas.INVOKE_LOCK:
-            for spec in self.functions.values():
-                module = sys.modules.get(spec.module)
+            names = {spec.module for spec in self.functions.values()}
+            # the stages build their settings, clients and stores once per container (their cached
+            # ``build()``), so a new container forgets those too
+            names |= {name for name in list(sys.modules) if name.startswith("modelops.stages.")}
+            for name in sorted(names):
+                module = sys.modules.get(name)
                 if module is None:
                     continue
                 for value in list(vars(module).values()):

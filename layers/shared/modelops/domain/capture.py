@@ -9,7 +9,7 @@ Each line (format ``v`` 1)::
      "y": "<base64 of float32 little-endian, rows x k>"}
 
 Binary floats inside JSON keep the line small and decode at memory speed (``np.frombuffer``):
-decoding 20 floats as JSON text costs ~15x more (see docs/performance.md).
+decoding 20 floats as JSON text costs ~15x more (measured by benchmarks/bench_monitor.py).
 Ground truth rows join on (request_id, row index): ``labels/{model}/*.jsonl`` lines
 ``{"request_id": "...", "row": 0, "label": 1.5}`` (:func:`decode_label`).
 

@@ -1,4 +1,4 @@
-"""The model registry on S3 (see docs/registry.md and DESIGN.md's Registry section).
+"""The model registry on S3 (docs/registry.md; docs/contracts.md "Registry").
 
 Layout under the registry bucket (the keys are :mod:`modelops.storage.keys`'s)::
 
