@@ -6,11 +6,19 @@ same trained model (20 features, Dense 64-32-1 sigmoid, trained a few epochs on 
 the same requests:
 
 * ``predict_warm_p50_single_row`` / ``predict_warm_p99_single_row`` (µs): ``lambda_handler`` of
-  functions/predict with an API Gateway REST event in and the proxy result out: Powertools Logger
-  (correlation id) and Metrics (EMF printed), validation, LiteRT, response JSON and capture (the
-  record encoded and queued; the background sender hands it to an in-memory Firehose stub, so no
-  network round trip is timed). Peer: the original design, a Flask handler calling Keras
+  functions/predict with an API Gateway REST event in and the proxy result out: log keys
+  (correlation id) and EMF metrics (printed), validation, LiteRT, response JSON and capture (the
+  invocation queued; the background sender encodes it and hands it to an in-memory Firehose stub,
+  so no network round trip is timed). Peer: the original design, a Flask handler calling Keras
   ``model.predict`` (through Flask's test client: JSON in, JSON out).
+* ``predict_overhead_vs_floor`` (x): the warm handler's p50 over the p50 of the least any handler
+  must do for the same request, in the same process: ``orjson.loads`` of the body, the rows to a
+  float32 array, ``LoadedModel.predict`` (LiteRT set_tensor, invoke, get_tensor) and ``orjson.dumps``
+  of ``{"model", "version", "request_id", "predictions"}``. Peer: issue 13's target, 3x.
+* ``predict_warm_p50_vs_before`` / ``predict_cold_start_vs_before``: the same warm and cold
+  measurements of the predict package as it was at ``BASELINE`` (the commit before issue 13's
+  renovation, or ``BENCH_PREDICT_BASELINE``), extracted with ``git archive`` into a temporary
+  directory and run from there in its own processes (skipped where git cannot read it).
 * ``predict_batch_1000`` (ms): the same handler with 1,000 rows. Peer: Keras ``model(x)`` on the
   same 1,000 rows as a numpy array (the model call alone: no JSON, no HTTP).
 * ``predict_cold_start`` (ms): a fresh process (Python start, imports, the registry's alias and
@@ -27,11 +35,13 @@ processes run one after the other, never beside each other.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import time
@@ -44,6 +54,7 @@ FEATURES = 20
 BUCKET = "bench-registry"
 AWS_LIMIT_MB = 250.0
 COLD_RUNS = 3
+BASELINE = os.environ.get("BENCH_PREDICT_BASELINE", "69909bd")
 
 _PRELUDE = textwrap.dedent(
     """
@@ -124,6 +135,7 @@ _OURS_WARM = (
         sys.stdout = open(os.devnull, "w")  # EMF lines: Lambda ships stdout to CloudWatch
         import boto3
         import numpy as np
+        import orjson
         from moto import mock_aws
 
         class FirehoseStub:
@@ -137,7 +149,13 @@ _OURS_WARM = (
         with mock_aws():
             s3 = boto3.client("s3", region_name="us-east-1")
             s3.create_bucket(Bucket=work["bucket"])
-            from modelops.storage.registry import Registry
+            try:
+                from modelops.storage.registry import Registry
+                from modelops.stages.predict.service import PredictService, configure
+                from modelops.stages.predict.settings import Settings
+            except ImportError:  # the package as it was at the baseline commit (a peer)
+                from modelops.registry import Registry
+                from modelops.predict_api import PredictService, PredictSettings as Settings, configure
             reg = Registry(s3, work["bucket"])
             tflite = open(os.path.join(work["dir"], "model.tflite"), "rb").read()
             schema = {"task": "binary", "target": "y", "classes": [0, 1],
@@ -148,11 +166,10 @@ _OURS_WARM = (
             reg.promote("bench", m.version)
 
             from functions.predict.app import lambda_handler
-            from modelops.stages.predict import api as predict_api
-            settings = predict_api.PredictSettings(registry_bucket=work["bucket"], capture_stream="captures",
-                                                   artifact_dir=os.path.join(work["dir"], "artifacts"))
-            svc = predict_api.PredictService.from_settings(settings, s3=s3, firehose_factory=FirehoseStub)
-            predict_api.configure(svc)
+            settings = Settings(registry_bucket=work["bucket"], capture_stream="captures",
+                                artifact_dir=os.path.join(work["dir"], "artifacts"))
+            svc = PredictService.from_settings(settings, s3=s3, firehose_factory=FirehoseStub)
+            configure(svc)
             ctx = Ctx()
             one = api_event(json.dumps({"instances": rows[:1]}))
             batch = api_event(json.dumps({"instances": rows}))
@@ -168,11 +185,21 @@ _OURS_WARM = (
             lm = svc.cache.resolve("bench")
             x1 = np.asarray(rows[:1], dtype=np.float32)
             model_only = timed(lambda: lm.predict(x1), 5000)
+
+            def floor(body=one["body"], version=lm.info.version):
+                x = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
+                y = lm.predict(x)
+                return orjson.dumps({"model": "bench", "version": version, "request_id": "bench-req",
+                                     "predictions": y}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+            timed(floor, 500)
+            floor_ns = timed(floor, work["single_n"])
             assert svc.sink.flush(30)
             out = {
                 "p50": pct(single, 0.5), "p99": pct(single, 0.99), "mean": sum(single) / len(single) / 1000,
                 "batch_p50_ms": pct(big, 0.5) / 1000, "batch_p99_ms": pct(big, 0.99) / 1000,
                 "resolver_p50": pct(via_resolver, 0.5), "model_only_p50": pct(model_only, 0.5),
+                "floor_p50": pct(floor_ns, 0.5),
                 "captured": FirehoseStub.records, "answer": json.loads(first["body"]),
                 "forbidden": sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "scipy", "pandas"}),
             }
@@ -245,19 +272,22 @@ _TF_COLD = _PRELUDE + textwrap.dedent(
 )
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(tree: Path = ROOT, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a measuring process; ``tree`` holds functions/ and layers/shared/ (this
+    checkout, or the baseline's extracted tree, whose modelops then shadows the installed one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELOPS_"))}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    path = str(ROOT) if tree == ROOT else f"{tree}{os.pathsep}{tree / 'layers' / 'shared'}"
+    env.update(PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="3", **(extra or {}))
     return env
 
 
-def _script(code: str, work: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+def _script(code: str, work: dict[str, Any], timeout: float = 900, tree: Path = ROOT) -> dict[str, Any]:
     out = Path(work["dir"]) / f"out-{time.monotonic_ns()}.json"
     work = {**work, "out": str(out)}
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(work)],
-        cwd=ROOT,
-        env=_env(),
+        cwd=tree,
+        env=_env(tree),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -268,12 +298,12 @@ def _script(code: str, work: dict[str, Any], timeout: float = 900) -> dict[str, 
     return json.loads(out.read_text()) if out.exists() else {}
 
 
-def _cold(code: str, work: dict[str, Any], env: dict[str, str]) -> float:
+def _cold(code: str, work: dict[str, Any], env: dict[str, str], tree: Path = ROOT) -> float:
     """Milliseconds from starting a fresh process to its first answer."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(work)],
-        cwd=ROOT,
+        cwd=tree,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -356,7 +386,16 @@ def run() -> list[dict[str, Any]]:
         }
         _script(_BUILD, work)
         reqs = json.loads(Path(tmp, "requests.json").read_text())
-        ours = _script(_OURS_WARM, work)
+        before_tree = baseline_tree(Path(tmp))
+        # ours and the baseline alternate (twice each); the run with the lower p50 of each counts
+        ours_runs: list[dict[str, Any]] = []
+        before_runs: list[dict[str, Any]] = []
+        for _ in range(2 if before_tree is not None else 1):
+            ours_runs.append(_script(_OURS_WARM, work))
+            if before_tree is not None:
+                before_runs.append(_script(_OURS_WARM, work, tree=before_tree))
+        ours = min(ours_runs, key=lambda r: r["p50"])
+        before = min(before_runs, key=lambda r: r["p50"]) if before_runs else None
         peer = _script(_PEER_WARM, work)
         if ours["forbidden"]:
             raise RuntimeError(f"the predict handler imported {ours['forbidden']}")
@@ -364,13 +403,14 @@ def run() -> list[dict[str, Any]]:
         p_peer = peer["answer"]["predictions"][0]
         if abs(p_ours - p_peer) > 1e-4:
             raise RuntimeError(f"LiteRT and Keras disagree on the same row: {p_ours} vs {p_peer}")
-        cold = cold_starts(work, reqs["rows"][:1])
+        cold = cold_starts(work, reqs["rows"][:1], before_tree)
     size = package_size()
 
     def ratio(peer_value: float, value: float) -> float:
         return round(peer_value / value, 1)
 
     keras_path = "Flask handler + Keras model.predict (original design)"
+    overhead = ours["p50"] / ours["floor_p50"]
     cold_ours, cold_tf = statistics.median(cold["ours"]), statistics.median(cold["tf"])
     common = (
         f"1 core; model 20-64-32-1 (val accuracy {reqs['val_accuracy']:.2f}); capture on (rate 1.0, "
@@ -389,6 +429,27 @@ def run() -> list[dict[str, Any]]:
                 f"{common}. Same request through the Powertools resolver route instead of the lean path: "
                 f"p50 {ours['resolver_p50']:.0f} µs; LiteRT set_tensor+invoke+get_tensor alone: "
                 f"{ours['model_only_p50']:.1f} µs; mean {ours['mean']:.0f} µs."
+            ),
+        },
+        {
+            "name": "predict_overhead_vs_floor",
+            "value": round(overhead, 2),
+            "unit": "x",
+            "peer": "issue 13's target",
+            "peer_value": 3.0,
+            "ratio": round(3.0 / overhead, 2),
+            "target": "<= 3x",
+            "notes": (
+                f"warm handler p50 {ours['p50']:.1f} µs / floor p50 {ours['floor_p50']:.1f} µs (orjson.loads, "
+                f"rows to float32, LiteRT set_tensor+invoke+get_tensor, orjson.dumps of the answer, in the "
+                f"same process)"
+                + (
+                    f"; at {BASELINE}: {before['p50']:.1f} / {before['floor_p50']:.1f} µs = "
+                    f"{before['p50'] / before['floor_p50']:.1f}x"
+                    if before
+                    else ""
+                )
+                + "."
             ),
         },
         {
@@ -429,6 +490,7 @@ def run() -> list[dict[str, Any]]:
                 f"{', '.join(f'{v:.0f}' for v in cold['tf'])} ms)."
             ),
         },
+        *before_rows(ours, before, cold),
         {
             "name": "predict_package_size",
             "value": round(size["total"], 1),
@@ -447,7 +509,69 @@ def run() -> list[dict[str, Any]]:
     ]
 
 
-def cold_starts(work: dict[str, Any], row: list[list[float]]) -> dict[str, list[float]]:
+def before_rows(
+    ours: dict[str, Any], before: dict[str, Any] | None, cold: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    """Ours against the same measurements of the package at ``BASELINE`` (none without it)."""
+    if before is None or not cold["before"]:
+        return []
+    peer = f"the same handler at {BASELINE} (before issue 13's renovation)"
+    target = ">= 0.91 (at most 10% slower)"
+    cold_ours, cold_before = statistics.median(cold["ours"]), statistics.median(cold["before"])
+    return [
+        {
+            "name": "predict_warm_p50_vs_before",
+            "value": round(ours["p50"], 1),
+            "unit": "µs",
+            "peer": peer,
+            "peer_value": round(before["p50"], 1),
+            "ratio": round(before["p50"] / ours["p50"], 2),
+            "target": target,
+            "notes": (
+                "single row, p50 of the better of two alternating runs each; p99 "
+                f"{ours['p99']:.0f} vs {before['p99']:.0f} µs; mean {ours['mean']:.0f} vs {before['mean']:.0f} µs."
+            ),
+        },
+        {
+            "name": "predict_cold_start_vs_before",
+            "value": round(cold_ours, 1),
+            "unit": "ms",
+            "peer": peer,
+            "peer_value": round(cold_before, 1),
+            "ratio": round(cold_before / cold_ours, 2),
+            "target": target,
+            "notes": (
+                f"median of {COLD_RUNS}, alternating (ours {', '.join(f'{v:.0f}' for v in cold['ours'])} ms; "
+                f"before {', '.join(f'{v:.0f}' for v in cold['before'])} ms)."
+            ),
+        },
+    ]
+
+
+def baseline_tree(dest: Path) -> Path | None:
+    """functions/predict and layers/shared as they were at ``BASELINE`` (``git archive``, read-only),
+    extracted under ``dest``; None where this is not a git checkout that holds the commit."""
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", BASELINE, "layers/shared", "functions/predict"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    tree = dest / f"baseline-{BASELINE}"
+    tree.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def cold_starts(
+    work: dict[str, Any], row: list[list[float]], before_tree: Path | None = None
+) -> dict[str, list[float]]:
+    """Cold starts of ours, the baseline's (when ``before_tree``) and TensorFlow's, alternating."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -471,17 +595,26 @@ def cold_starts(work: dict[str, Any], row: list[list[float]]) -> dict[str, list[
             "POWERTOOLS_METRICS_NAMESPACE": "ModelOps",
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
-        out: dict[str, list[float]] = {"ours": [], "tf": []}
+        out: dict[str, list[float]] = {"ours": [], "before": [], "tf": []}
         for i in range(COLD_RUNS):
             artifacts = os.path.join(work["dir"], f"cold-{i}")
             out["ours"].append(
-                _cold(_OURS_COLD, {**work, "body": body}, _env(**common, ARTIFACT_DIR=artifacts))
+                _cold(_OURS_COLD, {**work, "body": body}, _env(ROOT, {**common, "ARTIFACT_DIR": artifacts}))
             )
+            if before_tree is not None:
+                out["before"].append(
+                    _cold(
+                        _OURS_COLD,
+                        {**work, "body": body},
+                        _env(before_tree, {**common, "ARTIFACT_DIR": f"{artifacts}-before"}),
+                        tree=before_tree,
+                    )
+                )
             out["tf"].append(
                 _cold(
                     _TF_COLD,
                     {**work, "body": body, "savedmodel_key": "bench/savedmodel.tar.gz"},
-                    _env(**common),
+                    _env(ROOT, common),
                 )
             )
         return out

@@ -20,10 +20,11 @@ import pytest
 from openapi_spec_validator import validate
 
 from functions.predict.app import lambda_handler
+from modelops.domain import canary
 from modelops.domain.capture import decode_line, iter_lines
-from modelops.stages.predict import api as predict_api
-from modelops.stages.predict.api import PredictService, PredictSettings
+from modelops.stages.predict.service import PredictService, configure
 from modelops.stages.predict.serving import routing_unit
+from modelops.stages.predict.settings import Settings
 from modelops.storage.registry import Registry
 from tests.integration.predict_support import (
     FEATURES,
@@ -58,12 +59,12 @@ class Env:
         if self.service.sink is not None:
             self.service.sink.close()
         self.service = build_service(self.s3, self.clock, self.events, self.tmp / "fresh")
-        predict_api.configure(self.service)
+        configure(self.service)
         return self.service
 
 
 def build_service(s3: Any, clock: Clock, events: FakeEvents, artifacts: Path) -> PredictService:
-    settings = PredictSettings(
+    settings = Settings(
         registry_bucket=BUCKET,
         capture_stream=STREAM,
         alias_cache_ttl_seconds=TTL,
@@ -99,12 +100,12 @@ def env(moto: None, tmp_path: Path) -> Iterator[Env]:
     )
     clock, events = Clock(), FakeEvents()
     svc = build_service(s3, clock, events, tmp_path / "artifacts")
-    predict_api.configure(svc)
+    configure(svc)
     e = Env(s3, Registry(s3, BUCKET), clock, events, svc, tmp_path)
     yield e
     if e.service.sink is not None:
         e.service.sink.close()
-    predict_api.configure(None)
+    configure(None)
 
 
 def call(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
@@ -545,7 +546,9 @@ def test_canary_routing_is_deterministic_on_the_routing_key(env: Env, built: dic
     # Given production v1 with v2 as a 30% canary
     v1 = publish(env.registry, "iris", built["binary"])
     v2 = publish(env.registry, "iris", built["binary_b"], promote=False)
-    env.registry.set_canary("iris", v2.version, 0.3)
+    env.registry.update_alias(
+        "iris", "production", lambda cur: canary.start(cur, v2.version, 0.3), reason="canary"
+    )
     env.clock.advance(TTL + 1)
     seen = {}
     for i in range(60):

@@ -99,8 +99,8 @@ def test_an_unreachable_stream_counts_failures_and_never_raises() -> None:
 
 def test_a_full_queue_drops_and_counts() -> None:
     fh = FakeFirehose()
-    line = len(encode_lines("demo", 1, "r", 0.0, X, Y)[0])
-    sink = sink_for(fh, max_queue_bytes=line * 2, clock=lambda: 0.0)
+    held = X.nbytes + Y.nbytes  # the queue holds each invocation's arrays until the sender encodes them
+    sink = sink_for(fh, max_queue_bytes=held * 2, clock=lambda: 0.0)
     sink._start = lambda: None  # type: ignore[method-assign]  # nothing drains the queue
     results = [sink.submit("demo", 1, "r", X, Y, 1.0) for _ in range(3)]
     assert results == [True, True, False]

@@ -13,7 +13,7 @@ FORBIDDEN = ("tensorflow", "scipy", "pandas", "keras", "tflite_runtime", "jax", 
 PROBE = """
 import json, sys
 import functions.predict.app
-import modelops.stages.predict.api, modelops.stages.predict.serving, modelops.storage.capture_sink
+import modelops.stages.predict.api, modelops.stages.predict.service, modelops.storage.capture_sink
 from ai_edge_litert.interpreter import Interpreter
 lean = "aws_lambda_powertools.event_handler" not in sys.modules
 import modelops.stages.predict.routes

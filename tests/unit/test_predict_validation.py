@@ -1,11 +1,11 @@
-"""Request parsing and validation of the predict API (modelops.stages.predict.api), without AWS or models."""
+"""Request parsing and validation of the predict API (modelops.stages.predict.parse, .render, .errors,
+.settings), without AWS or models."""
 
 from __future__ import annotations
 
 import base64
 import json
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,20 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelops.domain.errors import RegistryUnavailableError
-from modelops.stages.predict.api import (
-    PredictSettings,
-    RequestError,
+from modelops.stages.predict.errors import RequestError, error_result
+from modelops.stages.predict.parse import (
     body_bytes,
     check_content_type,
-    error_result,
     instances_of,
-    metrics,
     parse_json,
-    render,
     selector,
     to_matrix,
 )
+from modelops.stages.predict.render import render
 from modelops.stages.predict.serving import ModelInfo
+from modelops.stages.predict.settings import Settings
 
 INFO = ModelInfo("demo", 3, "binary", ("a", "b", "c"), ("no", "yes"), 1.0, "tflite", "0" * 64)
 
@@ -173,12 +171,14 @@ def test_selector() -> None:
         assert exc.value.status == 400
 
 
-def _lm(task: str, classes: tuple[Any, ...] | None) -> Any:
-    return SimpleNamespace(info=ModelInfo("demo", 2, task, ("a",), classes, 1.0, "tflite", "0" * 64))
+def _info(task: str, classes: tuple[Any, ...] | None) -> ModelInfo:
+    return ModelInfo("demo", 2, task, ("a",), classes, 1.0, "tflite", "0" * 64)
 
 
 def test_render_binary_sigmoid() -> None:
-    doc = json.loads(render(_lm("binary", ("no", "yes")), "demo", np.array([[0.2], [0.9]], np.float32), "r"))
+    doc = json.loads(
+        render(_info("binary", ("no", "yes")), "demo", np.array([[0.2], [0.9]], np.float32), "r")
+    )
     assert doc["predictions"] == ["no", "yes"] and doc["labels"] == ["no", "yes"]
     np.testing.assert_allclose(doc["probabilities"], [[0.8, 0.2], [0.1, 0.9]], atol=1e-6)
     assert (doc["model"], doc["version"], doc["request_id"]) == ("demo", 2, "r")
@@ -186,9 +186,9 @@ def test_render_binary_sigmoid() -> None:
 
 def test_render_multiclass_without_class_names_and_multi_output_regression() -> None:
     y = np.array([[0.1, 0.7, 0.2]], np.float32)
-    doc = json.loads(render(_lm("multiclass", None), "demo", y, "r"))
+    doc = json.loads(render(_info("multiclass", None), "demo", y, "r"))
     assert doc["predictions"] == [1] and doc["labels"] == [0, 1, 2]
-    doc = json.loads(render(_lm("regression", None), "demo", np.array([[1.5, 2.5]], np.float32), "r"))
+    doc = json.loads(render(_info("regression", None), "demo", np.array([[1.5, 2.5]], np.float32), "r"))
     assert doc["predictions"] == [[1.5, 2.5]] and "labels" not in doc
 
 
@@ -202,15 +202,24 @@ def test_error_bodies_never_leak_internals() -> None:
             "request_id": "rid-1",
         }
     }
-    metrics.clear_metrics()  # one error per invocation; the handler's decorator flushes in between
     status, body, headers = error_result(
         RegistryUnavailableError("registry bucket 'secret-bucket' does not exist"), "r"
     )
     assert status == 503 and "secret-bucket" not in body and headers["Retry-After"]
 
 
-def test_settings_from_the_environment() -> None:
-    s = PredictSettings.from_env(
+def settings_from(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """``Settings`` read from exactly ``env`` (the variables it knows are cleared first)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_from(
+        monkeypatch,
         {
             "REGISTRY_BUCKET": "reg",
             "CAPTURE_STREAM": "cap",
@@ -218,7 +227,7 @@ def test_settings_from_the_environment() -> None:
             "MAX_ROWS": "50",
             "MAX_BODY_BYTES": "2048",
             "UNRELATED": "x",
-        }
+        },
     )
     assert (s.registry_bucket, s.capture_stream, s.alias_cache_ttl_seconds, s.max_rows, s.max_body_bytes) == (
         "reg",
@@ -227,6 +236,6 @@ def test_settings_from_the_environment() -> None:
         50,
         2048,
     )
-    assert PredictSettings.from_env({"REGISTRY_BUCKET": "reg", "CAPTURE_STREAM": ""}).capture_stream is None
+    assert settings_from(monkeypatch, {"REGISTRY_BUCKET": "reg", "CAPTURE_STREAM": ""}).capture_stream is None
     with pytest.raises(ValueError):
-        PredictSettings.from_env({"REGISTRY_BUCKET": "reg", "MAX_ROWS": "0"})
+        settings_from(monkeypatch, {"REGISTRY_BUCKET": "reg", "MAX_ROWS": "0"})

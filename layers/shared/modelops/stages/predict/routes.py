@@ -1,8 +1,8 @@
 """The predict API's Powertools resolver: routing for the catalogue routes, the OpenAPI document
 (generated from the routes and the pydantic models below), and the resolver route of POST predict.
 
-``modelops.stages.predict.api.handle`` sends POST predict down its lean path and only imports this module
-for the other routes; both paths of POST predict run ``predict_api.predict_event``, so they answer
+``modelops.stages.predict.api.handle`` sends POST predict down its lean path and only imports this
+module for the other routes; both paths of POST predict run ``proxy.predict_event``, so they answer
 identically (tests/integration/test_predict_api.py sends every bad input down both).
 """
 
@@ -17,21 +17,14 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelops import __version__
-from modelops.stages.predict.api import (
-    JSON,
-    PREDICT_RESOURCE,
-    RequestError,
-    error_result,
-    metrics,
-    predict_event,
-    request_id,
-    service,
-)
+from modelops.stages.predict.errors import JSON, RequestError, error_result
+from modelops.stages.predict.proxy import PREDICT_RESOURCE, predict_event, request_id
+from modelops.stages.predict.service import service
 from modelops.stages.predict.serving import FLOAT32_MAX
+from modelops.stages.predict.telemetry import telemetry
 
 Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A value the model's float32 input can hold."""
@@ -136,7 +129,7 @@ def _response(result: tuple[int, str, dict[str, str]]) -> Response[Any]:
 
 @app.exception_handler(Exception)
 def _on_error(exc: Exception) -> Response[str]:
-    """Errors of the resolver's routes go through predict_api.error_result, like the lean path's."""
+    """Errors of the resolver's routes go through errors.error_result, like the lean path's."""
     rid = request_id(app.current_event.raw_event, app.lambda_context)
     if isinstance(exc, NotFoundError):
         exc = RequestError(404, "not_found", "no such route")
@@ -213,7 +206,7 @@ def predict(
 )
 def list_models() -> ModelList:
     models = ModelList.model_validate(service().list_models())
-    metrics.add_metric(name="CatalogueReads", unit=MetricUnit.Count, value=1)
+    telemetry().catalogue_read()
     return models
 
 
@@ -228,13 +221,13 @@ def list_models() -> ModelList:
 )
 def show_model(name: str) -> ModelDetail:
     detail = ModelDetail.model_validate(service().show_model(name))
-    metrics.add_metric(name="CatalogueReads", unit=MetricUnit.Count, value=1)
+    telemetry().catalogue_read()
     return detail
 
 
 @app.get("/openapi.json", include_in_schema=False, enable_validation=False)
 def openapi_document() -> Response[str]:
-    metrics.add_metric(name="CatalogueReads", unit=MetricUnit.Count, value=1)
+    telemetry().catalogue_read()
     return Response(status_code=200, content_type=JSON, body=openapi_json())
 
 

@@ -20,7 +20,6 @@ size, and that starts with the TFLite flatbuffer identifier. Nothing else is eve
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from modelops.domain.alias import ALIAS_RE, PRODUCTION, AliasDoc
 from modelops.domain.errors import (
     AliasNotFoundError,
     CorruptDocumentError,
@@ -43,11 +43,9 @@ from modelops.domain.errors import (
     VersionNotFoundError,
 )
 from modelops.domain.spec import MODEL_NAME_RE
-from modelops.storage.registry import ALIAS_RE, AliasDoc, Manifest, Registry, sha256_file
+from modelops.stages.runtime import logger as log
+from modelops.storage.registry import Manifest, Registry, sha256_file
 
-log = logging.getLogger(__name__)
-
-PRODUCTION = "production"
 TFLITE_IDENTIFIER = b"TFL3"
 TASKS = frozenset({"regression", "binary", "multiclass"})
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -1,0 +1,292 @@
+"""Reading a POST predict request: Content-Type, body size, JSON, ``instances``, ``?alias=`` /
+``?version=``, and rows or records into a float32 matrix in the schema's feature order.
+
+Validated with numpy (one conversion, a Python type check for a few rows), not per-field pydantic
+models; ``_diagnose``, which names the first bad row and field, runs only for bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelops.domain.alias import ALIAS_RE
+from modelops.stages.predict.errors import JSON, RequestError
+from modelops.stages.predict.serving import FLOAT32_MAX, ModelInfo
+
+_ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
+
+
+@dataclass(slots=True)
+class RawRequest:
+    """A POST predict request as the event carries it (nothing checked yet)."""
+
+    name: str
+    body: str | None
+    is_base64: bool
+    content_type: str | None
+    query: Mapping[str, str]
+    routing_key: str | None
+    request_id: str
+
+
+def check_content_type(content_type: str | None) -> None:
+    """JSON, or no Content-Type, or curl's default form type (the body must still be JSON)."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in _ACCEPTED_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise RequestError(
+        415, "unsupported_media_type", f"Content-Type {media[:60]!r} is not supported; send {JSON}"
+    )
+
+
+def body_bytes(body: str | None, is_base64: bool, limit: int) -> str | bytes:
+    """The body, size-checked before anything parses it (413 over ``limit`` bytes)."""
+    if not body:
+        raise RequestError(400, "invalid_json", 'the request body is empty; send {"instances": [...]}')
+    if is_base64:
+        if len(body) > (limit + 2) // 3 * 4 + 4:
+            raise _too_big(limit)
+        try:
+            raw: str | bytes = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "invalid_json", "the request body is not valid base64") from None
+        size = len(raw)
+    else:
+        raw = body
+        size = len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise _too_big(limit)
+    return raw
+
+
+def _too_big(limit: int) -> RequestError:
+    return RequestError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """Strict JSON first (fast); NaN, Infinity and 1e400 are then accepted here so that the row and
+    field that hold them can be named (they are rejected by ``to_matrix``)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        strict = str(exc)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RequestError(400, "invalid_json", f"the request body is not valid JSON: {strict}") from None
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    return "an object"
+
+
+def instances_of(doc: Any, max_rows: int) -> list[Any]:
+    if type(doc) is not dict:
+        raise RequestError(
+            422,
+            "invalid_request",
+            f'the body must be a JSON object {{"instances": [...]}}, not {_json_type(doc)}',
+        )
+    if len(doc) != 1 or "instances" not in doc:
+        extra = sorted(k for k in doc if k != "instances")
+        if extra:
+            raise RequestError(
+                422, "invalid_request", f"unknown key {extra[0][:60]!r}; the body takes only 'instances'"
+            )
+        raise RequestError(422, "invalid_request", "'instances' is missing")
+    inst = doc["instances"]
+    if type(inst) is not list:
+        raise RequestError(
+            422, "invalid_request", f"'instances' must be a list of rows or records, not {_json_type(inst)}"
+        )
+    if not inst:
+        raise RequestError(422, "invalid_request", "'instances' is empty; send at least one row")
+    if len(inst) > max_rows:
+        raise RequestError(413, "too_many_rows", f"{len(inst)} rows; at most {max_rows} per request")
+    return inst
+
+
+def _features_hint(info: ModelInfo) -> str:
+    names = ", ".join(info.features[:8]) + (", …" if info.n_features > 8 else "")
+    return f"{info.n_features} features ({names})"
+
+
+def _value_problem(v: Any) -> str | None:
+    t = type(v)
+    if t is float:
+        if v != v:
+            return "is NaN; expected a finite number"
+        if abs(v) > FLOAT32_MAX:
+            return "is infinite or out of the float32 range (±3.4e38); expected a finite number"
+        return None
+    if t is int:
+        return "is out of the float32 range (±3.4e38)" if abs(v) > FLOAT32_MAX else None
+    if t is list:
+        return "is a list; expected a number (nested lists are not allowed)"
+    return f"is {_json_type(v)}; expected a number"
+
+
+def _diagnose(instances: list[Any], info: ModelInfo, records: bool) -> RequestError | None:
+    """The first bad row or field, described for the caller (the slow path, only for bad input)."""
+
+    def bad(message: str) -> RequestError:
+        return RequestError(422, "invalid_instances", message)
+
+    f = info.n_features
+    known = set(info.features)
+    for i, row in enumerate(instances):
+        if records:
+            if type(row) is not dict:
+                return bad(
+                    f"instances[{i}]: expected an object keyed by feature name like instances[0], not {_json_type(row)}"
+                )
+            for name in info.features:
+                if name not in row:
+                    return bad(f"instances[{i}]: missing feature {name!r}")
+            for k in row:
+                if k not in known:
+                    return bad(
+                        f"instances[{i}]: unknown feature {k[:60]!r}; the model takes {_features_hint(info)}"
+                    )
+            for name in info.features:
+                problem = _value_problem(row[name])
+                if problem:
+                    return bad(f"instances[{i}].{name} {problem}")
+        else:
+            if type(row) is not list:
+                return bad(
+                    f"instances[{i}]: expected a list of {f} numbers in schema order like instances[0], not {_json_type(row)}"
+                )
+            if len(row) != f:
+                return bad(f"instances[{i}]: has {len(row)} values; the model takes {_features_hint(info)}")
+            for j, v in enumerate(row):
+                problem = _value_problem(v)
+                if problem:
+                    return bad(f"instances[{i}][{j}] ({info.features[j]!r}) {problem}")
+    return None
+
+
+_SMALL_BATCH = 16
+_FLOAT32_FINITE = 2.0**128 - 2.0**103  # a number under this in magnitude rounds to a finite float32
+
+
+def _float32_numbers(rows: list[Any], f: int) -> bool:
+    """Every row a list of ``f`` JSON numbers (ints or floats, not booleans) that round to finite
+    float32 values (so NaN, infinities and 1e39 are not)?"""
+    for r in rows:
+        if type(r) is not list or len(r) != f:
+            return False
+        for v in r:
+            t = type(v)
+            if (t is not float and t is not int) or not -_FLOAT32_FINITE < v < _FLOAT32_FINITE:
+                return False
+    return True
+
+
+def _may_hold_booleans(raw: str | bytes) -> bool:
+    if isinstance(raw, str):
+        return "true" in raw or "false" in raw
+    return b"true" in raw or b"false" in raw
+
+
+def to_matrix(instances: list[Any], info: ModelInfo, raw: str | bytes) -> np.ndarray:
+    """Rows (lists in schema order) or records (objects keyed by feature name) -> (n, f) float32.
+
+    The common case costs one check of the values and one numpy conversion; anything unusual (strings,
+    booleans, nulls, ragged or nested rows, non-finite or out-of-range numbers) takes ``_diagnose``,
+    which names the first bad row and field.
+    """
+    f = info.n_features
+    first = instances[0]
+    records = type(first) is dict
+    rows: list[Any]
+    if records:
+        names = info.features
+        try:
+            rows = [[r[k] for k in names] for r in instances]
+        except (KeyError, TypeError, IndexError):
+            raise _diagnose(instances, info, True) or _unexpected() from None
+        if any(len(r) != f for r in instances):
+            raise _diagnose(instances, info, True) or _unexpected()
+    elif type(first) is list:
+        rows = instances
+    else:
+        raise RequestError(
+            422,
+            "invalid_instances",
+            f"instances[0]: expected a list of numbers in schema order or an object keyed by feature name, "
+            f"not {_json_type(first)}",
+        )
+    arr: np.ndarray | None = None
+    if len(rows) <= _SMALL_BATCH:  # a few rows: checking values in Python beats numpy's type inference
+        ok = False
+        if _float32_numbers(rows, f):  # nothing to overflow or be non-finite: convert and done
+            try:
+                return np.array(rows, dtype=np.float32)
+            except (ValueError, TypeError, OverflowError):
+                pass  # the general path below names what failed
+    else:
+        try:
+            arr = np.array(rows)
+            ok = (
+                arr.ndim == 2
+                and arr.shape[1] == f
+                and arr.dtype.kind in "fiu"
+                and not _may_hold_booleans(raw)
+            )
+        except (ValueError, TypeError, OverflowError):
+            ok = False
+    if not ok:
+        err = _diagnose(instances, info, records)
+        if err is not None:
+            raise err
+        arr = None  # every value is a number after all (say, an integer beyond int64): convert from the rows
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.array(rows, dtype=np.float32) if arr is None else arr.astype(np.float32)
+    except (ValueError, TypeError, OverflowError):
+        raise _diagnose(instances, info, records) or _unexpected() from None
+    if not np.isfinite(x).all():
+        raise _diagnose(instances, info, records) or _unexpected()
+    return x
+
+
+def _unexpected() -> RequestError:
+    return RequestError(422, "invalid_instances", "the instances could not be read as numbers")
+
+
+def selector(query: Mapping[str, str]) -> tuple[str | None, int | None]:
+    """``?alias=`` or ``?version=`` (not both); 400 when malformed."""
+    alias = query.get("alias")
+    version = query.get("version")
+    if alias is not None and version is not None:
+        raise RequestError(400, "invalid_parameter", "give ?alias= or ?version=, not both")
+    if alias is not None and not ALIAS_RE.match(alias):
+        raise RequestError(400, "invalid_parameter", f"invalid alias {alias[:40]!r}")
+    if version is not None:
+        if not (version.isascii() and version.isdigit() and len(version) <= 9 and int(version) >= 1):
+            raise RequestError(
+                400, "invalid_parameter", f"version must be a positive integer, not {version[:20]!r}"
+            )
+        return None, int(version)
+    return alias, None

@@ -1,0 +1,207 @@
+"""predict's service (one per warm container): the model cache, the capture sink and the registry,
+and what each route asks of them. ``service()`` is the container's, built once from ``Settings``."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modelops import aws
+from modelops.domain.alias import PRODUCTION
+from modelops.domain.errors import ModelNotFoundError
+from modelops.domain.spec import MODEL_NAME_RE
+from modelops.stages.predict.errors import JSON, RequestError
+from modelops.stages.predict.parse import (
+    RawRequest,
+    body_bytes,
+    check_content_type,
+    instances_of,
+    parse_json,
+    selector,
+    to_matrix,
+)
+from modelops.stages.predict.render import render
+from modelops.stages.predict.serving import ModelCache
+from modelops.stages.predict.settings import Settings
+from modelops.stages.predict.telemetry import telemetry
+from modelops.stages.runtime import logger
+from modelops.storage.capture_sink import CaptureSink
+from modelops.storage.events import EventBus
+from modelops.storage.registry import Registry
+
+
+class _LazyEventBus:
+    """An EventBus whose client is built on first use (alerts are rare; keep cold starts lean)."""
+
+    def __init__(self, factory: Callable[[], Any], bus_name: str):
+        self._factory = factory
+        self._bus_name = bus_name
+        self._bus: EventBus | None = None
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> str:
+        if self._bus is None:
+            self._bus = EventBus(self._factory(), self._bus_name)
+        return self._bus.publish(detail_type, detail)
+
+
+class PredictService:
+    """predict's domain side: model cache, capture sink, registry. One per warm container."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        cache: ModelCache,
+        sink: CaptureSink | None,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.cache = cache
+        self.sink = sink
+        self.metrics = telemetry()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        s3: Any = None,
+        firehose_factory: Callable[[], Any] | None = None,
+        events_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> PredictService:
+        registry = Registry(
+            s3 if s3 is not None else aws.client("s3", config=aws.INTERACTIVE_CONFIG),
+            settings.registry_bucket,
+            actor="predict",
+        )
+        cache = ModelCache(
+            registry,
+            artifact_dir=settings.artifact_dir,
+            ttl_seconds=settings.alias_cache_ttl_seconds,
+            clock=clock,
+            events=_LazyEventBus(
+                events_factory or functools.partial(aws.client, "events"), settings.event_bus_name
+            ),
+            max_loaded=settings.max_loaded_versions,
+        )
+        sink = None
+        if settings.capture_stream:
+            sink = CaptureSink(
+                firehose_factory or functools.partial(aws.client, "firehose"),
+                settings.capture_stream,
+                log=logger,
+            )
+        return cls(settings, registry, cache, sink)
+
+    def predict(self, req: RawRequest) -> tuple[int, str, dict[str, str]]:
+        """(status, body, headers) of a served request; a bad one raises (``errors.error_result``)."""
+        started = time.perf_counter()
+        settings = self.settings
+        check_content_type(req.content_type)
+        raw = body_bytes(req.body, req.is_base64, settings.max_body_bytes)
+        alias, version = selector(req.query)
+        instances = instances_of(parse_json(raw), settings.max_rows)
+        routing_key = req.routing_key if req.routing_key is not None else req.query.get("routing_key")
+        lm = self.cache.resolve(req.name, alias=alias, version=version, routing_key=routing_key)
+        info = lm.info
+        try:
+            x = to_matrix(instances, info, raw)
+        except RequestError as exc:
+            exc.served_version = info.version
+            raise
+        y = lm.predict(x)
+        body = render(info, req.name, y, req.request_id)
+        sink = self.sink
+        if sink is not None:
+            sink.submit(req.name, info.version, req.request_id, x, y, info.capture_sample_rate)
+            lost = sink.take_failures()
+            if lost:
+                self.metrics.capture_failures(lost)
+        self.metrics.served(req.name, info.version, (time.perf_counter() - started) * 1000.0, x.shape[0])
+        return (
+            200,
+            body,
+            {"Content-Type": JSON, "X-Model-Version": str(info.version), "X-Request-Id": req.request_id},
+        )
+
+    # ------------------------------------------------------------------ catalogue
+    def list_models(self) -> dict[str, Any]:
+        """``{"models": [{"name", "aliases": {alias: version}, "latest_version"}]}``."""
+        out = []
+        for name in self.registry.list_models():
+            if not MODEL_NAME_RE.match(name):
+                continue
+            aliases = {a: d.version for a, d in sorted(self.registry.list_aliases(name).items())}
+            versions = self.registry.list_versions(name)
+            out.append(
+                {"name": name, "aliases": aliases, "latest_version": versions[-1] if versions else None}
+            )
+        return {"models": out}
+
+    def show_model(self, name: str) -> dict[str, Any]:
+        """Aliases, versions (with their metrics), and the production version's schema and metrics."""
+        if not MODEL_NAME_RE.match(name) or not self.registry.model_exists(name):
+            raise ModelNotFoundError(f"no model named {name[:60]!r}")
+        aliases = self.registry.list_aliases(name)
+        versions: list[dict[str, Any]] = []
+        for number in self.registry.list_versions(name):
+            m = self.cache.manifest(name, number)
+            doc = m.get("metrics")
+            versions.append(
+                {
+                    "version": number,
+                    "created_at": m.created_at,
+                    "task": m.get("task"),
+                    "metrics": doc if isinstance(doc, dict) else {},
+                    "schema": m.get("schema"),
+                }
+            )
+        by_version = {v["version"]: v for v in versions}
+        current = aliases[PRODUCTION].version if PRODUCTION in aliases else max(by_version, default=None)
+        shown = by_version.get(current) if current is not None else None
+        schema = shown.pop("schema") if shown else None
+        for entry in versions:
+            entry.pop("schema", None)
+        return {
+            "name": name,
+            "aliases": {
+                a: {
+                    "version": d.version,
+                    "previous": d.previous,
+                    "canary": d.canary,
+                    "updated_at": d.updated_at,
+                }
+                for a, d in sorted(aliases.items())
+            },
+            "versions": versions,
+            "schema_version": current,
+            "schema": schema if isinstance(schema, dict) else None,
+            "metrics": shown["metrics"] if shown else {},
+        }
+
+
+# ---------------------------------------------------------------------- the container's service
+_installed: PredictService | None = None
+
+
+@functools.cache
+def build() -> PredictService:
+    """The container's PredictService, from ``Settings`` (the environment), built at first use."""
+    return PredictService.from_settings(Settings())
+
+
+def service() -> PredictService:
+    """The service ``configure`` installed, else the container's."""
+    return _installed if _installed is not None else build()
+
+
+def configure(svc: PredictService | None) -> None:
+    """Install a service (tests, benchmarks), or None to build the container's from the environment
+    again at the next use."""
+    global _installed
+    _installed = svc
+    if svc is None:
+        build.cache_clear()

@@ -1,0 +1,152 @@
+"""predict's metrics, written as CloudWatch Embedded Metric Format lines, and its log context.
+
+Same namespace, metric names, units and dimensions as Powertools Metrics wrote them (docs/predict.md
+"Observability"); one line per outcome of an invocation, written straight to stdout:
+
+- served: ``Latency`` (Milliseconds) and ``Rows`` (Count), dimensions ``Model``, ``Version``, ``service``;
+- failed: ``Errors`` (Count), dimensions ``Code``, ``service``;
+- ``CaptureFailures`` (Count), ``CatalogueReads`` (Count): dimension ``service``;
+- the container's first invocation: ``ColdStart`` (Count), dimensions ``function_name``, ``service``.
+
+Powertools Metrics costs ~18 µs per invocation (unit validation, serialisation with the stdlib
+``json``, an environment read per flush); this costs ~1.7 µs: all but the timestamp and the values
+of a document is serialised once per model version (or error code) and kept. Likewise ``start``
+sets the keys that ``Logger.inject_lambda_context`` would (cold start, the Lambda context, API
+Gateway's request id as correlation id) with one ``append_keys`` (~1–2 µs), without its JMESPath
+lookup (~7.5 µs in all).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from modelops.stages.runtime import logger
+
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_SERVED = (("Latency", "Milliseconds"), ("Rows", "Count"))
+_ERRORS = (("Errors", "Count"),)
+_CAPTURE_FAILURES = (("CaptureFailures", "Count"),)
+_CATALOGUE_READS = (("CatalogueReads", "Count"),)
+_COLD_START = (("ColdStart", "Count"),)
+_MAX_FRAMES = 1024
+
+
+class Telemetry:
+    """Writes predict's EMF lines and sets its log keys; one per container (``telemetry()``)."""
+
+    def __init__(self, namespace: str, service: str, *, disabled: bool = False, log_event: bool = False):
+        self.namespace = namespace
+        self.service = service
+        self.disabled = disabled
+        self.log_event = log_event
+        self.cold = True
+        self._frames: dict[tuple[Any, ...], str] = {}
+
+    @classmethod
+    def from_env(cls) -> Telemetry:
+        """Configured by the variables Powertools reads (``POWERTOOLS_METRICS_NAMESPACE``,
+        ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_DISABLED``, ``POWERTOOLS_LOGGER_LOG_EVENT``)."""
+        env = os.environ
+        return cls(
+            env.get("POWERTOOLS_METRICS_NAMESPACE") or "ModelOps",
+            env.get("POWERTOOLS_SERVICE_NAME") or "predict",
+            disabled=env.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() in _TRUE,
+            log_event=env.get("POWERTOOLS_LOGGER_LOG_EVENT", "").strip().lower() in _TRUE,
+        )
+
+    # ------------------------------------------------------------------ per invocation
+    def start(self, event: dict[str, Any], context: Any) -> None:
+        """Log keys for this invocation (those ``inject_lambda_context`` sets, all of them every
+        time: the twin runs every function's handler in one process, with one logger), and the
+        ``ColdStart`` metric on the container's first."""
+        cold, self.cold = self.cold, False
+        logger.append_keys(
+            cold_start=cold,
+            function_name=context.function_name,
+            function_memory_size=context.memory_limit_in_mb,
+            function_arn=context.invoked_function_arn,
+            function_request_id=context.aws_request_id,
+            correlation_id=(event.get("requestContext") or {}).get("requestId"),
+        )
+        if cold:
+            name = context.function_name
+            self._emit(
+                ("cold",),
+                lambda: {"function_name": name, "service": self.service},
+                _COLD_START,
+                {"ColdStart": [1.0]},
+            )
+        if self.log_event:
+            logger.info(event)
+
+    def served(self, model: str, version: int, milliseconds: float, rows: int) -> None:
+        self._emit(
+            ("served", model, version),
+            lambda: {"Model": model, "Version": str(version), "service": self.service},
+            _SERVED,
+            {"Latency": [milliseconds], "Rows": [float(rows)]},
+        )
+
+    def error(self, code: str) -> None:
+        self._emit(
+            ("error", code), lambda: {"Code": code, "service": self.service}, _ERRORS, {"Errors": [1.0]}
+        )
+
+    def capture_failures(self, lost: int) -> None:
+        self._emit(
+            ("capture",),
+            lambda: {"service": self.service},
+            _CAPTURE_FAILURES,
+            {"CaptureFailures": [float(lost)]},
+        )
+
+    def catalogue_read(self) -> None:
+        self._emit(
+            ("catalogue",), lambda: {"service": self.service}, _CATALOGUE_READS, {"CatalogueReads": [1.0]}
+        )
+
+    # ------------------------------------------------------------------ EMF
+    def _emit(
+        self,
+        key: tuple[Any, ...],
+        dimensions: Callable[[], dict[str, str]],
+        metrics: tuple[tuple[str, str], ...],
+        values: dict[str, list[float]],
+    ) -> None:
+        """One EMF document: ``{"_aws": {"Timestamp", "CloudWatchMetrics"}, dimension: value, ...,
+        metric: [value], ...}``; ``metrics`` names and units the ``values``, in their order.
+        Everything but the timestamp and the values is serialised once per ``key`` (what the
+        document is about) and kept."""
+        if self.disabled:
+            return
+        frame = self._frames.get(key)
+        if frame is None:
+            if len(self._frames) >= _MAX_FRAMES:
+                self._frames.clear()
+            frame = self._frames[key] = self._frame(dimensions(), metrics)
+        numbers = orjson.dumps(values)
+        sys.stdout.write(f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{frame}{numbers[1:].decode()}\n')
+
+    def _frame(self, dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...]) -> str:
+        """The document from after the timestamp to the metrics' values."""
+        directive = {
+            "Namespace": self.namespace,
+            "Dimensions": [list(dimensions)],
+            "Metrics": [{"Name": name, "Unit": unit} for name, unit in metrics],
+        }
+        cloudwatch = orjson.dumps([directive]).decode()
+        dims = orjson.dumps(dimensions).decode()[1:-1]
+        return f',"CloudWatchMetrics":{cloudwatch}}},{dims},'
+
+
+@functools.cache
+def telemetry() -> Telemetry:
+    """The container's ``Telemetry``, configured from the environment at its first use."""
+    return Telemetry.from_env()

@@ -1,0 +1,168 @@
+"""predict's EMF lines (modelops.stages.predict.telemetry) are valid Embedded Metric Format with the
+namespace, metric names, units and dimensions Powertools Metrics wrote before, and its log keys are
+those of ``Logger.inject_lambda_context``."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from modelops.stages.predict.telemetry import Telemetry
+from modelops.stages.runtime import logger
+from modelops_local.telemetry import emf_metrics
+
+CTX = SimpleNamespace(
+    function_name="predict-fn",
+    memory_limit_in_mb=1769,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:predict-fn",
+    aws_request_id="lambda-req-1",
+)
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    out = capsys.readouterr().out
+    assert out.endswith("\n")
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def powertools_document(
+    dimensions: dict[str, str], values: list[tuple[str, MetricUnit, float]]
+) -> dict[str, Any]:
+    """What Powertools Metrics writes for the same metrics (the format the dashboard and alarms read)."""
+    m = Metrics(namespace="ModelOps", service="predict")
+    try:
+        for name, value in dimensions.items():
+            if name != "service":
+                m.add_dimension(name=name, value=value)
+        for name, unit, number in values:
+            m.add_metric(name=name, unit=unit, value=number)
+        doc: dict[str, Any] = json.loads(json.dumps(m.serialize_metric_set()))
+        return doc
+    finally:
+        m.clear_metrics()
+
+
+def without_timestamp(doc: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(doc))
+    del out["_aws"]["Timestamp"]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("emit", "dimensions", "values"),
+    [
+        (
+            lambda t: t.served("iris", 3, 0.125, 4),
+            {"Model": "iris", "Version": "3", "service": "predict"},
+            [("Latency", MetricUnit.Milliseconds, 0.125), ("Rows", MetricUnit.Count, 4.0)],
+        ),
+        (
+            lambda t: t.error("model_not_found"),
+            {"Code": "model_not_found", "service": "predict"},
+            [("Errors", MetricUnit.Count, 1.0)],
+        ),
+        (
+            lambda t: t.capture_failures(2),
+            {"service": "predict"},
+            [("CaptureFailures", MetricUnit.Count, 2.0)],
+        ),
+        (lambda t: t.catalogue_read(), {"service": "predict"}, [("CatalogueReads", MetricUnit.Count, 1.0)]),
+    ],
+)
+def test_each_line_is_the_document_powertools_wrote(
+    capsys: pytest.CaptureFixture[str], emit: Any, dimensions: dict[str, str], values: list[Any]
+) -> None:
+    t = Telemetry("ModelOps", "predict")
+    before = int(time.time() * 1000)
+    emit(t)
+    emit(t)  # the second comes from the kept frame
+    docs = lines(capsys)
+    assert len(docs) == 2
+    want = without_timestamp(powertools_document(dimensions, values))
+    for doc in docs:
+        assert before <= doc["_aws"]["Timestamp"] <= int(time.time() * 1000)
+        assert without_timestamp(doc) == want
+        directive = doc["_aws"]["CloudWatchMetrics"][0]
+        assert directive["Namespace"] == "ModelOps"
+        assert directive["Dimensions"] == [list(dimensions)]
+        assert [(m["Name"], m["Unit"]) for m in directive["Metrics"]] == [(n, u.value) for n, u, _ in values]
+        assert all(doc[name] == [number] for name, _, number in values)
+
+
+def test_lines_parse_as_emf_metric_data(capsys: pytest.CaptureFixture[str]) -> None:
+    t = Telemetry("Custom/NS", "predict")
+    t.served("iris", 3, 1.5, 2)
+    data = emf_metrics(capsys.readouterr().out)
+    assert [(ns, d["MetricName"], d["Unit"], d["Value"]) for ns, d in data] == [
+        ("Custom/NS", "Latency", "Milliseconds", 1.5),
+        ("Custom/NS", "Rows", "Count", 2.0),
+    ]
+    assert {(x["Name"], x["Value"]) for x in data[0][1]["Dimensions"]} == {
+        ("Model", "iris"),
+        ("Version", "3"),
+        ("service", "predict"),
+    }
+
+
+def test_names_and_codes_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    t = Telemetry("ModelOps", 'pre"dict')
+    t.error('we"ird\ncode')
+    (doc,) = lines(capsys)
+    assert doc["Code"] == 'we"ird\ncode' and doc["service"] == 'pre"dict'
+
+
+def test_cold_start_once_and_the_log_keys_of_inject_lambda_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    t = Telemetry("ModelOps", "predict")
+    t.start({"requestContext": {"requestId": "api-1"}}, CTX)
+    (doc,) = lines(capsys)
+    assert without_timestamp(doc) == without_timestamp(
+        {
+            "_aws": {
+                "Timestamp": 0,
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": "ModelOps",
+                        "Dimensions": [["function_name", "service"]],
+                        "Metrics": [{"Name": "ColdStart", "Unit": "Count"}],
+                    }
+                ],
+            },
+            "function_name": "predict-fn",
+            "service": "predict",
+            "ColdStart": [1.0],
+        }
+    )
+    keys = logger.get_current_keys()
+    assert keys["cold_start"] is True and keys["correlation_id"] == "api-1"
+    assert (keys["function_name"], keys["function_memory_size"], keys["function_arn"]) == (
+        "predict-fn",
+        1769,
+        CTX.invoked_function_arn,
+    )
+    t.start(
+        {"requestContext": {"requestId": "api-2"}}, SimpleNamespace(**{**vars(CTX), "aws_request_id": "r2"})
+    )
+    assert capsys.readouterr().out == ""  # no second ColdStart
+    keys = logger.get_current_keys()
+    assert (keys["cold_start"], keys["correlation_id"], keys["function_request_id"]) == (False, "api-2", "r2")
+    t.start({}, CTX)
+    assert logger.get_current_keys()["correlation_id"] is None
+
+
+def test_disabled_writes_nothing(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Other")
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+    t = Telemetry.from_env()
+    assert (t.namespace, t.service, t.disabled) == ("Other", "predict", True)
+    t.served("iris", 1, 1.0, 1)
+    t.error("x")
+    assert capsys.readouterr().out == ""
