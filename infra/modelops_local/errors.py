@@ -17,4 +17,3 @@ class PortInUseError(TwinError):
 
 class FunctionNotFoundError(TwinError):
     """No function of that name (logical id or physical name) in the template."""
-
