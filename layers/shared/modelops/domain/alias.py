@@ -13,7 +13,7 @@ from modelops.domain.errors import CorruptDocumentError
 
 PRODUCTION = "production"
 """The alias predict serves by default and the promotion gate moves."""
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
 
 
 @dataclass

@@ -41,7 +41,8 @@ TUNING_NAME_MAX = 32
 SEARCH_MODE_HP = "search_mode"
 """Static hyperparameter telling the trainer it runs one trial: ``tuning`` (SageMaker) or ``array`` (Batch)."""
 STATES = ("complete", "pruned", "failed")
-_JOB_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")
+r"""A SageMaker / Batch job name (``\Z``, not ``$``: a trailing newline is not a name)."""
 _ERROR_CHARS = 500
 
 
@@ -65,7 +66,7 @@ def seed(spec: ModelSpec) -> int:
 def tuning_job_name(job: str, prefix: str) -> str:
     """``{prefix}-{sha256(job)}`` cut to SageMaker's 32 characters: deterministic per job, and under the
     ``{JobPrefix}-`` names the template's IAM policies and EventBridge rules cover."""
-    if not _JOB_RE.match(job):
+    if not JOB_NAME_RE.match(job):
         raise ValueError(f"invalid job name {job[:80]!r}")
     room = TUNING_NAME_MAX - len(prefix) - 1
     if room < 8:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from modelops.domain.errors import InvalidNameError, SpecError
 
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 """Model names: lower-case letters, digits and dashes, at most 40 characters (they go into job names)."""
 
 Task = Literal["regression", "binary", "multiclass"]

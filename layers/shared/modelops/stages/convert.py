@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import tempfile
 import time
 import uuid
@@ -78,7 +77,6 @@ from modelops.storage.registry import Manifest, Registry
 if TYPE_CHECKING:  # pragma: no cover
     from modelops.ml.convert import ConvertOutput
 
-JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 """SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
 REQUIRED_FILES = ("saved_model/saved_model.pb", "schema.json", "metrics.json", "baseline.json", "heldout.npz")
 
@@ -211,7 +209,7 @@ def parse_job_event(event: Any) -> JobEvent | None:
             array_index = int(array["index"])
     else:
         return None
-    if not isinstance(job, str) or not JOB_NAME_RE.match(job):
+    if not isinstance(job, str) or not searching.JOB_NAME_RE.match(job):
         raise InvalidEventError(f"{kind} event without a valid job name: {str(job)[:80]!r}")
     return JobEvent(
         job,
@@ -359,7 +357,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     definition = desc.get("TrainingJobDefinition") or {}
     static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
     job = static.get("job", "")
-    if not JOB_NAME_RE.match(job):
+    if not searching.JOB_NAME_RE.match(job):
         return _ignored(name, "a tuning job that names no modelops job")
     record = load_job_record(deps.jobs, job)
     if record is None:
@@ -392,7 +390,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
             event_id=ev.event_id,
         )
         return _training_failed(deps, failed, record)
-    if not JOB_NAME_RE.match(best) or not best.startswith(f"{name}-"):
+    if not searching.JOB_NAME_RE.match(best) or not best.startswith(f"{name}-"):
         raise InvalidEventError(f"tuning job {name} names an unexpected best training job {best[:80]!r}")
     doc = searching.summary(
         spec, trials, backend_mode="tuning", extra={"tuning_job": name, "best_training_job": best}
