@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from modelops.domain.search import JOB_NAME_RE
+
 log = logging.getLogger("modelops.twin.training")
 
 DEFAULT_ENTRYPOINT = "modelops_training.entrypoint"
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class TrainingRequestError(Exception):
@@ -113,7 +114,7 @@ class TrainingService:
         if not isinstance(request, dict):
             raise TrainingRequestError("ValidationException", "the request body must be a JSON object")
         name = request.get("TrainingJobName")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not JOB_NAME_RE.match(name):
             raise TrainingRequestError(
                 "ValidationException",
                 "1 validation error detected: Value at 'trainingJobName' failed to satisfy constraint: "
