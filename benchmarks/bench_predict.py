@@ -14,7 +14,8 @@ the same requests:
 * ``predict_overhead_vs_floor`` (x): the warm handler's p50 over the p50 of the least any handler
   must do for the same request, in the same process: ``orjson.loads`` of the body, the rows to a
   float32 array, ``LoadedModel.predict`` (LiteRT set_tensor, invoke, get_tensor) and ``orjson.dumps``
-  of ``{"model", "version", "request_id", "predictions"}``. Peer: issue 13's target, 3x.
+  of the very body the handler answers (``{"model", "version", "request_id", "predictions",
+  "probabilities", "labels"}``, asserted equal). Peer: issue 13's target, 3x.
 * ``predict_warm_p50_vs_before`` / ``predict_cold_start_vs_before``: the same warm and cold
   measurements of the predict package as it was at ``BASELINE`` (the commit before issue 13's
   renovation, or ``BENCH_PREDICT_BASELINE``), extracted with ``git archive`` into a temporary
@@ -153,7 +154,9 @@ _OURS_WARM = (
                 from modelops.storage.registry import Registry
                 from modelops.stages.predict.service import PredictService, configure
                 from modelops.stages.predict.settings import Settings
+                baseline = False
             except ImportError:  # the package as it was at the baseline commit (a peer)
+                baseline = True
                 from modelops.registry import Registry
                 from modelops.predict_api import PredictService, PredictSettings as Settings, configure
             reg = Registry(s3, work["bucket"])
@@ -186,12 +189,16 @@ _OURS_WARM = (
             x1 = np.asarray(rows[:1], dtype=np.float32)
             model_only = timed(lambda: lm.predict(x1), 5000)
 
-            def floor(body=one["body"], version=lm.info.version):
+            def floor(body=one["body"], version=lm.info.version, labels=lm.info.classes):
                 x = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
                 y = lm.predict(x)
+                p = y[0, 0]  # the model's sigmoid: P(labels[1])
                 return orjson.dumps({"model": "bench", "version": version, "request_id": "bench-req",
-                                     "predictions": y}, option=orjson.OPT_SERIALIZE_NUMPY)
+                                     "predictions": [labels[1] if p >= 0.5 else labels[0]],
+                                     "probabilities": [[1.0 - p, p]], "labels": labels},
+                                    option=orjson.OPT_SERIALIZE_NUMPY)
 
+            assert baseline or floor().decode() == first["body"], (floor(), first["body"])  # the same answer
             timed(floor, 500)
             floor_ns = timed(floor, work["single_n"])
             assert svc.sink.flush(30)
@@ -441,8 +448,8 @@ def run() -> list[dict[str, Any]]:
             "target": "<= 3x",
             "notes": (
                 f"warm handler p50 {ours['p50']:.1f} µs / floor p50 {ours['floor_p50']:.1f} µs (orjson.loads, "
-                f"rows to float32, LiteRT set_tensor+invoke+get_tensor, orjson.dumps of the answer, in the "
-                f"same process)"
+                f"rows to float32, LiteRT set_tensor+invoke+get_tensor, orjson.dumps of the same answer body, in "
+                f"the same process)"
                 + (
                     f"; at {BASELINE}: {before['p50']:.1f} / {before['floor_p50']:.1f} µs = "
                     f"{before['p50'] / before['floor_p50']:.1f}x"
@@ -627,7 +634,7 @@ def publish_for_cold_start(endpoint: str, work: dict[str, Any]) -> None:
 
     from modelops.storage.registry import Registry
 
-    kw = {
+    kw: dict[str, Any] = {
         "endpoint_url": endpoint,
         "region_name": "us-east-1",
         "aws_access_key_id": "bench",

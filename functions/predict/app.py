@@ -1,9 +1,9 @@
 """predict: POST /models/{name}/predict, GET /models, GET /models/{name}, GET /openapi.json.
 
-The API lives in ``modelops.stages.predict`` (docs/predict.md). ``handle`` sets the log keys that
-``Logger.inject_lambda_context`` would and writes its EMF metrics itself (cold start included):
-the Powertools decorators cost ~25 µs per invocation, against ~16 µs for the whole warm answer
-(docs/predict.md "Performance").
+The API lives in ``modelops.stages.predict`` (docs/predict.md). ``handle`` gives the log records
+the keys that ``Logger.inject_lambda_context`` would set and writes its EMF metrics itself (cold
+start included): the Powertools decorators cost ~25 µs per invocation, against ~13 µs for the whole
+warm answer (docs/predict.md "Performance").
 """
 
 from __future__ import annotations

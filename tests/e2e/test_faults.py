@@ -7,11 +7,12 @@ The handlers run in this process, so a fault is injected by patching the shared 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
-from modelops.storage.registry import Registry
+from modelops.storage.s3 import ObjectStore
 from modelops_local.lifecycle import Life, sklearn_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
@@ -31,16 +32,16 @@ def data() -> bytes:
 
 def crash_manifest_writes(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     """The next ``times`` manifest creations die after the blobs are uploaded (a crashed container)."""
-    real = Registry._create
+    real = ObjectStore.create
     crashed: list[str] = []
 
-    def create(self: Registry, key: str, body: bytes, content_type: str = "application/json") -> bool:
+    def create(self: ObjectStore, key: str, body: bytes, *args: Any, **kwargs: Any) -> bool:
         if key.endswith("/manifest.json") and len(crashed) < times:
             crashed.append(key)
             raise ConnectionError("the container died between the artifacts and the manifest")
-        return real(self, key, body, content_type)
+        return real(self, key, body, *args, **kwargs)
 
-    monkeypatch.setattr(Registry, "_create", create)
+    monkeypatch.setattr(ObjectStore, "create", create)
     return crashed
 
 

@@ -4,7 +4,9 @@ those of ``Logger.inject_lambda_context``."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -117,6 +119,21 @@ def test_names_and_codes_are_escaped(capsys: pytest.CaptureFixture[str]) -> None
     assert doc["Code"] == 'we"ird\ncode' and doc["service"] == 'pre"dict'
 
 
+def logged_keys(message: str = "probe") -> dict[str, Any]:
+    """The keys of the JSON line the logger writes for one record (its handler's stream swapped)."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buf = io.StringIO()
+    old = handler.setStream(buf)
+    try:
+        logger.info(message)
+    finally:
+        handler.setStream(old)
+    doc: dict[str, Any] = json.loads(buf.getvalue().splitlines()[-1])
+    assert doc["message"] == message
+    return doc
+
+
 def test_cold_start_once_and_the_log_keys_of_inject_lambda_context(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -140,21 +157,39 @@ def test_cold_start_once_and_the_log_keys_of_inject_lambda_context(
             "ColdStart": [1.0],
         }
     )
-    keys = logger.get_current_keys()
+    keys = logged_keys()
     assert keys["cold_start"] is True and keys["correlation_id"] == "api-1"
     assert (keys["function_name"], keys["function_memory_size"], keys["function_arn"]) == (
         "predict-fn",
         1769,
         CTX.invoked_function_arn,
     )
+    t.end()
     t.start(
         {"requestContext": {"requestId": "api-2"}}, SimpleNamespace(**{**vars(CTX), "aws_request_id": "r2"})
     )
     assert capsys.readouterr().out == ""  # no second ColdStart
-    keys = logger.get_current_keys()
+    keys = logged_keys()
     assert (keys["cold_start"], keys["correlation_id"], keys["function_request_id"]) == (False, "api-2", "r2")
+    assert logged_keys("again")["correlation_id"] == "api-2"  # still there for the invocation's next record
+    t.end()
     t.start({}, CTX)
+    keys = logged_keys()
+    assert "correlation_id" not in keys  # None: Powertools leaves it out; not the previous request's
     assert logger.get_current_keys()["correlation_id"] is None
+    t.end()
+
+
+def test_log_keys_are_appended_only_when_the_invocation_logs() -> None:
+    """The keys wait for the invocation's first record; once it is over they are never appended, so a
+    handler that runs next in the same process (the twin) logs with its own keys."""
+    t = Telemetry("ModelOps", "predict")
+    t.start({"requestContext": {"requestId": "api-quiet"}}, CTX)
+    assert logger.get_current_keys().get("correlation_id") != "api-quiet"  # nothing appended yet
+    t.end()
+    logger.append_keys(function_name="other-fn", correlation_id="other")  # what inject_lambda_context does
+    keys = logged_keys()
+    assert (keys["function_name"], keys["correlation_id"]) == ("other-fn", "other")
 
 
 def test_disabled_writes_nothing(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """The predict Lambda's entry (DESIGN.md "Predict API"; docs/predict.md is the reference).
 
 Routes: ``POST /models/{name}/predict``, ``GET /models``, ``GET /models/{name}``, ``GET /openapi.json``.
-``handle`` sets the invocation's log keys and cold-start metric (``telemetry``), then sends POST
+``handle`` starts the invocation's log context and cold-start metric (``telemetry``; ended on
+return), then sends POST
 predict down a lean path (``proxy.predict_event``) that skips the Powertools resolver's per-request
 routing and its imports; everything else goes to the resolver (``routes``), whose own POST predict
 route calls the same function, so both answer identically.
@@ -19,10 +20,14 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry: POST predict on the lean path; everything else through the Powertools
     resolver (``modelops.stages.predict.routes``, imported on first use: it costs ~150 ms of imports
     that a container serving only predictions never pays)."""
-    telemetry().start(event, context)
-    if event.get("resource") == PREDICT_RESOURCE and event.get("httpMethod") == "POST":
-        return proxy_result(predict_event(event, context))
-    from modelops.stages.predict.routes import app
+    tel = telemetry()
+    tel.start(event, context)
+    try:
+        if event.get("resource") == PREDICT_RESOURCE and event.get("httpMethod") == "POST":
+            return proxy_result(predict_event(event, context))
+        from modelops.stages.predict.routes import app
 
-    result: dict[str, Any] = app.resolve(event, context)
-    return result
+        result: dict[str, Any] = app.resolve(event, context)
+        return result
+    finally:
+        tel.end()

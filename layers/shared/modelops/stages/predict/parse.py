@@ -39,7 +39,7 @@ class RawRequest:
 
 def check_content_type(content_type: str | None) -> None:
     """JSON, or no Content-Type, or curl's default form type (the body must still be JSON)."""
-    if content_type is None:
+    if content_type is None or content_type == JSON:
         return
     media = content_type.split(";", 1)[0].strip().lower()
     if media in _ACCEPTED_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json")):

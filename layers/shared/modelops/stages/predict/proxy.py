@@ -23,13 +23,14 @@ def request_id(event: Mapping[str, Any], context: Any) -> str:
 def _content_type_and_routing_key(headers: Mapping[str, str] | None) -> tuple[str | None, str | None]:
     """The first ``Content-Type`` and ``X-Routing-Key`` headers, names compared case-insensitively."""
     content_type = routing_key = None
-    for k, v in (headers or {}).items():
-        name = k.lower()
-        if name == "content-type":
-            if content_type is None:
-                content_type = v
-        elif name == "x-routing-key" and routing_key is None:
-            routing_key = v
+    if headers:
+        for k, v in headers.items():
+            n = len(k)  # most names have neither length: no lower() for them
+            if n == 12:
+                if content_type is None and k.lower() == "content-type":
+                    content_type = v
+            elif n == 13 and routing_key is None and k.lower() == "x-routing-key":
+                routing_key = v
     return content_type, routing_key
 
 
@@ -43,14 +44,14 @@ def predict_event(
             name = str((event.get("pathParameters") or {}).get("name") or "")
         content_type, routing_key = _content_type_and_routing_key(event.get("headers"))
         return service().predict(
-            RawRequest(
-                name=name,
-                body=event.get("body"),
-                is_base64=bool(event.get("isBase64Encoded")),
-                content_type=content_type,
-                query=event.get("queryStringParameters") or {},
-                routing_key=routing_key,
-                request_id=rid,
+            RawRequest(  # positional (name, body, is_base64, content_type, query, routing_key, request_id)
+                name,
+                event.get("body"),
+                bool(event.get("isBase64Encoded")),
+                content_type,
+                event.get("queryStringParameters") or {},
+                routing_key,
+                rid,
             )
         )
     except Exception as exc:

@@ -9,20 +9,25 @@ Same namespace, metric names, units and dimensions as Powertools Metrics wrote t
 - the container's first invocation: ``ColdStart`` (Count), dimensions ``function_name``, ``service``.
 
 Powertools Metrics costs ~18 µs per invocation (unit validation, serialisation with the stdlib
-``json``, an environment read per flush); this costs ~1.7 µs: all but the timestamp and the values
-of a document is serialised once per model version (or error code) and kept. Likewise ``start``
-sets the keys that ``Logger.inject_lambda_context`` would (cold start, the Lambda context, API
-Gateway's request id as correlation id) with one ``append_keys`` (~1–2 µs), without its JMESPath
-lookup (~7.5 µs in all).
+``json``, an environment read per flush); this costs ~1.3 µs: all but the timestamp and the values
+of a document is serialised once per model version (or error code) and kept.
+
+``start`` gives the logger the keys that ``Logger.inject_lambda_context`` sets (cold start, the
+Lambda context, API Gateway's request id as correlation id), without its JMESPath lookup, and only
+when the invocation logs: ``start`` keeps the event and context, and a filter on the logger's handler
+appends the keys before the invocation's first record is formatted (most answers log nothing; an
+``append_keys`` per invocation cost ~1.5 µs). ``end`` forgets them, so that a record logged after
+the invocation (by the capture sender, or another function's handler on the twin) never gets them:
+it carries the keys last appended, those of the last invocation that logged.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,6 +43,33 @@ _COLD_START = (("ColdStart", "Count"),)
 _MAX_FRAMES = 1024
 
 
+class _InvocationKeys(logging.Filter):
+    """Appends the current invocation's log keys (those of ``inject_lambda_context``) to the logger's
+    the first time a record passes the logger's handler during the invocation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: tuple[dict[str, Any], Any, bool] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            event, context, cold = pending
+            logger.append_keys(
+                cold_start=cold,
+                function_name=context.function_name,
+                function_memory_size=context.memory_limit_in_mb,
+                function_arn=context.invoked_function_arn,
+                function_request_id=context.aws_request_id,
+                correlation_id=(event.get("requestContext") or {}).get("requestId"),
+            )
+        return True
+
+
+_INVOCATION_KEYS = _InvocationKeys()
+
+
 class Telemetry:
     """Writes predict's EMF lines and sets its log keys; one per container (``telemetry()``)."""
 
@@ -48,6 +80,7 @@ class Telemetry:
         self.log_event = log_event
         self.cold = True
         self._frames: dict[tuple[Any, ...], str] = {}
+        logger.registered_handler.addFilter(_INVOCATION_KEYS)  # once: a filter is added only once
 
     @classmethod
     def from_env(cls) -> Telemetry:
@@ -63,76 +96,73 @@ class Telemetry:
 
     # ------------------------------------------------------------------ per invocation
     def start(self, event: dict[str, Any], context: Any) -> None:
-        """Log keys for this invocation (those ``inject_lambda_context`` sets, all of them every
-        time: the twin runs every function's handler in one process, with one logger), and the
-        ``ColdStart`` metric on the container's first."""
+        """Log keys for this invocation (those ``inject_lambda_context`` sets, all of them, appended
+        when the invocation first logs: the twin runs every function's handler in one process, with
+        one logger), and the ``ColdStart`` metric on the container's first."""
         cold, self.cold = self.cold, False
-        logger.append_keys(
-            cold_start=cold,
-            function_name=context.function_name,
-            function_memory_size=context.memory_limit_in_mb,
-            function_arn=context.invoked_function_arn,
-            function_request_id=context.aws_request_id,
-            correlation_id=(event.get("requestContext") or {}).get("requestId"),
-        )
+        _INVOCATION_KEYS.pending = (event, context, cold)
         if cold:
-            name = context.function_name
             self._emit(
-                ("cold",),
-                lambda: {"function_name": name, "service": self.service},
-                _COLD_START,
+                self._keep(
+                    ("cold",), {"function_name": context.function_name, "service": self.service}, _COLD_START
+                ),
                 {"ColdStart": [1.0]},
             )
         if self.log_event:
             logger.info(event)
 
+    def end(self) -> None:
+        """The invocation is over: its log keys, if it logged nothing, are never appended."""
+        _INVOCATION_KEYS.pending = None
+
     def served(self, model: str, version: int, milliseconds: float, rows: int) -> None:
+        key = ("served", model, version)
         self._emit(
-            ("served", model, version),
-            lambda: {"Model": model, "Version": str(version), "service": self.service},
-            _SERVED,
+            self._frames.get(key)
+            or self._keep(key, {"Model": model, "Version": str(version), "service": self.service}, _SERVED),
             {"Latency": [milliseconds], "Rows": [float(rows)]},
         )
 
     def error(self, code: str) -> None:
+        key = ("error", code)
         self._emit(
-            ("error", code), lambda: {"Code": code, "service": self.service}, _ERRORS, {"Errors": [1.0]}
+            self._frames.get(key) or self._keep(key, {"Code": code, "service": self.service}, _ERRORS),
+            {"Errors": [1.0]},
         )
 
     def capture_failures(self, lost: int) -> None:
+        key = ("capture",)
         self._emit(
-            ("capture",),
-            lambda: {"service": self.service},
-            _CAPTURE_FAILURES,
+            self._frames.get(key) or self._keep(key, {"service": self.service}, _CAPTURE_FAILURES),
             {"CaptureFailures": [float(lost)]},
         )
 
     def catalogue_read(self) -> None:
+        key = ("catalogue",)
         self._emit(
-            ("catalogue",), lambda: {"service": self.service}, _CATALOGUE_READS, {"CatalogueReads": [1.0]}
+            self._frames.get(key) or self._keep(key, {"service": self.service}, _CATALOGUE_READS),
+            {"CatalogueReads": [1.0]},
         )
 
     # ------------------------------------------------------------------ EMF
-    def _emit(
-        self,
-        key: tuple[Any, ...],
-        dimensions: Callable[[], dict[str, str]],
-        metrics: tuple[tuple[str, str], ...],
-        values: dict[str, list[float]],
-    ) -> None:
+    def _emit(self, frame: str, values: dict[str, list[float]]) -> None:
         """One EMF document: ``{"_aws": {"Timestamp", "CloudWatchMetrics"}, dimension: value, ...,
-        metric: [value], ...}``; ``metrics`` names and units the ``values``, in their order.
-        Everything but the timestamp and the values is serialised once per ``key`` (what the
-        document is about) and kept."""
+        metric: [value], ...}``: the kept ``frame`` (``_keep``) with the timestamp and the ``values``,
+        named in the order of the frame's metrics."""
         if self.disabled:
             return
-        frame = self._frames.get(key)
-        if frame is None:
-            if len(self._frames) >= _MAX_FRAMES:
-                self._frames.clear()
-            frame = self._frames[key] = self._frame(dimensions(), metrics)
         numbers = orjson.dumps(values)
         sys.stdout.write(f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{frame}{numbers[1:].decode()}\n')
+
+    def _keep(
+        self, key: tuple[Any, ...], dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...]
+    ) -> str:
+        """The frame of ``key``'s documents (what they are about): everything but the timestamp and
+        the values, serialised once and kept (the callers look it up in ``_frames`` first)."""
+        if len(self._frames) >= _MAX_FRAMES:
+            self._frames.clear()
+        frame = self._frames[key] = self._frame(dimensions, metrics)
+        return frame
 
     def _frame(self, dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...]) -> str:
         """The document from after the timestamp to the metrics' values."""
