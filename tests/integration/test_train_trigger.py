@@ -298,6 +298,29 @@ def test_invalid_spec_is_rejected_with_the_field_named(stack: Stack, spec: Any, 
     assert stack.jobs() == []
 
 
+def test_a_spec_beyond_the_stacks_spend_policy_is_rejected_naming_the_field(stack: Stack) -> None:
+    """TrainingInstanceTypes / TrainingMaxParallelTrials: a rejection (quarantined, alerted), not an
+    AccessDenied from SageMaker retried into the DLQ (issue 17)."""
+    stack.put_spec({**SPEC, "training": {"instance_type": "ml.p4d.24xlarge"}})
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger(allowed_instance_types="ml.m5.large,ml.g5.xlarge", max_parallel_trials=4)
+    [res] = trigger.handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "spend_limit"
+    assert "training.instance_type 'ml.p4d.24xlarge'" in res["reason"]
+    assert stack.jobs() == []
+    assert stack.keys("data", "quarantine/demo/train.csv/")
+
+
+def test_jobs_stop_within_the_stacks_runtime_cap(stack: Stack) -> None:
+    stack.put_spec({**SPEC, "training": {"instance_type": "ml.g5.xlarge"}})
+    record = stack.put("datasets/demo/train.csv", good_csv())
+    trigger = stack.trigger(allowed_instance_types="ml.g5.xlarge", max_runtime_seconds=7200)
+    [res] = trigger.handle_event({"Records": [record]})["results"]
+    assert res["status"] == "started"
+    job = stack.sm.describe_training_job(TrainingJobName=res["job"])
+    assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 7200
+
+
 def test_bad_model_name_in_key_is_rejected(stack: Stack) -> None:
     record = stack.put("datasets/Bad_Name/train.csv", good_csv())
     [res] = stack.trigger().handle_event({"Records": [record]})["results"]

@@ -96,3 +96,33 @@ def test_good_model_names(name: str) -> None:
 def test_bad_model_names(name: str) -> None:
     with pytest.raises(SpecError):
         check_model_name(name)
+
+
+# ---- the stack's spend policy (issue 17: uploaders must not choose GPU spend) ---------------------------
+def test_spend_policy_refuses_an_instance_type_the_stack_does_not_allow() -> None:
+    from modelops.domain.errors import SpendLimitError
+    from modelops.domain.spec import SpendPolicy
+
+    policy = SpendPolicy.parse("ml.m5.large, ml.g5.xlarge", 4)
+    policy.check(
+        parse_spec({"task": "regression", "target": "y", "training": {"instance_type": "ml.g5.xlarge"}})
+    )
+    with pytest.raises(SpendLimitError, match=r"training\.instance_type 'ml\.p4d\.24xlarge'") as err:
+        policy.check(
+            parse_spec(
+                {"task": "regression", "target": "y", "training": {"instance_type": "ml.p4d.24xlarge"}}
+            )
+        )
+    assert err.value.code == "spend_limit" and "ml.m5.large" in str(err.value)
+
+
+def test_spend_policy_caps_parallel_trials_and_empty_allows_any() -> None:
+    from modelops.domain.errors import SpendLimitError
+    from modelops.domain.spec import SpendPolicy
+
+    search = {"max_trials": 8, "max_parallel": 8, "learning_rate": {"min": 1e-4, "max": 1e-2}}
+    spec = parse_spec({"task": "regression", "target": "y", "training": {"search": search}})
+    with pytest.raises(SpendLimitError, match=r"training\.search\.max_parallel 8 .* \(4 trials at once\)"):
+        SpendPolicy.parse("", 4).check(spec)
+    SpendPolicy.parse("", 0).check(spec)  # no cap configured: the spec's own limits apply
+    SpendPolicy.parse("", 8).check(spec)

@@ -15,6 +15,12 @@ class SpecError(ModelOpsError):
     code = "invalid_spec"
 
 
+class SpendLimitError(SpecError):
+    """A spec asks for more than the stack allows (instance type, parallel trials): a rejection, not a retry."""
+
+    code = "spend_limit"
+
+
 class InvalidNameError(SpecError):
     """A model or alias name that the registry does not accept."""
 

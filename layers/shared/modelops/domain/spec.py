@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modelops.domain.errors import InvalidNameError, SpecError
+from modelops.domain.errors import InvalidNameError, SpecError, SpendLimitError
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 """Model names: lower-case letters, digits and dashes, at most 40 characters (they go into job names)."""
@@ -270,3 +271,33 @@ def check_model_name(name: str) -> str:
             f"invalid model name {name[:60]!r}: use lower-case letters, digits and dashes (at most 40)"
         )
     return name
+
+
+@dataclass(frozen=True)
+class SpendPolicy:
+    """What this stack lets an uploaded spec spend (template parameters ``TrainingInstanceTypes`` and
+    ``TrainingMaxParallelTrials``; the same limits are IAM conditions on the role that starts jobs, so
+    the check here turns what would be an AccessDenied retried into the DLQ into a rejection naming the
+    field). Empty ``instance_types`` allows any; ``max_parallel_trials`` 0 means the spec's own cap."""
+
+    instance_types: frozenset[str] = frozenset()
+    max_parallel_trials: int = 0
+
+    @classmethod
+    def parse(cls, instance_types: str, max_parallel_trials: int = 0) -> SpendPolicy:
+        types = frozenset(t.strip() for t in instance_types.split(",") if t.strip())
+        return cls(types, max(0, max_parallel_trials))
+
+    def check(self, spec: ModelSpec) -> None:
+        training = spec.training
+        if self.instance_types and training.instance_type not in self.instance_types:
+            raise SpendLimitError(
+                f"training.instance_type {training.instance_type!r} is not allowed by this stack "
+                f"(allowed: {', '.join(sorted(self.instance_types))})"
+            )
+        search = training.search
+        if search is not None and self.max_parallel_trials and search.parallel > self.max_parallel_trials:
+            raise SpendLimitError(
+                f"training.search.max_parallel {search.parallel} is more than this stack allows "
+                f"({self.max_parallel_trials} trials at once)"
+            )

@@ -51,7 +51,7 @@ from modelops.domain.errors import (
     SpecError,
     SpecMissingError,
 )
-from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, parse_spec
+from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, SpendPolicy, parse_spec
 from modelops.stages.runtime import StageSettings, idempotent, logger
 from modelops.storage.datasets import DatasetStore
 from modelops.storage.events import EventBus
@@ -114,11 +114,20 @@ class Settings(StageSettings):
     max_dataset_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     max_missing_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     max_duplicate_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    allowed_instance_types: str = ""
+    """Comma-separated (template ``TrainingInstanceTypes``); empty allows any."""
+    max_parallel_trials: int = Field(default=0, ge=0)
+    """Template ``TrainingMaxParallelTrials``; 0 leaves the spec's own cap."""
+    max_runtime_seconds: int = Field(default=86_400, ge=60, le=28 * 86_400)
+    """Template ``TrainingMaxRuntimeSeconds``: every job's StoppingCondition (IAM caps it too)."""
 
     @property
     def region(self) -> str:
         """``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else us-east-1."""
         return self.aws_region or self.aws_default_region or "us-east-1"
+
+    def spend(self) -> SpendPolicy:
+        return SpendPolicy.parse(self.allowed_instance_types, self.max_parallel_trials)
 
     def limits(self) -> Limits:
         return Limits(
@@ -150,6 +159,7 @@ def make_backend_factory(
                 region=settings.region,
                 image_uri=settings.training_image_uri,
                 sources=jobs,
+                max_runtime_s=settings.max_runtime_seconds,
             )
         if name == "batch":
             if not settings.batch_job_queue or not settings.batch_job_definition:
@@ -278,6 +288,7 @@ class TrainTrigger:
             )
         try:
             spec = self._load_spec(obj.bucket, model)
+            self.settings.spend().check(spec)
         except SpecError as exc:
             return self._reject(obj, model, exc.code, str(exc))
         report = self._validate(obj, spec)
