@@ -77,7 +77,7 @@ def run() -> list[dict[str, Any]]:
         # Two equal halves: the first may still grow (allocator pools, caches reaching their size),
         # the second shows whether memory keeps growing with traffic.
         before = rss_mb()
-        seen = len(twin.invocations)
+        seen = twin.mark()
         started = time.monotonic()
         half = str(SECONDS / 2)
         outs = []
@@ -97,9 +97,7 @@ def run() -> list[dict[str, Any]]:
         wall = time.monotonic() - started
         after = rss_mb()
         twin.wait_idle(60)
-        durations = sorted(
-            i.duration_ms for i in list(twin.invocations)[seen:] if i.function == "PredictFunction"
-        )
+        durations = sorted(i.duration_ms for i in twin.invocations_of("PredictFunction", since=seen))
     parts = [json.loads(o.stdout) for o in outs]
     got = {
         "latencies_ms": [v for p in parts for v in p["latencies_ms"]],

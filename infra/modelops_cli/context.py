@@ -3,6 +3,10 @@
 Order: command-line options, then ``MODELOPS_*`` environment variables (``modelops local env``
 prints them for the twin; a deployed stack's Outputs give the same names), then
 ``.modelops/local.json`` written by ``modelops local up`` in the current directory.
+
+The twin's AWS endpoint accepts only requests signed with its session token as the access key id
+(docs/local-twin.md, "Security"): when the endpoint is the one in the state file, the CLI signs
+with the state file's token, whatever ``AWS_ACCESS_KEY_ID`` says.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Context:
     endpoint_url: str | None
     region: str
     outputs: dict[str, str]
+    access_key: str | None = None  # the twin's session token, when talking to the twin of the state file
 
     def output(self, name: str) -> str:
         value = os.environ.get(_output_env(name)) or self.outputs.get(name)
@@ -53,6 +58,9 @@ class Context:
         kwargs: dict[str, Any] = {"region_name": self.region, "config": RETRY_CONFIG}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
+        if self.access_key:
+            kwargs["aws_access_key_id"] = self.access_key
+            kwargs["aws_secret_access_key"] = "testing"  # the twin checks the key id only
         return boto3.session.Session().client(service, **kwargs)
 
     def registry(self, bucket: str | None = None) -> Registry:
@@ -69,8 +77,11 @@ def make_context(endpoint_url: str | None, region: str | None) -> Context:
         or state.get("region")
         or "us-east-1"
     )
-    if endpoint and not os.environ.get("AWS_ACCESS_KEY_ID") and state:
-        # The twin accepts any credentials; give boto3 some so it does not look for a profile.
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    return Context(endpoint_url=endpoint, region=region, outputs=dict(state.get("outputs", {})))
+    twin = bool(endpoint) and endpoint == state.get("endpoint")
+    return Context(
+        endpoint_url=endpoint,
+        region=region,
+        outputs=dict(state.get("outputs", {})),
+        # a state file from before session tokens: that twin took any key
+        access_key=str(state.get("token") or "testing") if twin else None,
+    )

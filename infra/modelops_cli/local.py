@@ -47,8 +47,16 @@ def _read_state(path: Path, command: str) -> dict[str, Any]:
     return state
 
 
-def _post(url: str, timeout: float) -> Any:
-    req = urllib.request.Request(url, data=b"", method="POST")
+def _post(url: str, timeout: float, token: str) -> Any:
+    """POST to a control endpoint of the twin (the session token, JSON: what it requires)."""
+    from modelops_local.guard import TOKEN_HEADER
+
+    req = urllib.request.Request(
+        url,
+        data=b"",
+        method="POST",
+        headers={TOKEN_HEADER: token, "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own 127.0.0.1 endpoint
             return json.loads(resp.read() or b"{}")
@@ -181,9 +189,7 @@ def up(
     except TwinError as exc:
         _fail("up", str(exc))
     try:
-        state = twin.state()
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps(state, indent=2) + "\n")
+        _write_state(state_file, twin.state())
         _print_summary(twin, state_file)
         while not stop.wait(0.5):
             pass
@@ -195,6 +201,17 @@ def up(
                 state_file.unlink()
         except (OSError, ValueError):
             pass
+
+
+def _write_state(state_file: Path, state: dict[str, Any]) -> None:
+    """The state file holds the session token: readable by its owner only (0600), from the start."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, state_file)
 
 
 def _print_summary(twin: Any, state_file: Path) -> None:
@@ -232,7 +249,8 @@ def _print_summary(twin: Any, state_file: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
 )
 def env_command(state_file: Path) -> None:
-    """Print export lines that point the AWS CLI, boto3 and this CLI at the running twin."""
+    """Print export lines that point the AWS CLI, boto3 and this CLI at the running twin (with its
+    session token: the AWS access key id it accepts, and MODELOPS_LOCAL_TOKEN)."""
     from modelops_local.twin import exports
 
     state = _read_state(state_file, "env")
@@ -255,8 +273,11 @@ def tick(function: str | None, state_file: Path, timeout: float) -> None:
     control = str(state.get("control_url") or "").rstrip("/")
     if not control:
         _fail("tick", f"{state_file} has no control_url")
+    token = str(state.get("token") or "")
+    if not token:
+        _fail("tick", f"{state_file} has no session token (it was written by an older twin: restart it)")
     url = f"{control}/tick" + (f"/{urllib.parse.quote(function, safe='')}" if function else "")
-    result = _post(url, timeout)
+    result = _post(url, timeout, token)
     failed = False
     if not result.get("invocations"):
         click.echo("no scheduled function ran (the template has no enabled schedule)")
@@ -266,7 +287,7 @@ def tick(function: str | None, state_file: Path, timeout: float) -> None:
             failed = True
             line += f"  {inv.get('error_type')}: {inv.get('error_message')}"
         click.echo(line)
-    alarms = _post(f"{control}/alarms/evaluate", 120.0)
+    alarms = _post(f"{control}/alarms/evaluate", 120.0, token)
     for alarm in alarms.get("alarms", []):
         if alarm.get("changed"):
             click.echo(f"alarm {alarm['alarm']}: {alarm['old_state']} -> {alarm['new_state']}")

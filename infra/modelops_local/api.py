@@ -12,6 +12,12 @@ Control endpoints under ``/_twin`` (not part of the deployed system): ``POST /_t
 ``POST /_twin/alarms/evaluate``, ``POST /_twin/training-jobs`` (the local training backend),
 ``GET /_twin/training-jobs[/NAME]``, ``POST /_twin/invoke/FN``, ``POST /_twin/idle``,
 ``GET /_twin/invocations``, ``GET /_twin/health``.
+
+Every request is checked first (``modelops_local.guard``): a Host that is not a loopback name with
+this port, or a request a browser marks as coming from another origin, gets 403 and the connection
+is closed unread. A control endpoint also needs the session token (``X-Modelops-Twin-Token``; 401
+without it, 403 when wrong) and, for a POST, ``Content-Type: application/json`` (415 otherwise).
+No answer carries ``Access-Control-*`` headers.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from modelops_local import guard
 from modelops_local.errors import FunctionNotFoundError, PortInUseError, TwinError
 from modelops_local.motoserver import bind
 from modelops_local.training_service import TrainingRequestError
@@ -209,10 +216,44 @@ class ApiGateway:
         if req.command != "HEAD":
             req.wfile.write(body)
 
+    def _refuse(self, req: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+        """Answer without reading the body; the connection closes (its rest is never parsed)."""
+        req.close_connection = True
+        self._send(req, *_json(status, body))
+
+    def _control_refusal(self, req: BaseHTTPRequestHandler) -> tuple[int, dict[str, Any]] | None:
+        presented = req.headers.get(guard.TOKEN_HEADER)
+        if not presented:
+            return 401, {
+                "__type": "MissingAuthenticationToken",
+                "message": f"the twin's control endpoints need the session token in {guard.TOKEN_HEADER} "
+                f'(${guard.TOKEN_ENV} after eval "$(modelops local env)")',
+            }
+        if not guard.token_matches(presented, self.twin.token):
+            return 403, {
+                "__type": "InvalidToken",
+                "message": f"{guard.TOKEN_HEADER} is not this twin session's token "
+                "(a restarted twin has a new one: run `modelops local env` again)",
+            }
+        if req.command not in ("GET", "HEAD") and not guard.is_json(req.headers.get("Content-Type")):
+            return 415, {
+                "__type": "UnsupportedMediaType",
+                "message": "the twin's control endpoints take Content-Type: application/json only",
+            }
+        return None
+
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         url = urlsplit(req.path)
         path = url.path
+        problem = guard.refusal(req.headers, self.twin.api_port)
+        if problem is not None:
+            self._refuse(req, 403, {"__type": "AccessDenied", "message": f"the twin: {problem}"})
+            return
         if path == "/_twin" or path.startswith("/_twin/"):
+            refused = self._control_refusal(req)
+            if refused is not None:
+                self._refuse(req, *refused)
+                return
             body = self._read_body(req)
             status, headers, out = self._control(req.command, path[len("/_twin") :], url.query, body)
             self._send(req, status, headers, out)

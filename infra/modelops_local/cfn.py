@@ -116,6 +116,7 @@ _NAMING: dict[str, tuple[str | None, int, bool]] = {
     "AWS::Serverless::LayerVersion": ("LayerName", 64, False),
     "AWS::Lambda::LayerVersion": ("LayerName", 64, False),
     "AWS::Events::Rule": ("Name", 64, False),
+    "AWS::Events::EventBus": ("Name", 256, False),
     "AWS::Scheduler::Schedule": ("Name", 64, False),
     "AWS::Batch::JobQueue": ("JobQueueName", 128, False),
     "AWS::Batch::JobDefinition": ("JobDefinitionName", 128, False),
@@ -185,6 +186,9 @@ class Template:
         self._rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         self.all_resources: dict[str, dict[str, Any]] = self.doc["Resources"]
         self.globals: dict[str, Any] = self.doc.get("Globals") or {}
+        #: resources the SAM transform adds that the template may name (a function's ``{Logical}Role``):
+        #: referable (a bus policy naming the stages' roles), never created on the twin
+        self.implicit: dict[str, dict[str, Any]] = self._sam_implicit()
         self._check_references()
         self.parameters = self._parameters(parameters or {})
         self.conditions: dict[str, bool] = {}
@@ -271,8 +275,25 @@ class Template:
 
     # ------------------------------------------------------------ names, Ref, GetAtt
 
+    def _sam_implicit(self) -> dict[str, dict[str, Any]]:
+        glob = self.globals.get("Function") if isinstance(self.globals.get("Function"), dict) else {}
+        out: dict[str, dict[str, Any]] = {}
+        for logical, res in self.all_resources.items():
+            if res.get("Type") != "AWS::Serverless::Function":
+                continue
+            if "Role" in (res.get("Properties") or {}) or "Role" in (glob or {}):
+                continue
+            role = {"Type": "AWS::IAM::Role", "Properties": {}}
+            if res.get("Condition") is not None:
+                role["Condition"] = res["Condition"]
+            out.setdefault(f"{logical}Role", role)
+        return {k: v for k, v in out.items() if k not in self.all_resources}
+
+    def _resource(self, logical: str) -> dict[str, Any]:
+        return self.all_resources[logical] if logical in self.all_resources else self.implicit[logical]
+
     def rtype(self, logical: str) -> str:
-        return str(self.all_resources[logical]["Type"])
+        return str(self._resource(logical)["Type"])
 
     def props(self, logical: str) -> dict[str, Any]:
         """A resource's Properties as written, with the SAM Globals merged in (still unresolved)."""
@@ -291,7 +312,7 @@ class Template:
         """The physical name (as the template gives it, or generated like CloudFormation)."""
         if logical in self._names:
             return self._names[logical]
-        if logical not in self.all_resources:
+        if logical not in self.all_resources and logical not in self.implicit:
             raise TemplateError(f"unknown resource {logical}")
         if logical in self._naming:
             raise TemplateError(f"the name of {logical} depends on itself")
@@ -299,7 +320,7 @@ class Template:
         try:
             rtype = self.rtype(logical)
             prop, maxlen, lower = _NAMING.get(rtype, (None, 128, False))
-            raw = (self.all_resources[logical].get("Properties") or {}).get(prop) if prop else None
+            raw = (self._resource(logical).get("Properties") or {}).get(prop) if prop else None
             if raw is not None:
                 value = self.resolve(raw)
                 name = str(value)
@@ -319,7 +340,7 @@ class Template:
         return name
 
     def _is_fifo(self, logical: str) -> bool:
-        props = self.all_resources[logical].get("Properties") or {}
+        props = self._resource(logical).get("Properties") or {}
         flag = props.get("FifoQueue") if self.rtype(logical) == "AWS::SQS::Queue" else props.get("FifoTopic")
         return str(self.resolve(flag)).lower() == "true" if flag is not None else False
 
@@ -393,7 +414,13 @@ class Template:
         elif rtype == "AWS::CloudWatch::Alarm":
             table = {"Arn": lambda: self.arn("cloudwatch", f"alarm:{name}")}
         elif rtype == "AWS::Events::Rule":
-            table = {"Arn": lambda: self.arn("events", f"rule/{name}")}
+            # a rule on a custom bus is rule/{bus}/{rule} (EventBusName may be the bus's name or ARN)
+            bus = self.resolve((self.all_resources[logical].get("Properties") or {}).get("EventBusName"))
+            bus = str(bus).rsplit("event-bus/", 1)[-1] if bus else "default"
+            path = name if bus == "default" else f"{bus}/{name}"
+            table = {"Arn": lambda: self.arn("events", f"rule/{path}")}
+        elif rtype == "AWS::Events::EventBus":
+            table = {"Arn": lambda: self.arn("events", f"event-bus/{name}"), "Name": lambda: name}
         elif rtype == "AWS::Scheduler::Schedule":
             table = {"Arn": lambda: self.arn("scheduler", f"schedule/default/{name}")}
         elif rtype in _API_TYPES:
@@ -433,6 +460,8 @@ class Template:
             if name not in self.resources:
                 raise TemplateError(f"Ref {name}: that resource's condition is false")
             return self.ref(name)
+        if name in self.implicit and self._included(self.implicit[name].get("Condition")):
+            return self.ref(name)
         base, _, tail = name.partition(".")
         if tail in ("Alias", "Version") and base in self.resources:
             alias = self.resolve((self.props(base)).get("AutoPublishAlias")) or "live"
@@ -446,7 +475,9 @@ class Template:
                 return "${" + inner[1:] + "}"
             if inner in variables:
                 return str(variables[inner])
-            if "." in inner and inner.split(".", 1)[0] in self.all_resources:
+            if "." in inner and (
+                inner.split(".", 1)[0] in self.all_resources or inner.split(".", 1)[0] in self.implicit
+            ):
                 logical, attr = inner.split(".", 1)
                 return str(self.getatt(logical, attr))
             return str(self._ref_name(inner))
@@ -467,7 +498,9 @@ class Template:
             if key == "Fn::GetAtt":
                 parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
                 logical, attr = str(parts[0]), str(self.resolve(parts[1]))
-                if logical not in self.resources:
+                if logical not in self.resources and not (
+                    logical in self.implicit and self._included(self.implicit[logical].get("Condition"))
+                ):
                     raise TemplateError(f"Fn::GetAtt of unknown (or excluded) resource {logical}")
                 return self.getatt(logical, attr)
             if key == "Fn::Sub":
@@ -520,7 +553,7 @@ class Template:
         """Every Ref/GetAtt/Sub/Condition names something that exists (as CloudFormation checks)."""
         params = set((self.doc.get("Parameters") or {}).keys())
         conds = set((self.doc.get("Conditions") or {}).keys())
-        res = set(self.all_resources)
+        res = set(self.all_resources) | set(self.implicit)
         known = params | res | set(PSEUDO)
         functions = {k for k in res if self.rtype(k) == "AWS::Serverless::Function"}
 

@@ -88,6 +88,7 @@ class Invocation:
     error_message: str | None = None
     result: Any = field(default=None, repr=False)
     log_lines: list[str] = field(default_factory=list, repr=False)
+    seq: int = 0  # its place in the twin's history (1, 2, ...; see ``Twin.mark``)
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,14 @@ handling does not compete with in-process handlers (TensorFlow, say) for the GIL
 
 ``python -m modelops_local.motoserver HOST PORT`` is the child: it binds, prints ``READY <port>``
 (or ``ERROR <message>``) on stdout, and serves until its stdin closes (so it never outlives the twin).
+The session token (the AWS access key id every request must be signed with) reaches it in its
+environment (``MODELOPS_LOCAL_TOKEN``), never on its command line.
+
+Either way moto's app sits behind ``modelops_local.guard.MotoGuard`` (loopback Host names, no
+cross-origin request, the session's access key, no ``Access-Control-*`` header), and moto's own
+global CORS is off: ``MOTO_DISABLE_GLOBAL_CORS`` is read once, when ``moto.settings`` is imported
+(in this process that may have happened long before), so the switch is set on the module that
+``create_backend_app`` reads it from, before any backend app is created.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ import sys
 import threading
 from typing import Any
 
+from modelops_local import guard
 from modelops_local.errors import PortInUseError, TwinError
 
 _READY_TIMEOUT_S = 60.0
 
 
-def _make_server(host: str, port: int) -> Any:
+def _make_server(host: str, port: int, access_key: str) -> Any:
+    from moto.moto_server import werkzeug_app
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -33,11 +43,15 @@ def _make_server(host: str, port: int) -> Any:
     )
     from werkzeug.serving import make_server
 
+    if not access_key:
+        raise TwinError("moto's server needs the session token (its access key)")
+    werkzeug_app.DISABLE_GLOBAL_CORS = True  # what MOTO_DISABLE_GLOBAL_CORS sets, read per backend app
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # Bind first ourselves: werkzeug prints and exits the process when a port is taken.
     sock = bind(host, port)
     try:
-        app = DomainDispatcherApplication(create_backend_app)
+        bound = int(sock.getsockname()[1])
+        app = guard.MotoGuard(DomainDispatcherApplication(create_backend_app), bound, access_key)
         return make_server(
             host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
         )
@@ -67,9 +81,12 @@ def _port_error(port: int, exc: OSError) -> TwinError:
 class MotoServer:
     """Start/stop moto's server and know its endpoint."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, in_process: bool = False) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, access_key: str, in_process: bool = False
+    ) -> None:
         self.host = host
         self.port = port
+        self.access_key = access_key
         self.in_process = in_process
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -82,7 +99,7 @@ class MotoServer:
     def start(self) -> None:
         if self.in_process:
             try:
-                self._server = _make_server(self.host, self.port)
+                self._server = _make_server(self.host, self.port, self.access_key)
             except OSError as exc:
                 raise _port_error(self.port, exc) from None
             self.port = int(self._server.server_address[1])
@@ -96,6 +113,8 @@ class MotoServer:
             return
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env["MOTO_DISABLE_GLOBAL_CORS"] = "true"
+        env[guard.TOKEN_ENV] = self.access_key
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "modelops_local.motoserver", self.host, str(self.port)],
             stdin=subprocess.PIPE,
@@ -158,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     host, port = args[0], int(args[1])
     try:
-        server = _make_server(host, port)
+        server = _make_server(host, port, os.environ.get(guard.TOKEN_ENV, ""))
     except OSError as exc:
         kind = "port-in-use" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "bind"
         print(f"ERROR {kind} {exc.strerror or exc}", flush=True)

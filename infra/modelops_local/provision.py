@@ -29,6 +29,7 @@ _NOT_EMULATED = {
     "AWS::S3::BucketPolicy": "policies are not enforced locally",
     "AWS::SQS::QueuePolicy": "policies are not enforced locally",
     "AWS::SNS::TopicPolicy": "policies are not enforced locally",
+    "AWS::Events::EventBusPolicy": "policies are not enforced locally",
     "AWS::IAM::Policy": "policies are not enforced locally",
     "AWS::IAM::ManagedPolicy": "policies are not enforced locally",
     "AWS::Lambda::Permission": "permissions are not enforced locally",
@@ -493,6 +494,10 @@ class Provisioner:
             str(k): ("true" if v is True else "false" if v is False else str(v))
             for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()
         }
+        if "CAPTURE_BUFFER_SECONDS" in env:
+            # moto's Firehose has no buffer: a captured record is in S3 at once, so the monitor's
+            # window needs no lag on the twin (docs/local-twin.md)
+            env["CAPTURE_BUFFER_SECONDS"] = "0"
         invoke_cfg = props.get("EventInvokeConfig") or {}
         dests = invoke_cfg.get("DestinationConfig") or {}
 

@@ -47,7 +47,7 @@ def cli_env(twin: Twin, extra: dict[str, str] | None = None) -> dict[str, str]:
             "AWS_ENDPOINT_URL": twin.endpoint,
             "AWS_DEFAULT_REGION": twin.region,
             "AWS_REGION": twin.region,
-            "AWS_ACCESS_KEY_ID": FAKE_KEY,
+            "AWS_ACCESS_KEY_ID": twin.token,  # the only key the twin's moto accepts
             "AWS_SECRET_ACCESS_KEY": FAKE_KEY,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

@@ -18,6 +18,20 @@ backend, ``modelops.compute.local.LocalBackend``, posts to it).
 A job that runs past ``StoppingCondition.MaxRuntimeInSeconds`` is stopped (``Stopped``,
 ``SecondaryStatus: MaxRuntimeExceeded``). The entrypoint module can be replaced (tests use a tiny
 fake): ``MODELOPS_TRAINING_ENTRYPOINT`` or ``Twin(training_entrypoint=...)``.
+
+Unlike SageMaker's container, the job runs as the developer, so what a request may change is
+narrower: its ``Environment`` may only name ``MODELOPS_*`` variables (not the twin's own, see
+:data:`ENVIRONMENT_ALLOWED`); anything else (``PYTHONPATH``, ``LD_PRELOAD``, ``PATH``, ...) is a
+``ValidationException`` naming the variable. The process starts in an empty working directory
+(never the channel) with ``python -P``, so nothing downloaded is ever on its import path.
+
+A channel's S3Prefix is matched on a path boundary: the object named exactly by the prefix (as its
+file name) and every object below it as a folder (``prefix/...``, at its path below the prefix).
+Keys that only share the prefix's characters are skipped: ``s3://b/d/train`` never brings
+``d/train2/x.csv``, ``s3://b/d/data.csv`` never brings ``d/data.csv.bak``. (SageMaker itself matches
+characters, so in AWS such siblings would also land in the channel: the backends name the dataset
+object itself and ``modelops.ml.job.find_dataset`` picks it by name.) A key whose path would leave the
+channel's folder (``..`` segments) is skipped too, compared by path components.
 """
 
 from __future__ import annotations
@@ -45,6 +59,42 @@ from modelops.domain.search import JOB_NAME_RE
 log = logging.getLogger("modelops.twin.training")
 
 DEFAULT_ENTRYPOINT = "modelops_training.entrypoint"
+
+#: The ``Environment`` names a job may set: ``MODELOPS_*`` (the training code's own switches, such
+#: as ``MODELOPS_MIXED_PRECISION``), except the twin's own variables. SageMaker's own limits: at
+#: most 100 entries, values up to 512 characters.
+ENVIRONMENT_ALLOWED = re.compile(r"MODELOPS_[A-Z0-9_]{1,100}\Z")
+ENVIRONMENT_RESERVED = frozenset(
+    {"MODELOPS_TRAINING_ENTRYPOINT", "MODELOPS_LOCAL_TRAINING_URL", "MODELOPS_LOCAL_TOKEN"}
+)
+_ENVIRONMENT_MAX = 100
+_ENVIRONMENT_VALUE_MAX = 512
+
+
+def check_environment(environment: Any) -> dict[str, str]:
+    """A job's ``Environment``, or TrainingRequestError naming the first variable it may not set."""
+    if environment is None:
+        return {}
+    if not isinstance(environment, dict):
+        raise TrainingRequestError("ValidationException", "Environment must map names to strings")
+    if len(environment) > _ENVIRONMENT_MAX:
+        raise TrainingRequestError(
+            "ValidationException", f"Environment has {len(environment)} entries; at most {_ENVIRONMENT_MAX}"
+        )
+    for name, value in environment.items():
+        shown = str(name)[:100]
+        if not isinstance(name, str) or not ENVIRONMENT_ALLOWED.match(name) or name in ENVIRONMENT_RESERVED:
+            raise TrainingRequestError(
+                "ValidationException",
+                f"Environment variable {shown!r} is not allowed on the local twin (the job runs as you): "
+                "a job may set MODELOPS_* variables only, not the twin's own",
+            )
+        if not isinstance(value, str) or len(value) > _ENVIRONMENT_VALUE_MAX:
+            raise TrainingRequestError(
+                "ValidationException",
+                f"Environment variable {shown!r} must be a string of at most {_ENVIRONMENT_VALUE_MAX} characters",
+            )
+    return dict(environment)
 
 
 class TrainingRequestError(Exception):
@@ -143,6 +193,7 @@ class TrainingService:
             isinstance(k, str) and isinstance(v, str) for k, v in hps.items()
         ):
             raise TrainingRequestError("ValidationException", "HyperParameters must map strings to strings")
+        environment = check_environment(request.get("Environment"))
         arn = self.arn(name)
         with self._lock:
             if self._stopping:
@@ -166,7 +217,7 @@ class TrainingService:
                 "OutputDataConfig": request.get("OutputDataConfig"),
                 "ResourceConfig": request.get("ResourceConfig") or {},
                 "StoppingCondition": request.get("StoppingCondition") or {},
-                "Environment": dict(request.get("Environment") or {}),
+                "Environment": environment,
                 "Tags": request.get("Tags") or [],
                 "CreationTime": now,
                 "LastModifiedTime": now,
@@ -286,7 +337,8 @@ class TrainingService:
         model_dir = root / "model"
         output_dir = root / "output"
         output_data = output_dir / "data"
-        for d in (data_dir, config_dir, model_dir, output_data):
+        work_dir = root / "work"  # the process's working directory: empty, nothing is downloaded here
+        for d in (data_dir, config_dir, model_dir, output_data, work_dir):
             d.mkdir(parents=True, exist_ok=True)
         channels: list[str] = []
         for ch in job["InputDataConfig"]:
@@ -353,14 +405,15 @@ class TrainingService:
             env[f"SM_HP_{re.sub(r'[^A-Za-z0-9]', '_', k).upper()}"] = v
         max_runtime = float((job.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
         self._set(job, SecondaryStatus="Training")
-        cmd = [self._python, "-m", self.entrypoint]
+        # -P: the working directory is not put on sys.path (PYTHONPATH, the code roots, still is)
+        cmd = [self._python, "-P", "-m", self.entrypoint]
         log.info("training job %s: %s", name, " ".join(cmd))
         with self._lock:
             if self._stopping:
                 return "Stopped", "the twin stopped", "Stopped"
             proc = subprocess.Popen(
                 cmd,
-                cwd=str(root),
+                cwd=str(work_dir),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -413,7 +466,9 @@ class TrainingService:
         return "Completed", None, "Completed"
 
     def _download(self, bucket: str, prefix: str, dest: Path) -> int:
+        """The channel's objects (``channel_relative``) into ``dest``; how many."""
         dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
         count = 0
         paginator = self._s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -421,10 +476,21 @@ class TrainingService:
                 key = obj["Key"]
                 if key.endswith("/"):
                     continue
-                rel = key[len(prefix) :].lstrip("/") if key != prefix else key.rsplit("/", 1)[-1]
-                target = (dest / rel).resolve()
-                if not str(target).startswith(str(dest.resolve())):
-                    continue  # a key that would escape the channel dir
+                rel = channel_relative(prefix, key)
+                if rel is None:
+                    log.info(
+                        "channel %s: s3://%s/%s is beside the prefix, not below it: skipped",
+                        dest.name,
+                        bucket,
+                        key,
+                    )
+                    continue
+                target = channel_path(root, rel)
+                if target is None:
+                    log.warning(
+                        "channel %s: skipped s3://%s/%s (its path leaves the channel)", dest.name, bucket, key
+                    )
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._s3.download_file(bucket, key, str(target))
                 count += 1
@@ -440,6 +506,28 @@ class TrainingService:
             self._s3.upload_file(str(path), bucket, key)
         finally:
             path.unlink(missing_ok=True)
+
+
+def channel_relative(prefix: str, key: str) -> str | None:
+    """Where ``key`` goes in a channel whose S3Prefix is ``prefix`` (a path relative to the
+    channel folder), or None when the key is not on a path boundary of the prefix."""
+    if key == prefix:
+        return key.rsplit("/", 1)[-1]
+    if not prefix or prefix.endswith("/"):
+        return key[len(prefix) :] if key.startswith(prefix) else None
+    if key.startswith(prefix + "/"):
+        return key[len(prefix) + 1 :]
+    return None
+
+
+def channel_path(channel: Path, relative: str) -> Path | None:
+    """Where ``relative`` (a key below the prefix's folder) lands in the resolved ``channel`` folder,
+    or None when it would not be strictly inside it (compared by path components, so a channel
+    ``train`` never lets a file reach ``train2``)."""
+    target = (channel / relative.lstrip("/")).resolve()
+    if target == channel or not target.is_relative_to(channel):
+        return None
+    return target
 
 
 def _terminate(proc: subprocess.Popen[str]) -> None:

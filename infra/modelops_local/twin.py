@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from modelops_local import lambdas, shapes
+from modelops_local import guard, lambdas, shapes
 from modelops_local.alarms import AlarmEvaluator, AlarmResult
 from modelops_local.api import ApiServer, Route
 from modelops_local.cfn import ACCOUNT_ID, Template
@@ -87,14 +87,18 @@ def output_env_name(output: str) -> str:
 
 
 def exports(state: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``export`` lines of ``modelops local env`` for a twin's ``.modelops/local.json``."""
+    """The ``export`` lines of ``modelops local env`` for a twin's ``.modelops/local.json``: the
+    session token is both ``MODELOPS_LOCAL_TOKEN`` (control endpoints) and the AWS access key id
+    (moto's endpoint accepts no other)."""
+    token = str(state.get("token") or FAKE_KEY)
     out = [
         ("AWS_ENDPOINT_URL", str(state["endpoint"])),
         ("AWS_DEFAULT_REGION", str(state["region"])),
         ("AWS_REGION", str(state["region"])),
-        ("AWS_ACCESS_KEY_ID", FAKE_KEY),
+        ("AWS_ACCESS_KEY_ID", token),
         ("AWS_SECRET_ACCESS_KEY", FAKE_KEY),
         ("MODELOPS_ENDPOINT_URL", str(state["endpoint"])),
+        (guard.TOKEN_ENV, token),
     ]
     for name, value in sorted((state.get("outputs") or {}).items()):
         out.append((output_env_name(name), str(value)))
@@ -132,6 +136,11 @@ class Twin:
         ``MODELOPS_TRAINING_ENTRYPOINT``).
     code_roots:
         Folders handler modules get their dotted names from (default: the template's folder).
+    token:
+        The session token (default: a new random one): the ``X-Modelops-Twin-Token`` of the control
+        endpoints and the only AWS access key id moto's endpoint accepts (``modelops_local.guard``).
+    invocation_history:
+        How many invocation records ``invocations`` keeps (a ring: the oldest go first).
     """
 
     def __init__(
@@ -156,6 +165,8 @@ class Twin:
         code_roots: Iterable[str | Path] | None = None,
         seed: int | None = None,
         echo_handler_output: bool = True,
+        token: str | None = None,
+        invocation_history: int = 5_000,
     ) -> None:
         lambdas.TEE.echo = echo_handler_output
         logging.getLogger("modelops.twin.training").addFilter(_DROP_TF_NOISE)  # once: same object
@@ -178,14 +189,18 @@ class Twin:
         self.telemetry_interval = telemetry_interval
         self.code_roots = [Path(p) for p in code_roots] if code_roots is not None else None
         self.seed = seed
+        self.token = token or guard.new_token()
 
         self.template: Template
         self.provisioned: Provisioned
         self.functions: dict[str, FunctionSpec] = {}
         self.routes: list[Route] = []
         self.api_keys: dict[str, str] = {}
-        #: every attempt, oldest first (the last 100 000; successful ones without their output lines)
-        self.invocations: deque[Invocation] = deque(maxlen=100_000)
+        #: the last ``invocation_history`` attempts, oldest first (a ring, so that a long session's
+        #: memory stays flat; successful ones without their output lines). ``mark()`` and
+        #: ``invocations_of(fn, since=mark)`` select the ones after a point whatever has rolled off.
+        self.invocations: deque[Invocation] = deque(maxlen=max(1, invocation_history))
+        self._invocation_seq = 0
         self.started_in_s: float | None = None
         self._moto: MotoServer | None = None
         self._api: ApiServer | None = None
@@ -228,7 +243,7 @@ class Twin:
         )
         self._api = ApiServer(self, self.host, self.api_port)
         self.api_port = self._api.port
-        self._moto = MotoServer(self.host, self.port, in_process=self.moto_in_process)
+        self._moto = MotoServer(self.host, self.port, access_key=self.token, in_process=self.moto_in_process)
         try:
             self._moto.start()
         except BaseException:
@@ -381,6 +396,7 @@ class Twin:
             "pid": os.getpid(),
             "stack_name": self.stack_name,
             "template": str(self.template.path),
+            "token": self.token,
         }
         if self.api_key:
             out["api_key"] = self.api_key
@@ -391,7 +407,7 @@ class Twin:
         with self._clients_lock:
             if service not in self._clients:
                 session = boto3.session.Session(
-                    aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY, region_name=self.region
+                    aws_access_key_id=self.token, aws_secret_access_key=FAKE_KEY, region_name=self.region
                 )
                 self._clients[service] = session.client(  # type: ignore[call-overload]
                     service,
@@ -429,15 +445,26 @@ class Twin:
                         clear()
             lambdas.clear_client_caches()
 
-    def invocations_of(self, function: str) -> list[Invocation]:
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """The headers a control endpoint (``/_twin/...``) needs: the token, and JSON."""
+        return {guard.TOKEN_HEADER: self.token, "Content-Type": "application/json"}
+
+    def mark(self) -> int:
+        """The sequence number of the latest invocation (0: none yet), for ``invocations_of(since=)``."""
+        with self._cond:
+            return self._invocation_seq
+
+    def invocations_of(self, function: str, *, since: int = 0) -> list[Invocation]:
+        """The kept invocations of ``function``, oldest first; ``since``: only those after that mark."""
         logical = self.function(function).logical_id
-        return [i for i in list(self.invocations) if i.function == logical]
+        return [i for i in list(self.invocations) if i.function == logical and i.seq > since]
 
     # ------------------------------------------------------------------ invoking
 
     def _base_env(self) -> dict[str, str]:
         return {
-            "AWS_ACCESS_KEY_ID": FAKE_KEY,
+            "AWS_ACCESS_KEY_ID": self.token,
             "AWS_SECRET_ACCESS_KEY": FAKE_KEY,
             "AWS_SESSION_TOKEN": FAKE_KEY,
             "AWS_REGION": self.region,
@@ -447,6 +474,7 @@ class Twin:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
             "MODELOPS_LOCAL_TRAINING_URL": self.control_url,
+            guard.TOKEN_ENV: self.token,
         }
 
     def _training_env(self) -> dict[str, str]:
@@ -454,6 +482,7 @@ class Twin:
         env.update(self._base_env())
         env.pop("AWS_EXECUTION_ENV", None)
         env.pop("MODELOPS_LOCAL_TRAINING_URL", None)
+        env.pop(guard.TOKEN_ENV, None)
         roots = [str(Path(r).resolve()) for r in (self.code_roots or [self.template.dir])]
         env["PYTHONPATH"] = os.pathsep.join(
             [*roots, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
@@ -490,7 +519,10 @@ class Twin:
                 wait_limit_s=wait_limit_s,
                 log_stream=self._log_streams.get(spec.logical_id, ""),
             )
-            self.invocations.append(inv)
+            with self._cond:
+                self._invocation_seq += 1
+                inv.seq = self._invocation_seq
+                self.invocations.append(inv)
             self._after(spec, inv)
             if inv.ok:
                 inv.log_lines = []  # already in CloudWatch Logs; keeps a long session's memory flat
@@ -729,7 +761,7 @@ class Twin:
 
     def _poll(self, source: Source) -> None:
         session = boto3.session.Session(
-            aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY, region_name=self.region
+            aws_access_key_id=self.token, aws_secret_access_key=FAKE_KEY, region_name=self.region
         )
         sqs = session.client(
             "sqs",

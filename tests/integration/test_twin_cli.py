@@ -168,6 +168,9 @@ def test_local_up_env_tick_and_a_clean_stop(tmp_path: Path) -> None:
         assert exported["AWS_ENDPOINT_URL"] == state["endpoint"]
         assert exported["MODELOPS_DATA_BUCKET_NAME"] == state["outputs"]["DataBucketName"]
         assert exported["MODELOPS_API_URL"] == state["outputs"]["ApiUrl"]
+        # the session token: in a state file only its owner reads, exported for the CLI, boto3 and the AWS CLI
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        assert exported["MODELOPS_LOCAL_TOKEN"] == exported["AWS_ACCESS_KEY_ID"] == state["token"]
         # tick
         tick = modelops("tick", "RecordFunction", "--state-file", str(state_file))
         assert tick.returncode == 0, tick.stderr

@@ -78,12 +78,12 @@ def test_the_convert_rule_matches_training_jobs_by_prefix(twin: Twin) -> None:
     assert sagemaker and sagemaker[0]["detail"]["TrainingJobName"] == [{"prefix": "modelops-"}]
 
 
-def invocations_since(twin: Twin, function: str, before: int) -> list[Any]:
-    return twin.invocations_of(function)[before:]
+def invocations_since(twin: Twin, function: str, mark: int) -> list[Any]:
+    return twin.invocations_of(function, since=mark)
 
 
 def test_aws_cli_s3_cp_into_the_data_bucket_invokes_train_trigger(twin: Twin, tmp_path: Path) -> None:
-    before = len(twin.invocations_of("TrainTriggerFunction"))
+    before = twin.mark()
     data = tmp_path / "data.csv"
     data.write_text("x,y\n1,2\n")
     model = f"twin{uuid.uuid4().hex[:8]}"
@@ -96,7 +96,7 @@ def test_aws_cli_s3_cp_into_the_data_bucket_invokes_train_trigger(twin: Twin, tm
 
 
 def test_aws_cli_sns_publish_to_the_alarm_topic_invokes_alert(twin: Twin) -> None:
-    before = len(twin.invocations_of("AlertFunction"))
+    before = twin.mark()
     message = {"AlarmName": "twin-test", "NewStateValue": "OK", "OldStateValue": "ALARM", "Trigger": {}}
     aws(
         twin, "sns", "publish", "--topic-arn", twin.outputs["AlarmTopicArn"], "--message", json.dumps(message)
@@ -107,21 +107,21 @@ def test_aws_cli_sns_publish_to_the_alarm_topic_invokes_alert(twin: Twin) -> Non
 
 
 def test_api_routes_reach_predict_and_unknown_paths_do_not(twin: Twin) -> None:
-    before = len(twin.invocations_of("PredictFunction"))
+    before = twin.mark()
     resp = requests.get(f"{twin.api_url}/models", timeout=60)
-    after = twin.invocations_of("PredictFunction")
-    assert len(after) == before + 1 and after[-1].source == "api"
+    after = twin.invocations_of("PredictFunction", since=before)
+    assert len(after) == 1 and after[-1].source == "api"
     assert resp.headers["Content-Type"].startswith("application/json")
     missing = requests.get(f"{twin.api_url}/no/such/route", timeout=10)
     assert missing.status_code == 404 and missing.json() == {"message": "Not Found"}
-    assert len(twin.invocations_of("PredictFunction")) == before + 1
+    assert len(twin.invocations_of("PredictFunction", since=before)) == 1
 
 
 def test_tick_runs_the_monitor_and_evaluates_alarms(twin: Twin) -> None:
-    before = len(twin.invocations_of("MonitorFunction"))
+    before = twin.mark()
     results = twin.tick("MonitorFunction")
     assert len(results) == 1 and results[0].source == "schedule"
-    assert len(twin.invocations_of("MonitorFunction")) > before
+    assert twin.invocations_of("MonitorFunction", since=before)
     states = {
         a["AlarmName"]: a["StateValue"] for a in twin.client("cloudwatch").describe_alarms()["MetricAlarms"]
     }

@@ -1,11 +1,16 @@
 """The local backend: the same ``CreateTrainingJob`` request, POSTed as JSON to the local twin's training
 service (``{MODELOPS_LOCAL_TRAINING_URL}/training-jobs``); 409 means "already started". The twin runs a
 search inside the one job.
+
+The twin's control endpoints take only requests that carry its session token
+(``X-Modelops-Twin-Token``): the twin sets it in every function's environment as
+``MODELOPS_LOCAL_TOKEN``, beside ``MODELOPS_LOCAL_TRAINING_URL``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -15,6 +20,9 @@ from modelops.compute.request import JobRequest, StartedJob, search_base
 from modelops.compute.retry import RetryPolicy
 from modelops.compute.sagemaker import create_training_job_request
 from modelops.domain.errors import BackendError
+
+TOKEN_HEADER = "X-Modelops-Twin-Token"
+TOKEN_ENV = "MODELOPS_LOCAL_TOKEN"
 
 
 class _HttpStatus(Exception):
@@ -55,8 +63,12 @@ class LocalBackend:
         image: str = "modelops-training:local",
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        token: str | None = None,
     ):
         self.url = base_url.rstrip("/") + "/training-jobs"
+        # The twin's session token (train_trigger's settings read MODELOPS_LOCAL_TOKEN, which the twin
+        # puts in its functions' environment); read here only when no caller passed one.
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         self.role_arn = role_arn or "arn:aws:iam::123456789012:role/modelops-local-training"
         self.image = image
         self.timeout_s = timeout_s
@@ -70,9 +82,10 @@ class LocalBackend:
         return {**search_base(req), "mode": "in_job"}
 
     def _post(self, body: bytes) -> dict[str, Any]:
-        http = urllib.request.Request(
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers[TOKEN_HEADER] = self.token
+        http = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(http, timeout=self.timeout_s) as resp:
                 text = resp.read().decode("utf-8", "replace")
