@@ -111,7 +111,10 @@ _EVENT = textwrap.dedent(
                           "User-Agent": "bench/1.0", "X-Forwarded-For": "203.0.113.7"},
               "queryStringParameters": None, "pathParameters": {"name": "bench"}, "stageVariables": None,
               "requestContext": {"requestId": request_id, "resourcePath": "/models/{name}/predict",
-                                 "httpMethod": "POST", "stage": "v1", "identity": {"sourceIp": "203.0.113.7"}},
+                                 "httpMethod": "POST", "stage": "v1",
+                                 "identity": {"sourceIp": "203.0.113.7", "accountId": "123456789012",
+                                              "caller": "AROAEXAMPLEID:bench",
+                                              "userArn": "arn:aws:sts::123456789012:assumed-role/bench/bench"}},
               "body": body, "isBase64Encoded": False}
         if resource:
             ev["resource"] = "/models/{name}/predict"

@@ -85,6 +85,35 @@ def models() -> dict[str, BuiltModel]:
     return built
 
 
+@functools.cache
+def many_class_model(n_classes: int) -> BuiltModel:
+    """A multiclass model on FEATURES with ``n_classes`` softmax outputs, labelled ``class-0000``, ...
+    (answers grow with rows x classes: the response limit's tests)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    out_dir = Path(tempfile.mkdtemp(prefix="predict-many-classes-"))
+    atexit.register(shutil.rmtree, out_dir, True)
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [
+            keras.Input((len(FEATURES),)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(n_classes, activation="softmax"),
+        ]
+    )
+    model.export(str(out_dir / "saved"), verbose=False)
+    data = tf.lite.TFLiteConverter.from_saved_model(str(out_dir / "saved")).convert()
+    path = out_dir / "many.tflite"
+    path.write_bytes(data)
+
+    def keras_predict(x: np.ndarray, _m: Any = model) -> np.ndarray:
+        return np.asarray(_m(x, training=False), dtype=np.float32)
+
+    return BuiltModel("multiclass", data, [f"class-{i:04d}" for i in range(n_classes)], keras_predict, path)
+
+
 def publish(
     registry: Registry,
     model: str,
@@ -136,8 +165,10 @@ def api_event(
     request_id: str = "req-0001",
     base64_body: bool = False,
     with_resource: bool = True,
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST (v1) proxy event for predict's routes."""
+    """An API Gateway REST (v1) proxy event for predict's routes; ``identity`` is added to
+    ``requestContext.identity`` (what API Gateway says of the caller)."""
     parts = path.strip("/").split("/")
     if parts[0] == "models" and len(parts) == 3:
         resource, params = "/models/{name}/predict", {"name": parts[1]}
@@ -161,7 +192,7 @@ def api_event(
             "httpMethod": method,
             "stage": "v1",
             "path": f"/v1{path}",
-            "identity": {"sourceIp": "127.0.0.1"},
+            "identity": {"sourceIp": "127.0.0.1", **(identity or {})},
         },
         "body": body,
         "isBase64Encoded": base64_body,
@@ -210,3 +241,17 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def serve(s3: Any, bucket: str, artifacts: Path, **settings: Any) -> Any:
+    """Install a PredictService on ``bucket`` (no capture) as the container's; returns it."""
+    from modelops.stages.predict.service import PredictService, configure
+    from modelops.stages.predict.settings import Settings
+
+    svc = PredictService.from_settings(
+        Settings(registry_bucket=bucket, artifact_dir=str(artifacts), **settings),
+        s3=s3,
+        events_factory=FakeEvents,
+    )
+    configure(svc)
+    return svc

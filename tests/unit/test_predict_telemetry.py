@@ -34,9 +34,12 @@ def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 
 
 def powertools_document(
-    dimensions: dict[str, str], values: list[tuple[str, MetricUnit, float]]
+    dimensions: dict[str, str],
+    values: list[tuple[str, MetricUnit, float]],
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What Powertools Metrics writes for the same metrics (the format the dashboard and alarms read)."""
+    """What Powertools Metrics writes for the same metrics (the format the dashboard and alarms read),
+    with ``metadata`` added by its ``add_metadata`` (top-level properties: the request's log fields)."""
     m = Metrics(namespace="ModelOps", service="predict")
     try:
         for name, value in dimensions.items():
@@ -44,6 +47,8 @@ def powertools_document(
                 m.add_dimension(name=name, value=value)
         for name, unit, number in values:
             m.add_metric(name=name, unit=unit, value=number)
+        for key, value in (metadata or {}).items():
+            m.add_metadata(key=key, value=value)
         doc: dict[str, Any] = json.loads(json.dumps(m.serialize_metric_set()))
         return doc
     finally:
@@ -56,29 +61,55 @@ def without_timestamp(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ARN = "arn:aws:sts::123456789012:assumed-role/caller-role/session"
+
+
+def request_fields(**fields: Any) -> dict[str, Any]:
+    """The request's log fields every outcome line carries (null when not known)."""
+    return {"request_id": None, "caller": None, "model": None, "version": None, "rows": None, **fields}
+
+
 @pytest.mark.parametrize(
-    ("emit", "dimensions", "values"),
+    ("emit", "dimensions", "values", "metadata"),
     [
         (
-            lambda t: t.served("iris", 3, 0.125, 4),
+            lambda t: t.served("iris", 3, 0.125, 4, "req-1", ARN),
             {"Model": "iris", "Version": "3", "service": "predict"},
             [("Latency", MetricUnit.Milliseconds, 0.125), ("Rows", MetricUnit.Count, 4.0)],
+            request_fields(request_id="req-1", caller=ARN, model="iris", version=3, rows=4, status=200),
         ),
         (
-            lambda t: t.error("model_not_found"),
+            lambda t: t.error("model_not_found", 404, "req-2", ARN, "nope"),
             {"Code": "model_not_found", "service": "predict"},
             [("Errors", MetricUnit.Count, 1.0)],
+            request_fields(request_id="req-2", caller=ARN, model="nope", status=404),
+        ),
+        (
+            lambda t: t.error("response_too_large", 413, "req-3", None, "iris", 2, 600),
+            {"Code": "response_too_large", "service": "predict"},
+            [("Errors", MetricUnit.Count, 1.0)],
+            request_fields(request_id="req-3", model="iris", version=2, rows=600, status=413),
         ),
         (
             lambda t: t.capture_failures(2),
             {"service": "predict"},
             [("CaptureFailures", MetricUnit.Count, 2.0)],
+            None,
         ),
-        (lambda t: t.catalogue_read(), {"service": "predict"}, [("CatalogueReads", MetricUnit.Count, 1.0)]),
+        (
+            lambda t: t.catalogue_read("req-4", ARN, "iris"),
+            {"service": "predict"},
+            [("CatalogueReads", MetricUnit.Count, 1.0)],
+            request_fields(request_id="req-4", caller=ARN, model="iris", status=200),
+        ),
     ],
 )
 def test_each_line_is_the_document_powertools_wrote(
-    capsys: pytest.CaptureFixture[str], emit: Any, dimensions: dict[str, str], values: list[Any]
+    capsys: pytest.CaptureFixture[str],
+    emit: Any,
+    dimensions: dict[str, str],
+    values: list[Any],
+    metadata: dict[str, Any] | None,
 ) -> None:
     t = Telemetry("ModelOps", "predict")
     before = int(time.time() * 1000)
@@ -86,7 +117,7 @@ def test_each_line_is_the_document_powertools_wrote(
     emit(t)  # the second comes from the kept frame
     docs = lines(capsys)
     assert len(docs) == 2
-    want = without_timestamp(powertools_document(dimensions, values))
+    want = without_timestamp(powertools_document(dimensions, values, metadata))
     for doc in docs:
         assert before <= doc["_aws"]["Timestamp"] <= int(time.time() * 1000)
         assert without_timestamp(doc) == want
@@ -97,9 +128,16 @@ def test_each_line_is_the_document_powertools_wrote(
         assert all(doc[name] == [number] for name, _, number in values)
 
 
+def test_a_long_model_name_is_cut_in_the_log_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    t = Telemetry("ModelOps", "predict")
+    t.error("model_not_found", 404, "req-5", None, "x" * 5000)
+    (doc,) = lines(capsys)
+    assert doc["model"] == "x" * 128
+
+
 def test_lines_parse_as_emf_metric_data(capsys: pytest.CaptureFixture[str]) -> None:
     t = Telemetry("Custom/NS", "predict")
-    t.served("iris", 3, 1.5, 2)
+    t.served("iris", 3, 1.5, 2, "req-1", None)
     data = emf_metrics(capsys.readouterr().out)
     assert [(ns, d["MetricName"], d["Unit"], d["Value"]) for ns, d in data] == [
         ("Custom/NS", "Latency", "Milliseconds", 1.5),
@@ -114,8 +152,9 @@ def test_lines_parse_as_emf_metric_data(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_names_and_codes_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
     t = Telemetry("ModelOps", 'pre"dict')
-    t.error('we"ird\ncode')
+    t.error('we"ird\ncode', 500, 'r"id', 'ar"n', 'mo"del')
     (doc,) = lines(capsys)
+    assert (doc["request_id"], doc["caller"], doc["model"]) == ('r"id', 'ar"n', 'mo"del')
     assert doc["Code"] == 'we"ird\ncode' and doc["service"] == 'pre"dict'
 
 
@@ -198,6 +237,6 @@ def test_disabled_writes_nothing(capsys: pytest.CaptureFixture[str], monkeypatch
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
     t = Telemetry.from_env()
     assert (t.namespace, t.service, t.disabled) == ("Other", "predict", True)
-    t.served("iris", 1, 1.0, 1)
-    t.error("x")
+    t.served("iris", 1, 1.0, 1, "r", None)
+    t.error("x", 500, "r", None)
     assert capsys.readouterr().out == ""

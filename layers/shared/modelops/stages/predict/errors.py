@@ -31,7 +31,6 @@ class RequestError(ModelOpsError):
         super().__init__(message)
         self.status = status
         self.code = code
-        self.served_version: int | None = None  # set once a version was resolved (X-Model-Version)
 
 
 # (status, code, fixed message or None to show the exception's own, which our code writes without internals)
@@ -59,9 +58,16 @@ _ERROR_MAP: tuple[tuple[type[Exception], int, str, str | None], ...] = (
 
 
 def error_result(
-    exc: Exception, request_id: str, version: int | None = None
+    exc: Exception,
+    request_id: str,
+    version: int | None = None,
+    *,
+    caller: str | None = None,
+    model: str | None = None,
+    rows: int | None = None,
 ) -> tuple[int, str, dict[str, str]]:
-    """(status, body, headers) for ``exc``; counts it as the invocation's ``Errors`` metric."""
+    """(status, body, headers) for ``exc``; its EMF line counts it as the invocation's ``Errors``
+    metric and carries the request's log fields (``telemetry.Telemetry.error``)."""
     if isinstance(exc, RequestError):
         status, code, message = exc.status, exc.code, str(exc)
     else:
@@ -75,7 +81,7 @@ def error_result(
             message = "internal error; quote the request id when reporting it"
     if status >= 500 and status != 500:
         logger.warning("%s: %s", code, exc, extra={"request_id": request_id})
-    telemetry().error(code)
+    telemetry().error(code, status, request_id, caller, model, version, rows)
     body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}}).decode()
     headers = {"Content-Type": JSON, "X-Request-Id": request_id}
     if status == 503:

@@ -26,7 +26,8 @@ _ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "application/x-www-form-u
 
 @dataclass(slots=True)
 class RawRequest:
-    """A POST predict request as the event carries it (nothing checked yet)."""
+    """A POST predict request as the event carries it (nothing checked yet), and what the service
+    learnt of it before it failed or answered (``rows``, ``version``: the request's log line)."""
 
     name: str
     body: str | None
@@ -35,6 +36,9 @@ class RawRequest:
     query: Mapping[str, str]
     routing_key: str | None
     request_id: str
+    caller: str | None = None
+    rows: int | None = None
+    version: int | None = None
 
 
 def check_content_type(content_type: str | None) -> None:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from modelops.stages.predict.errors import RequestError, error_result
+from modelops.stages.predict.errors import error_result
 from modelops.stages.predict.parse import RawRequest
 from modelops.stages.predict.service import service
 
@@ -16,8 +16,33 @@ PREDICT_RESOURCE = "/models/{name}/predict"
 
 
 def request_id(event: Mapping[str, Any], context: Any) -> str:
-    rid = (event.get("requestContext") or {}).get("requestId")
+    return _request_id(event.get("requestContext"), context)
+
+
+def _request_id(rc: Mapping[str, Any] | None, context: Any) -> str:
+    rid = rc.get("requestId") if rc else None
     return str(rid or getattr(context, "aws_request_id", None) or uuid.uuid4())
+
+
+def caller(event: Mapping[str, Any]) -> str | None:
+    """Who called, for the request's log line: with IAM auth the caller's ARN (API Gateway's
+    ``requestContext.identity.userArn``, else its ``caller`` principal, else ``accountId``); with an
+    API key, ``api-key:{apiKeyId}`` (the key's id, never the key). None when API Gateway names no one."""
+    return _caller(event.get("requestContext"))
+
+
+def _caller(rc: Mapping[str, Any] | None) -> str | None:
+    try:
+        identity = rc.get("identity") if rc else None
+        if not identity:
+            return None
+        who: str | None = identity.get("userArn") or identity.get("caller") or identity.get("accountId")
+        if who:
+            return who
+        key_id = identity.get("apiKeyId")
+    except AttributeError:  # not API Gateway's shapes
+        return None
+    return f"api-key:{key_id}" if key_id else None
 
 
 def _content_type_and_routing_key(headers: Mapping[str, str] | None) -> tuple[str | None, str | None]:
@@ -37,25 +62,30 @@ def _content_type_and_routing_key(headers: Mapping[str, str] | None) -> tuple[st
 def predict_event(
     event: Mapping[str, Any], context: Any, name: str | None = None
 ) -> tuple[int, str, dict[str, str]]:
-    """(status, body, headers) for a POST predict proxy event; never raises."""
-    rid = request_id(event, context)
+    """(status, body, headers) for a POST predict proxy event; never raises. Either way the
+    answer's EMF line carries the request's log fields (``telemetry``)."""
+    rc = event.get("requestContext")
+    rid = _request_id(rc, context)
+    req: RawRequest | None = None
     try:
         if name is None:
             name = str((event.get("pathParameters") or {}).get("name") or "")
         content_type, routing_key = _content_type_and_routing_key(event.get("headers"))
-        return service().predict(
-            RawRequest(  # positional (name, body, is_base64, content_type, query, routing_key, request_id)
-                name,
-                event.get("body"),
-                bool(event.get("isBase64Encoded")),
-                content_type,
-                event.get("queryStringParameters") or {},
-                routing_key,
-                rid,
-            )
+        req = RawRequest(  # positional (name, body, is_base64, content_type, query, routing_key, request_id, caller)
+            name,
+            event.get("body"),
+            bool(event.get("isBase64Encoded")),
+            content_type,
+            event.get("queryStringParameters") or {},
+            routing_key,
+            rid,
+            _caller(rc),
         )
+        return service().predict(req)
     except Exception as exc:
-        return error_result(exc, rid, exc.served_version if isinstance(exc, RequestError) else None)
+        if req is None:
+            return error_result(exc, rid, caller=_caller(rc), model=name)
+        return error_result(exc, rid, req.version, caller=req.caller, model=name, rows=req.rows)
 
 
 def proxy_result(result: tuple[int, str, dict[str, str]]) -> dict[str, Any]:

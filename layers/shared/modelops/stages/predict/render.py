@@ -1,13 +1,27 @@
-"""The body of a successful POST predict answer."""
+"""The body of a successful POST predict answer, and an upper bound of its size before inference."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import orjson
 
 from modelops.stages.predict.serving import ModelInfo
+
+FLOAT32_TEXT_MAX = 16
+"""The longest text orjson writes for a float32 (``-0.0000010000001``; NaN and infinities are
+``null``): tests/unit/test_predict_response_limit.py checks it over every exponent."""
+
+PROXY_ENVELOPE_MAX = 512
+"""The proxy result around the body (``statusCode``, ``multiValueHeaders`` but the request id,
+``isBase64Encoded``): about 200 bytes."""
+
+_CHAR_MAX = 12
+"""The most bytes one character of a string can take in the proxy result: orjson writes it in the
+body (an astral character: 4 bytes of UTF-8) and the runtime escapes the body into the result's
+JSON (ASCII-only: ``\\ud83d\\ude00``)."""
 
 
 def render(info: ModelInfo, name: str, y: np.ndarray, request_id: str) -> str:
@@ -18,7 +32,7 @@ def render(info: ModelInfo, name: str, y: np.ndarray, request_id: str) -> str:
     if info.task == "regression":
         doc["predictions"] = np.ascontiguousarray(y[:, 0]) if y.shape[1] == 1 else y
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    labels = info.classes if info.classes is not None else tuple(range(max(y.shape[1], 2)))
+    labels = _labels(info, y.shape[1])
     if y.shape[1] == 1:  # a sigmoid: P(labels[1])
         if y.shape[0] == 1:  # one row: float32 scalars cost less than numpy's array calls
             p = y[0, 0]
@@ -35,3 +49,36 @@ def render(info: ModelInfo, name: str, y: np.ndarray, request_id: str) -> str:
     doc["probabilities"] = probs
     doc["labels"] = labels
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _labels(info: ModelInfo, n_outputs: int) -> tuple[Any, ...]:
+    return info.classes if info.classes is not None else tuple(range(max(n_outputs, 2)))
+
+
+def _escaped(text: str) -> int:
+    """Bytes of ``text`` once escaped into a JSON string by an ASCII-only encoder (the most any
+    encoder writes: a character is at most 6 bytes there, 12 for a surrogate pair)."""
+    return len(json.dumps(text)) - 2
+
+
+def answer_bound(info: ModelInfo, n_outputs: int) -> tuple[int, int]:
+    """``(fixed, per_row)``: the Lambda proxy result of ``render``'s answer with ``n`` rows takes at
+    most ``fixed + n * per_row + request_bound(name, request_id)`` bytes, the body escaped into the
+    result's JSON string. Every number counts ``FLOAT32_TEXT_MAX``; a prediction counts the longest
+    label. Computed once per loaded version (``PredictService``), from what ``render`` writes."""
+    value = FLOAT32_TEXT_MAX + 1  # and its comma
+    skeleton = '{"model":"","version":18446744073709551615,"request_id":"","predictions":[]}'
+    if info.task == "regression":
+        per_row = value if n_outputs == 1 else n_outputs * value + 2
+        return PROXY_ENVELOPE_MAX + _escaped(skeleton), per_row
+    labels = _labels(info, n_outputs)
+    texts = [orjson.dumps(label).decode() for label in labels]
+    skeleton = skeleton[:-1] + ',"probabilities":[],"labels":' + "[" + ",".join(texts) + "]}"
+    per_row = max(_escaped(t) for t in texts) + 1 + max(n_outputs, 2) * value + 2
+    return PROXY_ENVELOPE_MAX + _escaped(skeleton), per_row
+
+
+def request_bound(name: str, request_id: str) -> int:
+    """The most bytes the request's own strings take in the proxy result (the request id is in the
+    body and in the ``X-Request-Id`` header)."""
+    return _CHAR_MAX * (len(name) + 2 * len(request_id))

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelops import __version__
 from modelops.stages.predict.errors import JSON, RequestError, error_result
-from modelops.stages.predict.proxy import PREDICT_RESOURCE, predict_event, request_id
+from modelops.stages.predict.proxy import PREDICT_RESOURCE, caller, predict_event, request_id
 from modelops.stages.predict.service import service
 from modelops.stages.predict.serving import FLOAT32_MAX
 from modelops.stages.predict.telemetry import telemetry
@@ -130,14 +130,27 @@ def _response(result: tuple[int, str, dict[str, str]]) -> Response[Any]:
 @app.exception_handler(Exception)
 def _on_error(exc: Exception) -> Response[str]:
     """Errors of the resolver's routes go through errors.error_result, like the lean path's."""
-    rid = request_id(app.current_event.raw_event, app.lambda_context)
+    event = app.current_event.raw_event
+    rid = request_id(event, app.lambda_context)
     if isinstance(exc, NotFoundError):
         exc = RequestError(404, "not_found", "no such route")
     elif isinstance(exc, RequestValidationError):
         exc = RequestError(422, "invalid_request", "the request does not match the API's schema")
     elif isinstance(exc, ValidationError):  # a response model failed: our fault, not the caller's
         exc = RuntimeError("validation of an internal document failed")
-    return _response(error_result(exc, rid))
+    return _response(error_result(exc, rid, caller=caller(event), model=_path_name(event)))
+
+
+def _path_name(event: dict[str, Any]) -> str | None:
+    """The ``{name}`` of the path, for the request's log line."""
+    params = event.get("pathParameters")
+    name = params.get("name") if isinstance(params, dict) else None
+    return str(name) if name is not None else None
+
+
+def _catalogue_read(model: str | None = None) -> None:
+    event = app.current_event.raw_event
+    telemetry().catalogue_read(request_id(event, app.lambda_context), caller(event), model)
 
 
 @app.not_found
@@ -171,12 +184,15 @@ def _on_not_found(exc: NotFoundError) -> Response[str]:
         },
         400: _error_response("Body not JSON, or a malformed ?version= / ?alias="),
         404: _error_response("Unknown model, version or alias"),
-        413: _error_response("Body over MAX_BODY_BYTES, or more than MAX_ROWS rows"),
+        413: _error_response(
+            "Body over MAX_BODY_BYTES, more than MAX_ROWS rows, or an answer that could exceed "
+            "MAX_RESPONSE_BYTES (the message says how many rows fit)"
+        ),
         415: _error_response("Content-Type is not JSON"),
         422: _error_response(
             "Instances do not match the model's schema (the message names the row and field)"
         ),
-        429: _error_response("Throttled by API Gateway"),
+        429: _error_response("Throttled by API Gateway (codes throttled, quota_exceeded)"),
         503: _error_response(
             "No production version, the version failed its checksum, or the registry is down"
         ),
@@ -206,7 +222,7 @@ def predict(
 )
 def list_models() -> ModelList:
     models = ModelList.model_validate(service().list_models())
-    telemetry().catalogue_read()
+    _catalogue_read()
     return models
 
 
@@ -221,13 +237,13 @@ def list_models() -> ModelList:
 )
 def show_model(name: str) -> ModelDetail:
     detail = ModelDetail.model_validate(service().show_model(name))
-    telemetry().catalogue_read()
+    _catalogue_read(name)
     return detail
 
 
 @app.get("/openapi.json", include_in_schema=False, enable_validation=False)
 def openapi_document() -> Response[str]:
-    telemetry().catalogue_read()
+    _catalogue_read()
     return Response(status_code=200, content_type=JSON, body=openapi_json())
 
 

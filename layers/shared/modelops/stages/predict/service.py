@@ -22,8 +22,8 @@ from modelops.stages.predict.parse import (
     selector,
     to_matrix,
 )
-from modelops.stages.predict.render import render
-from modelops.stages.predict.serving import ModelCache
+from modelops.stages.predict.render import answer_bound, render, request_bound
+from modelops.stages.predict.serving import LoadedModel, ModelCache
 from modelops.stages.predict.settings import Settings
 from modelops.stages.predict.telemetry import telemetry
 from modelops.stages.runtime import logger
@@ -97,21 +97,23 @@ class PredictService:
         return cls(settings, registry, cache, sink)
 
     def predict(self, req: RawRequest) -> tuple[int, str, dict[str, str]]:
-        """(status, body, headers) of a served request; a bad one raises (``errors.error_result``)."""
+        """(status, body, headers) of a served request; a bad one raises (``errors.error_result``).
+        ``req.rows`` and ``req.version`` are set as soon as they are known (the error's log line)."""
         started = time.perf_counter()
         settings = self.settings
         check_content_type(req.content_type)
         raw = body_bytes(req.body, req.is_base64, settings.max_body_bytes)
         alias, version = selector(req.query)
         instances = instances_of(parse_json(raw), settings.max_rows)
+        rows = req.rows = len(instances)
         routing_key = req.routing_key if req.routing_key is not None else req.query.get("routing_key")
         lm = self.cache.resolve(req.name, alias=alias, version=version, routing_key=routing_key)
         info = lm.info
-        try:
-            x = to_matrix(instances, info, raw)
-        except RequestError as exc:
-            exc.served_version = info.version
-            raise
+        req.version = info.version
+        bound = lm.answer_bound or self._answer_bound(lm)
+        if rows > bound[2] or len(req.request_id) > _REQUEST_ID_MAX:  # else it fits: no arithmetic
+            _check_answer_size(rows, bound, req, settings.max_response_bytes)
+        x = to_matrix(instances, info, raw)
         y = lm.predict(x)
         body = render(info, req.name, y, req.request_id)
         sink = self.sink
@@ -120,12 +122,22 @@ class PredictService:
             lost = sink.take_failures()
             if lost:
                 self.metrics.capture_failures(lost)
-        self.metrics.served(req.name, info.version, (time.perf_counter() - started) * 1000.0, x.shape[0])
+        self.metrics.served(
+            req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
+        )
         return (
             200,
             body,
             {"Content-Type": JSON, "X-Model-Version": str(info.version), "X-Request-Id": req.request_id},
         )
+
+    def _answer_bound(self, lm: LoadedModel) -> tuple[int, int, int]:
+        """``render.answer_bound`` of a loaded version and the rows that always fit (for a request id
+        of at most ``_REQUEST_ID_MAX`` characters), kept on it (computed at its first request)."""
+        fixed, per_row = answer_bound(lm.info, lm.n_outputs)
+        room = self.settings.max_response_bytes - fixed - request_bound(lm.info.model, "x" * _REQUEST_ID_MAX)
+        bound = lm.answer_bound = (fixed, per_row, max(0, room // per_row))
+        return bound
 
     # ------------------------------------------------------------------ catalogue
     def list_models(self) -> dict[str, Any]:
@@ -181,6 +193,25 @@ class PredictService:
             "schema": schema if isinstance(schema, dict) else None,
             "metrics": shown["metrics"] if shown else {},
         }
+
+
+_REQUEST_ID_MAX = 64
+"""API Gateway's request ids are UUIDs (36 characters); a longer one takes the exact check."""
+
+
+def _check_answer_size(rows: int, bound: tuple[int, int, int], req: RawRequest, limit: int) -> None:
+    """413 for an answer that could exceed ``limit`` bytes (Lambda would fail it: API Gateway 502)."""
+    fixed, per_row, _ = bound
+    room = limit - fixed - request_bound(req.name, req.request_id)
+    if rows * per_row <= room:
+        return
+    fit = max(0, room // per_row)
+    advice = f"send at most {fit} rows per request" if fit else "this model's answer cannot fit one row"
+    raise RequestError(
+        413,
+        "response_too_large",
+        f"the answer to {rows} rows could be larger than the response limit of {limit} bytes; {advice}",
+    )
 
 
 # ---------------------------------------------------------------------- the container's service

@@ -213,6 +213,9 @@ class LoadedModel:
         # Built now, from the file that was just verified: never from a later read of /tmp.
         self._batch: Any = factory(str(path))
         self._batch_rows = 0
+        self.answer_bound: tuple[int, int, int] | None = None
+        """(fixed, per row) bytes of an answer (``render.answer_bound``) and the rows that always
+        fit: the service's, kept here (``PredictService._answer_bound``)."""
 
     def _invoke(self, interp: Any, x: np.ndarray) -> np.ndarray:
         interp.set_tensor(self._in, x)

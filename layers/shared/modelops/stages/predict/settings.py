@@ -9,6 +9,9 @@ from pydantic_settings import SettingsConfigDict
 
 from modelops.stages.runtime import StageSettings
 
+LAMBDA_RESPONSE_LIMIT = 6_291_556
+"""Bytes of a synchronous Lambda invocation's response; over it API Gateway answers 502."""
+
 
 class Settings(StageSettings):
     """``REGISTRY_BUCKET``, ``CAPTURE_STREAM``, ... (each field's name in upper case); a variable set to
@@ -21,6 +24,9 @@ class Settings(StageSettings):
     alias_cache_ttl_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
     max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     max_body_bytes: Annotated[int, Field(ge=1024, le=6 * 1024 * 1024)] = 1_048_576
+    max_response_bytes: Annotated[int, Field(ge=4096, le=LAMBDA_RESPONSE_LIMIT)] = 6_000_000
+    """A request whose answer could be larger (``render.answer_bound``) is refused before inference
+    (413 ``response_too_large``); the default leaves ~290 KB of Lambda's limit as headroom."""
     artifact_dir: str = "/tmp/modelops-artifacts"
     max_loaded_versions: Annotated[int, Field(ge=1, le=256)] = 8
     event_bus_name: str = "default"

@@ -8,6 +8,11 @@ Same namespace, metric names, units and dimensions as Powertools Metrics wrote t
 - ``CaptureFailures`` (Count), ``CatalogueReads`` (Count): dimension ``service``;
 - the container's first invocation: ``ColdStart`` (Count), dimensions ``function_name``, ``service``.
 
+The line of a request's outcome (served, failed, catalogue read) is also its access log: the
+properties ``request_id``, ``caller`` (the identity API Gateway names), ``model``, ``version``,
+``rows`` and ``status`` (null when not known), never the inputs. They sit at the top level of the
+document, where Powertools' ``add_metadata`` puts them: one write per request, no second log line.
+
 Powertools Metrics costs ~18 µs per invocation (unit validation, serialisation with the stdlib
 ``json``, an environment read per flush); this costs ~1.3 µs: all but the timestamp and the values
 of a document is serialised once per model version (or error code) and kept.
@@ -41,6 +46,7 @@ _CAPTURE_FAILURES = (("CaptureFailures", "Count"),)
 _CATALOGUE_READS = (("CatalogueReads", "Count"),)
 _COLD_START = (("ColdStart", "Count"),)
 _MAX_FRAMES = 1024
+_MAX_NAME = 128
 
 
 class _InvocationKeys(logging.Filter):
@@ -115,19 +121,52 @@ class Telemetry:
         """The invocation is over: its log keys, if it logged nothing, are never appended."""
         _INVOCATION_KEYS.pending = None
 
-    def served(self, model: str, version: int, milliseconds: float, rows: int) -> None:
+    def served(
+        self, model: str, version: int, milliseconds: float, rows: int, request_id: str, caller: str | None
+    ) -> None:
+        """A served request's line: its metrics and its log fields (status 200)."""
         key = ("served", model, version)
         self._emit(
             self._frames.get(key)
-            or self._keep(key, {"Model": model, "Version": str(version), "service": self.service}, _SERVED),
-            {"Latency": [milliseconds], "Rows": [float(rows)]},
+            or self._keep(
+                key,
+                {"Model": model, "Version": str(version), "service": self.service},
+                _SERVED,
+                {"model": model, "version": version, "status": 200},
+            ),
+            {
+                "request_id": request_id,
+                "caller": caller,
+                "rows": rows,
+                "Latency": [milliseconds],
+                "Rows": [float(rows)],
+            },
         )
 
-    def error(self, code: str) -> None:
+    def error(
+        self,
+        code: str,
+        status: int,
+        request_id: str,
+        caller: str | None,
+        model: str | None = None,
+        version: int | None = None,
+        rows: int | None = None,
+    ) -> None:
+        """A failed request's line: the ``Errors`` metric and its log fields (``model`` is the name
+        the request gave, cut to ``_MAX_NAME`` characters; what is not known yet is null)."""
         key = ("error", code)
         self._emit(
             self._frames.get(key) or self._keep(key, {"Code": code, "service": self.service}, _ERRORS),
-            {"Errors": [1.0]},
+            {
+                "request_id": request_id,
+                "caller": caller,
+                "model": model[:_MAX_NAME] if model is not None else None,
+                "version": version,
+                "rows": rows,
+                "status": status,
+                "Errors": [1.0],
+            },
         )
 
     def capture_failures(self, lost: int) -> None:
@@ -137,43 +176,60 @@ class Telemetry:
             {"CaptureFailures": [float(lost)]},
         )
 
-    def catalogue_read(self) -> None:
+    def catalogue_read(self, request_id: str, caller: str | None, model: str | None = None) -> None:
+        """A catalogue route's answer (status 200): ``CatalogueReads`` and the request's log fields."""
         key = ("catalogue",)
         self._emit(
             self._frames.get(key) or self._keep(key, {"service": self.service}, _CATALOGUE_READS),
-            {"CatalogueReads": [1.0]},
+            {
+                "request_id": request_id,
+                "caller": caller,
+                "model": model[:_MAX_NAME] if model is not None else None,
+                "version": None,
+                "rows": None,
+                "status": 200,
+                "CatalogueReads": [1.0],
+            },
         )
 
     # ------------------------------------------------------------------ EMF
-    def _emit(self, frame: str, values: dict[str, list[float]]) -> None:
+    def _emit(self, frame: str, values: dict[str, Any]) -> None:
         """One EMF document: ``{"_aws": {"Timestamp", "CloudWatchMetrics"}, dimension: value, ...,
-        metric: [value], ...}``: the kept ``frame`` (``_keep``) with the timestamp and the ``values``,
-        named in the order of the frame's metrics."""
+        property: value, ..., metric: [value], ...}``: the kept ``frame`` (``_keep``) with the
+        timestamp and the ``values`` (the request's log fields, then the metrics' values, named in
+        the order of the frame's metrics)."""
         if self.disabled:
             return
         numbers = orjson.dumps(values)
         sys.stdout.write(f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{frame}{numbers[1:].decode()}\n')
 
     def _keep(
-        self, key: tuple[Any, ...], dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...]
+        self,
+        key: tuple[Any, ...],
+        dimensions: dict[str, str],
+        metrics: tuple[tuple[str, str], ...],
+        properties: dict[str, Any] | None = None,
     ) -> str:
         """The frame of ``key``'s documents (what they are about): everything but the timestamp and
         the values, serialised once and kept (the callers look it up in ``_frames`` first)."""
         if len(self._frames) >= _MAX_FRAMES:
             self._frames.clear()
-        frame = self._frames[key] = self._frame(dimensions, metrics)
+        frame = self._frames[key] = self._frame(dimensions, metrics, properties or {})
         return frame
 
-    def _frame(self, dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...]) -> str:
-        """The document from after the timestamp to the metrics' values."""
+    def _frame(
+        self, dimensions: dict[str, str], metrics: tuple[tuple[str, str], ...], properties: dict[str, Any]
+    ) -> str:
+        """The document from after the timestamp to the values: the directive, the dimensions and
+        the ``properties`` that every document of the frame carries."""
         directive = {
             "Namespace": self.namespace,
             "Dimensions": [list(dimensions)],
             "Metrics": [{"Name": name, "Unit": unit} for name, unit in metrics],
         }
         cloudwatch = orjson.dumps([directive]).decode()
-        dims = orjson.dumps(dimensions).decode()[1:-1]
-        return f',"CloudWatchMetrics":{cloudwatch}}},{dims},'
+        fields = orjson.dumps({**dimensions, **properties}).decode()[1:-1]
+        return f',"CloudWatchMetrics":{cloudwatch}}},{fields},'
 
 
 @functools.cache
