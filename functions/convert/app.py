@@ -1,7 +1,8 @@
-"""convert: a finished training job -> verified LiteRT artifacts, a registry version, the promotion gate.
+"""convert: a finished training job -> verified LiteRT artifacts, a registry version, ``ModelVersionPublished``.
 
 Triggered by EventBridge (SageMaker training and tuning job / Batch job state changes of this stack's
-jobs); everything it does is in ``modelops.stages.convert`` (docs/convert.md). Real failures raise, so
+jobs); everything it does is in ``modelops.stages.convert`` (docs/convert.md). It loads the job's SavedModel
+and never moves an alias: the gate function decides on ``ModelVersionPublished``. Real failures raise, so
 Lambda's async retries and the DLQ keep the event; a permanently bad artifact is reported
 (ConversionFailed) instead of retried.
 """

@@ -86,3 +86,17 @@ def targz_dir(root: Path) -> bytes:
 def registry_keys(s3: Any, prefix: str = "models/") -> list[str]:
     page = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     return sorted(o["Key"] for o in page.get("Contents", []))
+
+
+def stage_event(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """A stage event as EventBridge delivers it to a rule's target."""
+    return {"source": "modelops", "detail-type": detail_type, "detail": detail}
+
+
+def gate_last_published(registry: Any, bus: Any) -> Any:
+    """What the gate function does in the stack when convert's last ``ModelVersionPublished`` reaches it
+    (EventBridge rule -> GateFunction): the gate stage's result. Its events go to the same ``bus``."""
+    from modelops.stages import gate
+
+    deps = gate.Deps(registry=registry, bus=bus)
+    return gate.handle_event(stage_event("ModelVersionPublished", bus.of("ModelVersionPublished")[-1]), deps)

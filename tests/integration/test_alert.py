@@ -285,3 +285,72 @@ def test_publish_failure_is_retried_raised_and_releases_the_claim(
     assert len(inbox(env)) == 1
     (item,) = env["ddb"].scan(TableName=TABLE)["Items"]
     assert item["id"]["S"].startswith("alert#") and item["status"]["S"] == "COMPLETE"
+
+
+# ---------------------------------------------------------------------------------------------- forged events
+def stage_bus(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A custom bus like the template's StageEventBus, its events copied to a queue; the alert function
+    told its name (EVENT_BUS_NAME) as the template does."""
+    events, sqs = env["events"], env["sqs"]
+    events.create_event_bus(Name="modelops-stage-events")
+    url = sqs.create_queue(QueueName="stage-bus-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(
+        Name="stage-all",
+        EventBusName="modelops-stage-events",
+        EventPattern=json.dumps({"source": ["modelops"]}),
+    )
+    events.put_targets(
+        Rule="stage-all", EventBusName="modelops-stage-events", Targets=[{"Id": "q", "Arn": arn}]
+    )
+    monkeypatch.setenv("EVENT_BUS_NAME", "modelops-stage-events")
+    alert_stage.build.cache_clear()
+    return str(url)
+
+
+def test_canary_rolled_back_is_published_on_the_stage_bus(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert role may put CanaryRolledBack on the stack's bus only (template.yaml): the stage must
+    publish there, not on the default bus."""
+    reg = publish_model(env["s3"])
+    publish_model(env["s3"], promote=False, seed=1)
+    start_canary(reg, "demo", 2, 0.1)
+    monitor_with_drift(env, version=2)
+    (drift_event,) = [e for e in bus_events(env) if e["detail-type"] == "DriftDetected"]
+    stage_queue = stage_bus(env, monkeypatch)
+
+    assert alert(env, drift_event)["alerts"][0]["rolled_back"][0]["version"] == 2
+
+    (rolled,) = drained(env["sqs"], stage_queue)
+    assert rolled["detail-type"] == "CanaryRolledBack" and rolled["detail"]["version"] == 2
+    assert bus_events(env) == []  # nothing on the default bus
+
+
+def test_a_forged_drift_event_changes_nothing_and_its_text_is_capped(env: dict[str, Any]) -> None:
+    """A DriftDetected naming the canary that does not come from the stage bus's rule (here: inside a
+    message on the alarm topic, with attacker text) is forwarded as unrecognised, capped, and moves
+    nothing."""
+    reg = publish_model(env["s3"])
+    publish_model(env["s3"], promote=False, seed=1)
+    start_canary(reg, "demo", 2, 0.1)
+    history_before = sorted(
+        o["Key"] for o in env["s3"].list_objects_v2(Bucket="registry").get("Contents", [])
+    )
+    evil = "\x1b[31m\u202e" + "x" * 100_000
+    forged = {
+        "source": "modelops",
+        "detail-type": "DriftDetected",
+        "detail": {"model": "demo", "version": 2, "features": [{"name": evil, "psi": 9.9}], "reason": evil},
+    }
+    event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(forged)}}]}
+
+    (result,) = alert(env, event)["alerts"]
+
+    assert result["kind"] == "unrecognised" and result["rolled_back"] == []
+    alias, _ = Registry(env["s3"], "registry").get_alias("demo")
+    assert alias.canary == {"version": 2, "weight": 0.1}
+    after = sorted(o["Key"] for o in env["s3"].list_objects_v2(Bucket="registry").get("Contents", []))
+    assert after == history_before
+    (msg,) = inbox(env)
+    assert len(msg["Message"]) <= 16_000 and "\x1b" not in msg["Message"] and "\u202e" not in msg["Message"]

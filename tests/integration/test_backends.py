@@ -21,6 +21,7 @@ from moto import mock_aws
 from modelops import aws
 from modelops.compute import (
     BatchBackend,
+    JobRejectedError,
     JobRequest,
     LocalBackend,
     RetryPolicy,
@@ -30,7 +31,7 @@ from modelops.compute import (
 )
 from modelops.domain.errors import BackendError
 from modelops.domain.spec import parse_spec
-from modelops.stages.train_trigger import canonical_spec_json
+from modelops.stages.train_trigger import canonical_spec_json, job_name
 from modelops.storage import keys
 from modelops.storage.jobs import JobStore
 from modelops.storage.s3 import ObjectStore
@@ -264,6 +265,78 @@ def test_sagemaker_validation_error_is_not_retried() -> None:
     assert sleeps == []
 
 
+INSTANCE_TYPE_INVALID = (
+    "1 validation error detected: Value 'ml.bogus.xlarge' at 'resourceConfig.instanceType' failed to satisfy "
+    "constraint: Member must satisfy enum value set: [ml.m5.large, ml.g5.2xlarge]"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (INSTANCE_TYPE_INVALID, "training.instance_type"),
+        (
+            "1 validation error detected: Value 'modelops_demo' at 'trainingJobName' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+            "job_name",
+        ),
+        ("Value 'x' at 'resourceConfig.volumeSizeInGB' failed", "resourceConfig.volumeSizeInGB"),
+        ("Instance type ml.p5.48xlarge is not supported in this region", "training.instance_type"),
+        ("Something else was wrong", None),
+    ],
+)
+def test_sagemaker_validation_error_is_a_rejection_naming_the_field(message: str, field: str | None) -> None:
+    """Issue 17: a ValidationException is not retried into the DLQ; it is a JobRejectedError (train_trigger
+    rejects the dataset) carrying SageMaker's explanation and the field it named."""
+    sm, stub = _stubbed_sagemaker()
+    sleeps = Sleeps()
+    backend = SageMakerBackend(sm, role_arn=ROLE, region="us-east-1", image_uri=IMAGE, retry=policy(sleeps))
+    stub.add_client_error(
+        "create_training_job",
+        service_error_code="ValidationException",
+        service_message=message,
+        http_status_code=400,
+    )
+    with stub, pytest.raises(JobRejectedError) as caught:
+        backend.start(make_request())
+    assert caught.value.field == field and caught.value.code == "backend_rejected"
+    assert message[:60] in str(caught.value) and sleeps == []
+
+
+def test_a_tuning_job_validation_error_is_a_rejection_too() -> None:
+    sm, stub = _stubbed_sagemaker()
+    backend = SageMakerBackend(sm, role_arn=ROLE, region="us-east-1", image_uri=IMAGE, retry=policy(Sleeps()))
+    req = make_request()
+    spec = parse_spec(
+        {
+            **req.spec.model_dump(mode="json"),
+            "training": {"search": {"strategy": "random", "max_trials": 4, "epochs": {"min": 2, "max": 5}}},
+        }
+    )
+    stub.add_client_error(
+        "create_hyper_parameter_tuning_job",
+        service_error_code="ValidationException",
+        service_message="Value 'ml.bogus' at 'trainingJobDefinition.resourceConfig.instanceType' failed",
+        http_status_code=400,
+    )
+    with stub, pytest.raises(JobRejectedError) as caught:
+        backend.start(dataclasses.replace(req, spec=spec, spec_json=canonical_spec_json(spec)))
+    assert caught.value.field == "training.instance_type"
+
+
+def test_a_refusal_that_is_not_invalid_stays_a_plain_backend_error_that_is_retried() -> None:
+    sm, stub = _stubbed_sagemaker()
+    backend = SageMakerBackend(
+        sm, role_arn=ROLE, region="us-east-1", image_uri=IMAGE, retry=policy(Sleeps(), attempts=1)
+    )
+    stub.add_client_error(
+        "create_training_job", service_error_code="AccessDeniedException", http_status_code=400
+    )
+    with stub, pytest.raises(BackendError) as caught:
+        backend.start(make_request())
+    assert not isinstance(caught.value, JobRejectedError)
+
+
 def test_sagemaker_backend_needs_a_role() -> None:
     with pytest.raises(BackendError, match="role"):
         SageMakerBackend(object(), role_arn="", region="us-east-1", image_uri=IMAGE)
@@ -330,6 +403,30 @@ def test_batch_does_not_submit_a_job_name_twice(batch_queue: tuple[Any, str, str
         jobQueue=queue, filters=[{"name": "JOB_NAME", "values": ["modelops-demo-0123456789ab"]}]
     )
     assert len(listed["jobSummaryList"]) == 1
+
+
+def test_batch_keeps_two_different_jobs_apart_and_a_retry_finds_its_own(
+    batch_queue: tuple[Any, str, str],
+) -> None:
+    """Issue 17: Batch does not refuse a duplicate name and ``find`` looks a job up by name, so two jobs
+    that shared one would be taken for each other: two models whose names are cut to the same job name,
+    same data and spec, must both be submitted; a retry of either finds its own submission."""
+    batch, queue, definition = batch_queue
+    backend = BatchBackend(batch, job_queue=queue, job_definition=definition)
+    stem = "customer-churn-prediction-eu-"
+    reqs = []
+    for model in (stem + "west-1", stem + "east-1"):
+        job = job_name(model, SHA, "cd" * 32, "p" * 21, stack="registry")
+        reqs.append(dataclasses.replace(make_request(backend="batch"), job=job, model=model))
+
+    west, east = (backend.start(r) for r in reqs)
+    again = backend.start(reqs[0])
+
+    assert not west.already_started and not east.already_started and west.id != east.id
+    assert again.already_started and again.id == west.id
+    for req, started in zip(reqs, (west, east), strict=True):
+        listed = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [req.job]}])
+        assert [j["jobId"] for j in listed["jobSummaryList"]] == [started.id]
 
 
 def test_batch_retries_throttling_via_stubber() -> None:

@@ -330,3 +330,36 @@ def test_deterministic_targz_is_byte_identical(tmp_path: Path) -> None:
             "saved_model/variables",
             "saved_model/variables/v.data",
         ]
+
+
+# ---------------------------------------------------------------------------- the artifact link (on versioned S3)
+def test_the_first_read_links_the_job_to_its_archives_sha256_and_version(
+    deps: conversion.Deps, bus: FakeBus, s3: Any
+) -> None:
+    import hashlib
+
+    # Given a job whose archive convert read once (it failed: not a tar.gz)
+    put_job_record(s3, JOB)
+    first = s3.put_object(Bucket=BUCKET, Key=artifact_key("demo", JOB), Body=b"<html>not a tarball</html>")
+    assert conversion.handle_event(sagemaker_event(JOB), deps).outcome == "conversion_failed"
+    link = json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{JOB}.artifact.json")["Body"].read())
+    assert link["sha256"] == hashlib.sha256(b"<html>not a tarball</html>").hexdigest()
+    assert (link["version_id"], link["etag"]) == (first["VersionId"], first["ETag"].strip('"'))
+    # the link is create-only: a second writer cannot replace it
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=BUCKET, Key=f"jobs/{JOB}.artifact.json", Body=b"{}", IfNoneMatch="*")
+    bus.sent.clear()
+
+    # When the archive is overwritten (a new S3 version) and the completion event replayed
+    second = s3.put_object(Bucket=BUCKET, Key=artifact_key("demo", JOB), Body=targz(valid_files()))
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+
+    # Then it is refused before extraction, naming both versions
+    assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
+    assert bus.types() == ["ArtifactIntegrityFailed", "ConversionFailed"]
+    alert = bus.of("ArtifactIntegrityFailed")[-1]
+    assert (alert["expected"]["version_id"], alert["actual"]["version_id"]) == (
+        first["VersionId"],
+        second["VersionId"],
+    )
+    assert bus.of("ConversionFailed")[-1]["stage"] == "integrity" and registry_keys(s3) == []

@@ -1,4 +1,5 @@
-"""Convert with real TensorFlow: a tiny Keras model staged as the trainer does -> registry version + gate.
+"""Convert with real TensorFlow: a tiny Keras model staged as the trainer does -> registry version, then the
+gate function on convert's ModelVersionPublished (as EventBridge would deliver it).
 
 The SavedModels are built once per session (tiny: 3 features, a few epochs on 256 rows).
 """
@@ -22,10 +23,12 @@ from tests.fakes import FakeBus, FakeContext
 from tests.integration.convert_support import (
     BUCKET,
     artifact_key,
+    gate_last_published,
     put_job_record,
     registry_keys,
     sagemaker_event,
     spec,
+    stage_event,
     targz_dir,
 )
 
@@ -224,8 +227,11 @@ def handler_env(s3, registry_bucket, monkeypatch: pytest.MonkeyPatch):  # type: 
     }.items():
         monkeypatch.setenv(k, v)
     from functions.convert import app
+    from functions.gate import app as gate_app
+    from modelops.stages import gate
 
     conversion.build.cache_clear()
+    gate.build.cache_clear()
 
     def received() -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -236,8 +242,9 @@ def handler_env(s3, registry_bucket, monkeypatch: pytest.MonkeyPatch):  # type: 
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return out
 
-    yield app, received
+    yield app, gate_app, received
     conversion.build.cache_clear()
+    gate.build.cache_clear()
 
 
 def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
@@ -246,7 +253,7 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
     handler_env,  # type: ignore[no-untyped-def]
     lambda_context: FakeContext,
 ) -> None:
-    app, received = handler_env
+    app, gate_app, received = handler_env
     reg = Registry(s3, BUCKET)
     job1, job2 = "modelops-demo-000000000001", "modelops-demo-000000000002"
     rmse = json.loads((built.regression / "metrics.json").read_text())["rmse"]
@@ -279,13 +286,18 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
     assert [f["name"] for f in m.get("schema")["features"]] == FEATURES
     assert m.get("metrics")["rmse"] == rmse and m.get("spec")["conversion"]["quantize"] == "dynamic_int8"
     assert m.get("frameworks")["convert"]["ai-edge-litert"] == "2.3.0" and m.get("dedup_key") == job1
-    # the first version went to production, with its reason in the history
+    # convert moved no alias: it said ModelVersionPublished (once: the second delivery was a duplicate)
+    assert reg.list_aliases("demo") == {}
+    sent = received()
+    assert [t for t, _ in sent] == ["ModelVersionPublished"]
+    assert sent[0][1]["parity"]["float32"]["max_abs_diff"] == parity["float32"]["max_abs_diff"]
+    # the gate function, on that event, made the first version production, with its reason in the history
+    decided = gate_app.lambda_handler(stage_event(*sent[0]), lambda_context)
+    assert (decided["outcome"], decided["gate"]["action"]) == ("decided", "promote")
     assert reg.resolve("demo") == 1
     gate_entry = [h for h in reg.history("demo", "production") if h.get("kind") == "gate"][-1]
     assert gate_entry["reason"] == "v1 is the first version of the model: it becomes production"
-    sent = received()
-    assert [t for t, _ in sent] == ["ModelVersionPublished", "ModelPromoted"]
-    assert sent[0][1]["parity"]["float32"]["max_abs_diff"] == parity["float32"]["max_abs_diff"]
+    assert [t for t, _ in received()] == ["ModelPromoted"]
 
     # Given a second job whose held-out rmse is worse than production's
     stage(
@@ -296,8 +308,10 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
         conversion={"quantize": "dynamic_int8"},
     )
     out2 = app.lambda_handler(sagemaker_event(job2), lambda_context)
+    [published] = received()
+    decided2 = gate_app.lambda_handler(stage_event(*published), lambda_context)
     # Then it is published as v2 but production stays at v1, with the numbers in the history
-    assert (out2["outcome"], out2["version"], out2["gate"]["action"]) == ("published", 2, "keep")
+    assert (out2["outcome"], out2["version"], decided2["gate"]["action"]) == ("published", 2, "keep")
     assert reg.resolve("demo") == 1
     kept = [h for h in reg.history("demo", "production") if h.get("kind") == "gate"][-1]
     assert kept["reason"].startswith("kept production v1: candidate v2 rmse")
@@ -305,7 +319,7 @@ def test_completed_job_becomes_a_verified_version_and_goes_through_the_gate(
         pytest.approx(rmse * 2),
         pytest.approx(rmse),
     )
-    assert [t for t, _ in received()] == ["ModelVersionPublished", "PromotionRejected"]
+    assert published[0] == "ModelVersionPublished" and [t for t, _ in received()] == ["PromotionRejected"]
     # identical model bytes are stored once (content-addressed blobs)
     blobs = [k for k in registry_keys(s3) if "/blobs/" in k]
     assert len(blobs) == 4
@@ -322,11 +336,13 @@ def test_better_model_is_promoted_and_a_replay_after_rollback_does_not_re_promot
     stage(s3, "modelops-demo-00000000000a", built.regression)
     stage(s3, "modelops-demo-00000000000b", built.regression, metrics={"rmse": rmse / 2})
     assert conversion.handle_event(sagemaker_event("modelops-demo-00000000000a"), deps).version == 1
+    gate_last_published(reg, bus)
 
     res = conversion.handle_event(sagemaker_event("modelops-demo-00000000000b"), deps)
+    decided = gate_last_published(reg, bus)
 
     assert (res.outcome, res.version, reg.resolve("demo")) == ("published", 2, 1 + 1)
-    assert res.gate is not None and res.gate["action"] == "promote" and "promoted to production" in res.reason
+    assert decided.gate["action"] == "promote" and "promoted to production" in decided.reason
     promoted = bus.of("ModelPromoted")[-1]
     assert (promoted["version"], promoted["production"], promoted["mode"]) == (2, 1, "production")
     assert "tflite_int8" not in reg.get_manifest("demo", 2).artifacts  # quantize: none
@@ -335,8 +351,10 @@ def test_better_model_is_promoted_and_a_replay_after_rollback_does_not_re_promot
     reg.rollback("demo", reason="by hand")
     bus.sent.clear()
     replay = conversion.handle_event(sagemaker_event("modelops-demo-00000000000b"), deps)
+    again = gate_last_published(reg, bus)
     # Then no new version, no re-promotion, no second decision
-    assert (replay.outcome, replay.version) == ("replayed", 2) and "already decided" in replay.reason
+    assert (replay.outcome, replay.version) == ("replayed", 2)
+    assert again.outcome == "already_decided" and "already decided" in again.reason
     assert reg.list_versions("demo") == [1, 2] and reg.resolve("demo") == 1
     assert bus.types() == ["ModelVersionPublished"]
 
@@ -354,7 +372,9 @@ def test_canary_weight_makes_the_winner_a_canary(
         promotion={"canary_weight": 0.1},
     )
     conversion.handle_event(sagemaker_event("modelops-demo-0000000000c1"), deps)
-    res = conversion.handle_event(sagemaker_event("modelops-demo-0000000000c2"), deps)
+    gate_last_published(deps.registry, bus)
+    conversion.handle_event(sagemaker_event("modelops-demo-0000000000c2"), deps)
+    res = gate_last_published(deps.registry, bus)
     doc, _ = deps.registry.get_alias("demo")
     assert (doc.version, doc.canary) == (1, {"version": 2, "weight": 0.1})
     assert res.gate is not None and res.gate["action"] == "canary"

@@ -246,7 +246,7 @@ def test_bad_lines_are_counted_and_skipped(world: dict[str, Any]) -> None:
     missing = {k: v for k, v in base.items() if k != "x"}
     three = x[:1, :3].astype(np.float32)
     wrong_count = json.loads(
-        encode_record("demo", 1, "w", time.time() - 60, three, np.zeros((1, 1), np.float32))
+        encode_record("demo", 1, "w", time.time() - 120, three, np.zeros((1, 1), np.float32))
     )
     non_numeric = dict(base, n="one")
     bad_base64 = dict(base, x="!!not base64!!")

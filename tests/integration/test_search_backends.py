@@ -129,6 +129,7 @@ def test_sagemaker_search_is_one_tuning_job_with_the_trainers_metric_definitions
             "OutputDataConfig": {"S3OutputPath": f"s3://registry/staging/demo/{JOB}/trials/"},
             "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": 86_400},
+            "EnableNetworkIsolation": True,  # the project's own image needs no network (issue 17)
         },
         "Tags": [
             {"Key": "modelops:model", "Value": "demo"},
@@ -306,7 +307,9 @@ def test_a_search_spec_starts_one_tuning_job_and_records_it(stack: Stack) -> Non
 
     import hashlib
 
-    job = job_name("demo", hashlib.sha256(body).hexdigest(), spec_sha256(parse_spec(spec)), "modelops")
+    job = job_name(
+        "demo", hashlib.sha256(body).hexdigest(), spec_sha256(parse_spec(spec)), "modelops", stack="registry"
+    )
     name = tuning_job_name(job, "modelops")
     assert res["status"] == "started" and res["job"] == job and res["id"].endswith(f"/{name}")
     desc = stack.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)

@@ -29,6 +29,7 @@ from tests.fakes import FakeBus
 from tests.integration.convert_support import (
     BUCKET,
     artifact_key,
+    gate_last_published,
     load_event,
     put_job_record,
     registry_keys,
@@ -151,6 +152,7 @@ def test_a_search_trains_picks_the_best_trial_and_publishes_one_version_listing_
     assert [t["params"] for t in manifest.get("search")["trials"]] == [t["params"] for t in trials]
     assert manifest.get("metrics") == metrics
     assert manifest.get("training")["record"]["trial"]["number"] == best["number"]
+    assert gate_last_published(deps.registry, bus).outcome == "decided"  # the gate function, on the event
     assert bus.types() == ["ModelVersionPublished", "ModelPromoted"]
     assert bus.of("ModelVersionPublished")[-1]["search"]["best_trial"] == best["number"]
 
@@ -358,6 +360,7 @@ def test_a_completed_tuning_job_publishes_its_best_training_job_with_every_trial
     assert search["best_trial"] == 1 and search["trials"][1]["params"]["hidden_units"] == [16, 8]
     assert search["trials"][0]["error"] == "AlgorithmError: out of memory"
     assert manifest.get("training")["job"] == JOB and manifest.get("dedup_key") == JOB
+    assert gate_last_published(deps.registry, bus).outcome == "decided"  # the gate function, on the event
     assert bus.types() == ["ModelVersionPublished", "ModelPromoted"]
 
 

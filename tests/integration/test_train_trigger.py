@@ -14,9 +14,10 @@ from urllib.parse import quote_plus
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 
 from modelops import aws
-from modelops.compute import JobRequest, StartedJob
+from modelops.compute import JobRequest, RetryPolicy, SageMakerBackend, StartedJob
 from modelops.domain.errors import BackendError
 from modelops.domain.spec import parse_spec
 from modelops.stages import train_trigger
@@ -131,15 +132,29 @@ def stack(moto: None) -> Iterator[Stack]:
 
 # ---------------------------------------------------------------------------- job names
 def test_job_name_is_deterministic_and_follows_the_contract() -> None:
-    name = job_name("demo", "a" * 64, "b" * 64, "modelops")
-    assert name == "modelops-demo-" + hashlib.sha256(("a" * 64 + "b" * 64).encode()).hexdigest()[:12]
-    assert name == job_name("demo", "a" * 64, "b" * 64, "modelops")
-    assert name != job_name("demo", "a" * 64, "c" * 64, "modelops")  # spec changed
-    assert name != job_name("demo", "c" * 64, "b" * 64, "modelops")  # data changed
+    name = job_name("demo", "a" * 64, "b" * 64, "modelops", stack="registry")
+    identity = "\n".join(("registry", "demo", "a" * 64, "b" * 64))
+    assert name == "modelops-demo-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+    assert name == job_name("demo", "a" * 64, "b" * 64, "modelops", stack="registry")
+    assert name != job_name("demo", "a" * 64, "c" * 64, "modelops", stack="registry")  # spec changed
+    assert name != job_name("demo", "c" * 64, "b" * 64, "modelops", stack="registry")  # data changed
     long = job_name("m" * 39 + "x", "a" * 64, "b" * 64, "p" * 21)
     assert len(long) == 63 and JOB_RE.match(long)
     with pytest.raises(ValueError):
         job_name("demo", "a" * 64, "b" * 64, "Bad_Prefix")
+
+
+def test_two_different_jobs_never_share_a_name() -> None:
+    """Issue 17: Batch does not refuse a duplicate name and the backend finds a submitted job by name, so
+    a name must belong to one job: not shared by two models whose names are cut to the same 63-character
+    name, nor by two stacks with the same JobPrefix in one account."""
+    stem = "customer-churn-prediction-eu-"  # both names are cut to it with a 21-character prefix
+    west = job_name(stem + "west-1", "a" * 64, "b" * 64, "p" * 21, stack="registry")
+    east = job_name(stem + "east-1", "a" * 64, "b" * 64, "p" * 21, stack="registry")
+    assert west != east and len(west) == len(east) == 63
+    assert job_name("demo", "a" * 64, "b" * 64, stack="dev-registry") != job_name(
+        "demo", "a" * 64, "b" * 64, stack="prod-registry"
+    )
 
 
 def test_spec_sha_ignores_formatting_but_not_content() -> None:
@@ -171,7 +186,7 @@ def test_accepted_dataset_starts_one_sagemaker_job(stack: Stack) -> None:
     # Then one job named from the data and spec hashes runs on SageMaker as the spec asks
     [res] = result["results"]
     sha = hashlib.sha256(body).hexdigest()
-    job = job_name("demo", sha, spec_sha256(parse_spec(SPEC)), "modelops")
+    job = job_name("demo", sha, spec_sha256(parse_spec(SPEC)), "modelops", stack="registry")
     assert res["status"] == "started" and res["job"] == job and res["backend"] == "sagemaker"
     assert stack.jobs() == [job]
     desc = stack.sm.describe_training_job(TrainingJobName=job)
@@ -584,3 +599,79 @@ def test_a_job_started_by_an_attempt_that_died_is_still_announced_once_by_the_re
     # Then still one job, and it is announced exactly once
     assert len(stack.jobs()) == 1
     assert [k for k, _ in stack.events()] == ["TrainingJobStarted"]
+
+
+# ---------------------------------------------------------------------------- the backend refuses the request
+INVALID_INSTANCE = (
+    "1 validation error detected: Value 'ml.g5.2xlarge' at 'resourceConfig.instanceType' failed to satisfy "
+    "constraint: Member must satisfy enum value set: [ml.m5.large, ml.m5.xlarge]"
+)
+
+
+def stubbed_sagemaker(trigger: TrainTrigger) -> Stubber:
+    """The trigger's SageMaker backend on a client whose answers a Stubber scripts."""
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    backend = SageMakerBackend(
+        sm, role_arn=ROLE, region="us-east-1", image_uri=IMAGE, retry=RetryPolicy(sleep=lambda s: None)
+    )
+    trigger.backends = lambda name: backend  # type: ignore[assignment,return-value]
+    return Stubber(sm)
+
+
+def test_a_request_sagemaker_refuses_as_invalid_is_a_rejection_and_a_corrected_retry_trains(
+    stack: Stack,
+) -> None:
+    """Issue 17: a ValidationException (an instance type SageMaker does not offer here) is not retried into
+    the DLQ: the dataset is quarantined, DatasetRejected names the field, the job record is marked rejected
+    (no stray claim); once the cause is fixed, the same dataset and spec train exactly once."""
+    # Given a spec and a dataset, and a SageMaker that refuses the job's instance type
+    stack.put_spec(SPEC)
+    body = good_csv()
+    record = stack.put("datasets/demo/train.csv", body)
+    trigger = stack.trigger()
+    stub = stubbed_sagemaker(trigger)
+    stub.add_client_error(
+        "create_training_job",
+        service_error_code="ValidationException",
+        service_message=INVALID_INSTANCE,
+        http_status_code=400,
+    )
+
+    # When the upload's event arrives
+    with stub:
+        [res] = trigger.handle_event({"Records": [record]})["results"]  # does not raise: no retry, no DLQ
+
+    # Then the dataset is rejected naming the field, quarantined, and announced
+    stub.assert_no_pending_responses()
+    job = job_name("demo", hashlib.sha256(body).hexdigest(), spec_sha256(parse_spec(SPEC)), stack="registry")
+    assert res["status"] == "rejected" and res["code"] == "backend_rejected"
+    assert res["field"] == "training.instance_type" and res["job"] == job
+    assert "resourceConfig.instanceType" in res["reason"]
+    version = record["s3"]["object"]["versionId"]
+    reason = stack.json("data", f"quarantine/demo/train.csv/{version}/reason.json")
+    assert reason["field"] == "training.instance_type" and reason["job"] == job
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["field"] == "training.instance_type"
+    assert detail["code"] == "backend_rejected" and "ml.g5.2xlarge" in detail["reason"]
+    # and the job record says so: nothing started, the claim released
+    assert stack.keys("registry", "jobs/") == [f"jobs/{job}.json"]
+    doc = stack.json("registry", f"jobs/{job}.json")
+    assert doc["status"] == "rejected" and doc["rejection"]["field"] == "training.instance_type"
+
+    # When the cause is fixed (here: SageMaker accepts the request) and the same data is uploaded again
+    again = stack.put("datasets/demo/again.csv", body)
+    stub.add_response(
+        "create_training_job",
+        {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job}"},
+    )
+    with stub:
+        [res2] = trigger.handle_event({"Records": [again]})["results"]
+        [res3] = trigger.handle_event({"Records": [stack.put("datasets/demo/third.csv", body)]})["results"]
+
+    # Then the same job starts once, its record is a fresh claim, and one job per dataset and spec holds
+    stub.assert_no_pending_responses()
+    assert res2["status"] == "started" and res2["job"] == job and res3["status"] == "duplicate"
+    doc = stack.json("registry", f"jobs/{job}.json")
+    assert "status" not in doc and doc["dataset"]["key"] == "datasets/demo/again.csv"
+    assert stack.keys("registry", "jobs/") == [f"jobs/{job}.json", f"jobs/{job}.started.json"]
+    assert [k for k, _ in stack.events()] == ["DatasetRejected", "TrainingJobStarted"]

@@ -330,8 +330,12 @@ def test_training_job_runs_under_the_sagemaker_contract_and_emits_its_event(
     name = f"twinjob-m-{tag}"
     url = f"{fake.control_url}/training-jobs"
 
-    resp = requests.post(url, json=job_request(fake, name, prefix, epochs="3"), timeout=10)
-    again = requests.post(url, json=job_request(fake, name, prefix, epochs="3"), timeout=10)
+    resp = requests.post(
+        url, json=job_request(fake, name, prefix, epochs="3"), headers=fake.control_headers, timeout=10
+    )
+    again = requests.post(
+        url, json=job_request(fake, name, prefix, epochs="3"), headers=fake.control_headers, timeout=10
+    )
     fake.wait_idle(60)
 
     assert resp.status_code == 200
@@ -359,7 +363,7 @@ def test_training_job_runs_under_the_sagemaker_contract_and_emits_its_event(
     assert event["detail"]["HyperParameters"] == {"model": "m", "epochs": "3"}
     lines = [r.getMessage() for r in caplog.records]
     assert f"[{name}] epoch 3/3 loss=0.333" in lines
-    described = requests.get(f"{url}/{name}", timeout=10).json()
+    described = requests.get(f"{url}/{name}", headers=fake.control_headers, timeout=10).json()
     assert described["TrainingJobStatus"] == "Completed"
 
 
@@ -383,7 +387,7 @@ def test_failed_stopped_and_foreign_jobs(fake: Twin) -> None:
         job_request(fake, foreign, prefix),
         job_request(fake, empty, f"train-input/{tag}-nothing/"),
     ):
-        assert requests.post(url, json=body, timeout=10).status_code == 200
+        assert requests.post(url, json=body, headers=fake.control_headers, timeout=10).status_code == 200
     fake.wait_idle(60)
 
     def detail(name: str) -> dict[str, Any]:
@@ -398,7 +402,10 @@ def test_failed_stopped_and_foreign_jobs(fake: Twin) -> None:
     assert detail(empty)["TrainingJobStatus"] == "Failed"
     assert detail(empty)["FailureReason"].startswith("ClientError: No S3 objects found")
     # A job outside the JobPrefix ran, but the rule's prefix pattern does not match it.
-    assert requests.get(f"{url}/{foreign}", timeout=10).json()["TrainingJobStatus"] == "Completed"
+    assert (
+        requests.get(f"{url}/{foreign}", headers=fake.control_headers, timeout=10).json()["TrainingJobStatus"]
+        == "Completed"
+    )
     assert received("record", lambda e: e.get("detail", {}).get("TrainingJobName") == foreign) == []
 
 
@@ -426,7 +433,9 @@ def test_failed_stopped_and_foreign_jobs(fake: Twin) -> None:
     ],
 )
 def test_invalid_training_requests_are_refused_like_sagemaker(fake: Twin, body: Any, error: str) -> None:
-    resp = requests.post(f"{fake.control_url}/training-jobs", json=body, timeout=10)
+    resp = requests.post(
+        f"{fake.control_url}/training-jobs", json=body, headers=fake.control_headers, timeout=10
+    )
     assert resp.status_code == 400
     assert resp.json()["__type"] == error
     assert "ok-name" not in fake.training.jobs
@@ -434,10 +443,80 @@ def test_invalid_training_requests_are_refused_like_sagemaker(fake: Twin, body: 
 
 def test_control_endpoint_errors(fake: Twin) -> None:
     assert (
-        requests.post(f"{fake.control_url}/training-jobs", data=b"{not json", timeout=10).status_code == 400
+        requests.post(
+            f"{fake.control_url}/training-jobs", data=b"{not json", headers=fake.control_headers, timeout=10
+        ).status_code
+        == 400
     )
-    assert requests.get(f"{fake.control_url}/training-jobs/never-created", timeout=10).status_code == 400
-    assert requests.post(f"{fake.control_url}/tick/NoSuchFunction", timeout=10).status_code == 404
-    assert requests.get(f"{fake.control_url}/nothing-here", timeout=10).status_code == 404
-    assert requests.get(f"{fake.control_url}/health", timeout=10).json()["status"] == "ok"
+    assert (
+        requests.get(
+            f"{fake.control_url}/training-jobs/never-created", headers=fake.control_headers, timeout=10
+        ).status_code
+        == 400
+    )
+    assert (
+        requests.post(
+            f"{fake.control_url}/tick/NoSuchFunction", headers=fake.control_headers, timeout=10
+        ).status_code
+        == 404
+    )
+    assert (
+        requests.get(f"{fake.control_url}/nothing-here", headers=fake.control_headers, timeout=10).status_code
+        == 404
+    )
+    assert (
+        requests.get(f"{fake.control_url}/health", headers=fake.control_headers, timeout=10).json()["status"]
+        == "ok"
+    )
     assert Path(FAKE).exists()
+
+
+# ---------------------------------------------------------------- the stack's own event bus (template.yaml)
+
+
+def stage_event(model: str, bus: str | None = None) -> dict[str, Any]:
+    entry = {
+        "Source": "modelops",
+        "DetailType": "DatasetRejected",
+        "Detail": json.dumps({"model": model, "reason": "bad column", "key": f"datasets/{model}/x.csv"}),
+    }
+    return {**entry, "EventBusName": bus} if bus else entry
+
+
+def test_the_stage_events_bus_runs_on_the_twin_and_only_it_reaches_the_alert_function(twin: Twin) -> None:
+    """template.yaml's StageEventBus: the twin creates it, tells every stage its name, puts the alert
+    function's rule on it (and the AWS service rules on the default bus). A stage event put on the
+    default bus, where anyone could put one, reaches nothing."""
+    events = twin.client("events")
+    bus = twin.function("AlertFunction").environment["EVENT_BUS_NAME"]
+    assert bus != "default" and events.describe_event_bus(Name=bus)["Name"] == bus
+    for fn in ("TrainTriggerFunction", "ConvertFunction", "PredictFunction", "MonitorFunction"):
+        assert twin.function(fn).environment["EVENT_BUS_NAME"] == bus, fn
+    on_bus = [r["Name"] for r in events.list_rules(EventBusName=bus)["Rules"]]
+    on_default = [r["Name"] for r in events.list_rules()["Rules"]]
+    assert any(n.endswith("-AlertFunction-events") for n in on_bus)
+    assert not any("AlertFunction" in n for n in on_default)
+    assert any(n.endswith("-ConvertFunction-job") for n in on_default)  # SageMaker's events stay there
+    assert "StageEventBusPolicy" in twin.provisioned.skipped  # not enforced locally (said so)
+    # the alert rule's dead letters are accepted: the DLQ policy names the rule's ARN on that bus
+    [rule] = [n for n in on_bus if n.endswith("-AlertFunction-events")]
+    dlq_policy = twin.template.resolve(twin.template.props("RuleDeadLetterPolicy"))["PolicyDocument"]
+    named = []
+    for st in dlq_policy["Statement"]:
+        arns = st["Condition"]["ArnEquals"]["aws:SourceArn"]
+        named += arns if isinstance(arns, list) else [arns]
+    assert events.describe_rule(Name=rule, EventBusName=bus)["Arn"] in named
+
+    tag = uuid.uuid4().hex[:8]
+    mark = twin.mark()
+    resp = events.put_events(Entries=[stage_event(f"bus-{tag}", bus), stage_event(f"default-{tag}")])
+    assert resp["FailedEntryCount"] == 0
+    twin.wait_idle(60)
+
+    seen = [
+        a["model"]
+        for inv in twin.invocations_of("AlertFunction", since=mark)
+        if inv.ok and isinstance(inv.result, dict)
+        for a in inv.result.get("alerts", [])
+    ]
+    assert seen == [f"bus-{tag}"]

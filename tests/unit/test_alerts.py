@@ -71,7 +71,8 @@ def test_split_notifications_recognises_each_shape() -> None:
     sns_bridge = {"Records": [{"Sns": {"Message": json.dumps(bridge)}}]}
     assert [s for s, _ in split(sns_alarm)] == ["alarm"]
     assert [s for s, _ in split(bridge)] == ["event"]
-    assert [s for s, _ in split(sns_bridge)] == ["event"]
+    # a stage event comes only from the stack's bus: inside an SNS message (AlarmTopic) it is not one
+    assert [s for s, _ in split(sns_bridge)] == ["unknown"]
     assert split({"source": "aws.s3", "detail-type": "Object Created", "detail": {}})[0][0] == "unknown"
     assert split({"source": "modelops", "detail-type": "Nope", "detail": {}})[0][0] == "unknown"
     assert split({"Records": [{"eventSource": "aws:s3"}]})[0][0] == "unknown"
@@ -261,3 +262,150 @@ def test_a_failed_publish_releases_the_alert_and_the_rollback_announcement(
     # suppressed (the rollback is done, so that is where it gets announced)
     assert table.items == {}
     assert bus.types() == ["CanaryRolledBack"]
+
+
+# ---------------------------------------------------------------------------------------------- forged events
+def registry_snapshot(store: MemoryObjectStore) -> dict[str, str]:
+    """Every registry object and its ETag: any write (alias, history) changes it."""
+    return {k: v[1] for k, v in store.objects.items() if k.startswith("models/")}
+
+
+def drift_event(version: int, source: str = "modelops", detail_type: str = "DriftDetected") -> dict[str, Any]:
+    return {
+        "source": source,
+        "detail-type": detail_type,
+        "detail": {"model": "demo", "version": version, "features": [{"name": "f2", "psi": 0.9}]},
+    }
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        drift_event(2, source="modelops.forged"),
+        drift_event(2, source="aws.events"),
+        drift_event(2, detail_type="Drift Detected"),
+        # the right shape, but inside an SNS message (anyone allowed sns:Publish on AlarmTopic)
+        {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(drift_event(2))}}]},
+    ],
+    ids=["other-source", "aws-source", "unknown-detail-type", "inside-sns"],
+)
+def test_an_event_not_from_the_stage_bus_is_reported_as_unrecognised_and_writes_nothing(
+    memory_store: MemoryObjectStore, bus: FakeBus, event: dict[str, Any]
+) -> None:
+    """Finding 3: a forged DriftDetected naming the canary cleared it. Only a modelops event with a
+    known detail-type, delivered as the invocation itself (the rule on the stack's bus), is acted on."""
+    canary_registry(memory_store)
+    sns = FakeSns()
+    a, _ = canary_alerter(memory_store, bus, sns)
+    before = registry_snapshot(memory_store)
+
+    (result,) = a.handle(event)["alerts"]
+
+    assert result["kind"] == "unrecognised" and result["rolled_back"] == []
+    assert registry_snapshot(memory_store) == before  # no alias move, no history line
+    assert bus.sent == []
+    (msg,) = sns.published
+    assert msg["Subject"] == "[WARNING] Unrecognised notification"
+
+
+@pytest.mark.parametrize("version", [1, 3, 99])
+def test_a_drift_event_naming_a_version_that_is_not_the_canary_writes_nothing(
+    memory_store: MemoryObjectStore, bus: FakeBus, version: int
+) -> None:
+    """Even a genuine DriftDetected only clears the version the registry's alias names as its canary
+    (v2 here): production (v1), a version without a canary role (3) or none at all (99) write nothing."""
+    canary_registry(memory_store)
+    memory_store.put_json(
+        "models/demo/versions/3/manifest.json", {"model": "demo", "version": 3, "artifacts": {}}
+    )
+    a, _ = canary_alerter(memory_store, bus, FakeSns())
+    before = registry_snapshot(memory_store)
+
+    (result,) = a.handle(drift_event(version))["alerts"]
+
+    assert result["status"] == "published" and result["rolled_back"] == []
+    assert registry_snapshot(memory_store) == before
+    assert bus.sent == []
+
+
+UNSAFE = ("\x1b", "\r", "\x00", "\u202e", "\u2028", "\x85", "\u200b")
+
+
+def assert_clean(msg: dict[str, Any]) -> None:
+    body = msg["Message"]
+    assert len(body) <= alerts.BODY_MAX
+    assert not any(c in body for c in UNSAFE), [c for c in UNSAFE if c in body]
+    longest = max(len(line) for line in body.splitlines())
+    assert longest <= alerts.TEXT_MAX + 100, longest
+    assert len(msg["Subject"]) < 100 and msg["Subject"].isascii() and msg["Subject"].isprintable()
+    model = msg["MessageAttributes"]["model"]["StringValue"]
+    assert len(model) <= alerts.NAME_MAX and model.isprintable()
+
+
+def test_untrusted_text_is_cleaned_and_capped_in_the_message() -> None:
+    """Finding 3: forged (or broken) events put unbounded attacker text into alert e-mails. Names,
+    reasons, report locations and every other field are cleaned and cut; the body has a ceiling."""
+    evil = "\x1b[2J\x1b[31mclick http://evil.example\r\n\u202eepyt\u2028\x85\u200b\x00"
+    long_name = evil + "n" * 50_000
+    drift = {
+        "source": "modelops",
+        "detail-type": "DriftDetected",
+        "detail": {
+            "model": long_name,
+            "version": 2,
+            "role": long_name,
+            "features": [{"name": f"{evil}{i}" + "f" * 5_000, "psi": evil} for i in range(500)],
+            "report_html": long_name,
+            "window_start": long_name,
+            "window_end": long_name,
+            "samples": long_name,
+            "retrain": {"dataset": long_name, "started": True},
+        },
+    }
+    failed = {
+        "source": "modelops",
+        "detail-type": "TrainingJobFailed",
+        "detail": {
+            "model": long_name,
+            "version": 1,
+            "reason": evil * 20_000,
+            **{f"{evil}field{i}" + "k" * 500: evil * 100 for i in range(1_000)},
+        },
+    }
+    a, sns = alerter()
+    for event in (drift, failed):
+        assert a.handle(event)["alerts"][0]["status"] == "published"
+    drift_msg, failed_msg = sns.published
+    for msg in (drift_msg, failed_msg):
+        assert_clean(msg)
+    assert "... and 480 more features" in drift_msg["Message"]
+    assert f"... and {1_000 - alerts.FIELDS_MAX} more fields" in failed_msg["Message"]
+    assert "click http://evil.example" in failed_msg["Message"]  # cleaned, not hidden: the reader sees it
+
+
+def test_alarm_text_from_the_alarm_topic_is_cleaned_and_capped_too() -> None:
+    evil = "\x1b[31m\u202e" + "x" * 20_000
+    alarm = {
+        "AlarmName": evil,
+        "NewStateValue": "ALARM",
+        "OldStateValue": "OK",
+        "NewStateReason": evil,
+        "AlarmDescription": evil,
+        "StateChangeTime": evil,
+        "Trigger": {"MetricName": "Errors", "Dimensions": [{"name": "Model", "value": evil}]},
+    }
+    a, sns = alerter()
+    a.handle({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(alarm)}}]})
+    (msg,) = sns.published
+    assert_clean(msg)
+
+
+@given(st.text(max_size=3000), st.integers(min_value=4, max_value=1000))
+def test_clip_keeps_no_control_or_format_character_and_respects_the_limit(text: str, limit: int) -> None:
+    import unicodedata
+
+    out = alerts.clip(text, limit)
+    assert len(out) <= limit
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in out)
+    if len(" ".join(text.split())) <= limit and text.isprintable():
+        assert out == " ".join(text.split())  # ordinary text is left alone

@@ -198,3 +198,182 @@ def test_the_artifact_keys_of_a_job_and_its_trials(deps: conversion.Deps) -> Non
     assert jobs.artifact_key("demo", JOB, "tj-001-abc") == (
         f"staging/demo/{JOB}/trials/tj-001-abc/output/model.tar.gz"
     )
+
+
+# ---------------------------------------------------------------------------- no TensorFlow past this line:
+# ``_convert`` (the only TensorFlow call) is replaced by a stand-in, so the publish path runs in memory.
+def bundle_files(rmse: float = 0.5) -> dict[str, bytes]:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.float32))
+    return {
+        "saved_model/saved_model.pb": b"a graph",
+        "schema.json": json.dumps({"task": "regression", "features": [{"name": n} for n in "abc"]}).encode(),
+        "metrics.json": json.dumps({"rmse": rmse}).encode(),
+        "baseline.json": b'{"schema_version": 1}',
+        "heldout.npz": buf.getvalue(),
+    }
+
+
+class StandIn:
+    """``conversion._convert`` without TensorFlow: what it was given and whether the job's artifact link
+    existed when it was called (anything loaded must come after the link)."""
+
+    def __init__(self, store: MemoryObjectStore, fail: Exception | None = None):
+        self.store, self.fail, self.calls, self.linked = store, fail, 0, []
+
+    def __call__(self, bundle: Any, spec: Any, opts: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.calls += 1
+        self.linked.append(f"jobs/{JOB}.artifact.json" in self.store.objects)
+        if self.fail is not None:
+            raise self.fail
+        return SimpleNamespace(
+            tflite=b"\0\0\0\0TFL3 stand-in",
+            tflite_int8=None,
+            parity={"float32": {"max_abs_diff": 0.0, "passed": True}},
+            serving_budget={"tflite_bytes": 17, "single_row_latency_us": 1.0},
+            frameworks={},
+            seconds={},
+        )
+
+
+def test_convert_publishes_a_version_and_leaves_the_alias_to_the_gate(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelops.stages import gate as gating
+
+    put_record(memory_store)
+    memory_store.create(ARTIFACT, targz(bundle_files()), "application/gzip")
+    monkeypatch.setattr(conversion, "_convert", StandIn(memory_store))
+
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+
+    # convert published v1 and said so; it wrote no alias and no alias history
+    assert (res.outcome, res.version) == ("published", 1) and "the gate decides" in res.reason
+    assert bus.types() == ["ModelVersionPublished"]
+    assert not [k for k in memory_store.keys("models/") if "/aliases/" in k or "/history/" in k]
+    assert not [c for c in memory_store.calls if "/aliases/" in c[1] or "/history/" in c[1]]
+    # a replay of the job: no new version, the event again (for a gate that may never have run)
+    assert conversion.handle_event(sagemaker_event(JOB), deps).outcome == "replayed"
+    assert bus.types() == ["ModelVersionPublished", "ModelVersionPublished"]
+    assert bus.of("ModelVersionPublished")[-1]["replay"] is True
+    assert not [k for k in memory_store.keys("models/") if "/aliases/" in k]
+
+    # the gate function, given convert's event, makes v1 production (the same events, in order)
+    detail = bus.of("ModelVersionPublished")[0]
+    gate_deps = gating.Deps(registry=Registry.over(memory_store, actor="gate"), bus=bus)
+    out = gating.handle_event(
+        {"source": "modelops", "detail-type": "ModelVersionPublished", "detail": detail}, gate_deps
+    )
+    assert out.outcome == "decided" and gate_deps.registry.resolve("demo") == 1
+    assert bus.types() == ["ModelVersionPublished", "ModelVersionPublished", "ModelPromoted"]
+
+
+def test_the_artifact_link_is_recorded_before_anything_is_loaded(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    put_record(memory_store)
+    archive = targz(bundle_files())
+    memory_store.create(ARTIFACT, archive, "application/gzip")
+    stand_in = StandIn(memory_store)
+    monkeypatch.setattr(conversion, "_convert", stand_in)
+
+    conversion.handle_event(sagemaker_event(JOB), deps)
+
+    link = memory_store.json(f"jobs/{JOB}.artifact.json")
+    assert (link["job"], link["key"], link["size"]) == (JOB, ARTIFACT, len(archive))
+    assert link["sha256"] == hashlib.sha256(archive).hexdigest()
+    assert link["etag"] == memory_store.objects[ARTIFACT][1].strip('"') and link["recorded_by"] == "convert"
+    assert stand_in.linked == [True]
+
+
+def first_delivery_fails_parity(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StandIn, bytes]:
+    """A job whose first delivery read its archive (linking it) and failed the parity check."""
+    from modelops.domain.errors import ParityError
+
+    put_record(memory_store)
+    original = targz(bundle_files(rmse=0.5))
+    memory_store.create(ARTIFACT, original, "application/gzip")
+    stand_in = StandIn(memory_store, fail=ParityError("parity failed", {"rows": 4}))
+    monkeypatch.setattr(conversion, "_convert", stand_in)
+    assert conversion.handle_event(sagemaker_event(JOB), deps).outcome == "conversion_failed"
+    return stand_in, original
+
+
+def test_a_replay_after_the_artifact_was_overwritten_is_refused_before_loading_it(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    stand_in, original = first_delivery_fails_parity(deps, memory_store, monkeypatch)
+    bus.sent.clear()
+
+    # When the staged archive is overwritten (by a training container, or anyone with staging/ rights)
+    # and the job's completion event is delivered again
+    memory_store.put(ARTIFACT, targz(bundle_files(rmse=0.0001)), "application/gzip")
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+
+    # Then nothing is loaded or published: ArtifactIntegrityFailed, then ConversionFailed
+    assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
+    assert bus.types() == ["ArtifactIntegrityFailed", "ConversionFailed"]
+    alert = bus.of("ArtifactIntegrityFailed")[-1]
+    assert (alert["model"], alert["job"], alert["reason"], alert["version"]) == (
+        "demo",
+        JOB,
+        "artifact_changed",
+        None,
+    )
+    assert alert["expected"]["sha256"] == hashlib.sha256(original).hexdigest() != alert["actual"]["sha256"]
+    failed = bus.of("ConversionFailed")[-1]
+    assert (failed["stage"], failed["code"]) == ("integrity", "integrity_error")
+    assert "not the one convert first read" in failed["reason"]
+    assert stand_in.calls == 1 and written(memory_store) == []
+    # the link still names the first bytes (create-only)
+    assert memory_store.json(f"jobs/{JOB}.artifact.json")["sha256"] == hashlib.sha256(original).hexdigest()
+
+
+def test_a_replay_of_the_same_bytes_is_converted(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in, _ = first_delivery_fails_parity(deps, memory_store, monkeypatch)
+    stand_in.fail = None  # say the parity limit was fixed, and the event replayed from the DLQ
+    assert conversion.handle_event(sagemaker_event(JOB), deps).outcome == "published"
+    assert stand_in.calls == 2 and bus.types()[-1] == "ModelVersionPublished"
+
+
+def test_another_archive_for_the_same_job_is_refused_even_with_the_same_bytes(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A search's best trial is chosen from records its trials wrote: a replay that picks another
+    # trial's archive is not the archive first read for the job
+    stand_in, original = first_delivery_fails_parity(deps, memory_store, monkeypatch)
+    other = deps.jobs.artifact_key("demo", JOB, 1)
+    memory_store.create(other, original, "application/gzip")
+    record = conversion.load_job_record(deps.jobs, JOB)
+    ev = conversion.parse_job_event(sagemaker_event(JOB))
+    assert record is not None and ev is not None
+
+    res = conversion.convert_job(ev, record, deps, key=other)
+
+    assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
+    assert bus.of("ArtifactIntegrityFailed")[-1]["actual"]["key"] == other
+    assert stand_in.calls == 1
+
+
+def test_a_malformed_artifact_link_raises(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, tmp_path: Any
+) -> None:
+    memory_store.create(f"jobs/{JOB}.artifact.json", b'{"sha256": 1}')
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(b"x")
+    with pytest.raises(CorruptDocumentError, match="artifact link"):
+        deps.jobs.link_artifact(JOB, ARTIFACT, path)

@@ -1,5 +1,5 @@
 """The promotion gate: the pure decision (domain.gate), and its application to the production alias by the
-convert stage (``stages.convert.run_gate``, on moto S3)."""
+gate stage (``stages.gate.run_gate``, on moto S3; the stage's event handling: test_gate_stage.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modelops.domain import gate
 from modelops.domain.alias import AliasDoc
 from modelops.domain.spec import ModelSpec, parse_spec
-from modelops.stages.convert import run_gate
+from modelops.stages.gate import run_gate
 from modelops.storage.registry import Manifest, Registry
 
 
@@ -121,7 +121,7 @@ def test_two_versions_never_both_beat_each_other(a: float, b: float, metric: str
     assert ab.improvement is not None and math.isclose(ab.improvement, -ba.improvement, abs_tol=1e-9)
 
 
-# ---------------------------------------------------------------------------- run_gate (convert) on the registry
+# ---------------------------------------------------------------------------- run_gate (the gate stage) on the registry
 def spec(**promotion: Any) -> ModelSpec:
     return parse_spec({"task": "regression", "target": "y", "promotion": {"metric": "rmse", **promotion}})
 
@@ -134,7 +134,7 @@ def publish(reg: Registry, rmse: float) -> Manifest:
 
 @pytest.fixture
 def reg(s3, registry_bucket) -> Registry:  # type: ignore[no-untyped-def]
-    return Registry(s3, registry_bucket, actor="convert")
+    return Registry(s3, registry_bucket, actor="gate")
 
 
 def gate_entries(reg: Registry) -> list[dict[str, Any]]:
@@ -198,7 +198,7 @@ class RivalDuringGate(Registry):
 
 def test_production_moved_during_the_gate_is_re_evaluated_not_overwritten(s3, registry_bucket) -> None:  # type: ignore[no-untyped-def]
     # Given production v1 (rmse 0.5), a candidate v3 (0.45) better than v1 but worse than v2 (0.3)
-    reg = RivalDuringGate(s3, registry_bucket, actor="convert")
+    reg = RivalDuringGate(s3, registry_bucket, actor="gate")
     v1, _v2, v3 = publish(reg, 0.5), publish(reg, 0.3), publish(reg, 0.45)
     reg.promote("demo", 1)
     reg.rival_version = 2
@@ -213,9 +213,9 @@ def test_production_moved_during_the_gate_is_re_evaluated_not_overwritten(s3, re
     assert (doc.version, doc.previous, doc.reason) == (2, 1, "by hand")
     history = reg.history("demo", "production")
     assert [(h["actor"], h["from"], h["to"], h["outcome"]) for h in history if "outcome" in h] == [
-        ("convert", None, 1, "applied"),
+        ("gate", None, 1, "applied"),
         ("someone-else", 1, 2, "applied"),
-        ("convert", 1, 3, "conflict"),
+        ("gate", 1, 3, "conflict"),
     ]
     assert gate_entries(reg)[-1]["reason"].startswith("kept production v2: candidate v3 rmse 0.45")
     assert v1.version == 1
@@ -224,7 +224,7 @@ def test_production_moved_during_the_gate_is_re_evaluated_not_overwritten(s3, re
 def test_production_moved_during_the_gate_to_a_worse_version_promotes_on_top_of_it(
     s3, registry_bucket
 ) -> None:  # type: ignore[no-untyped-def]
-    reg = RivalDuringGate(s3, registry_bucket, actor="convert")
+    reg = RivalDuringGate(s3, registry_bucket, actor="gate")
     publish(reg, 0.5), publish(reg, 0.7)
     v3 = publish(reg, 0.45)
     reg.promote("demo", 1)
@@ -252,7 +252,7 @@ def test_prior_decision_finds_gate_entries_and_manual_moves(reg: Registry) -> No
 
 def test_gate_and_conversion_import_no_numpy_or_tensorflow() -> None:
     code = (
-        "import sys, modelops.domain.gate, modelops.stages.convert; "
+        "import sys, modelops.domain.gate, modelops.stages.gate, modelops.stages.convert; "
         "bad = [m for m in ('numpy', 'tensorflow', 'keras') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from modelops.domain import report as report_docs
 from modelops.domain.baseline import compute_baseline
 from modelops.domain.capture import encode_record
 from modelops.domain.errors import RegistryUnavailableError
@@ -17,7 +19,10 @@ from modelops.storage.captures import CaptureStore
 from modelops.storage.fleet import latest_monitor
 from modelops.storage.registry import Registry
 from modelops.storage.reports import ReportStore, RetrainDatasets
+from tests.cfn import load
 from tests.fakes import FakeBus, MemoryObjectStore
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FEATURES = ["a", "b", "c"]
 W = np.array([1.0, -2.0, 0.5])
@@ -188,3 +193,100 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     s = monitor.Settings()
     assert (s.data_bucket, s.registry_bucket, s.monitor_window_seconds, s.min_samples) == ("d", "r", 600, 100)
     assert s.powertools_metrics_namespace == "ModelOps"
+
+
+# ---------------------------------------------------------------------------------------------- the window
+def test_the_window_ends_a_capture_buffer_before_the_run_so_buffered_records_go_to_the_next_run(
+    world: World,
+) -> None:
+    """Issue 17: Firehose holds records up to 60 s before they reach S3. A window that ends at "now"
+    never evaluates a record captured in its last minute that lands after the run: the next window
+    starts after it. Ending each window CAPTURE_BUFFER_SECONDS (+30 s) before the run evaluates every
+    record once: here one captured 30 s before a run, landed before it (a) or after it (b)."""
+    world.publish()
+    t0 = time.time()
+    clock = [t0]
+    stage = monitor.Monitor(
+        monitor.Settings(data_bucket="data", registry_bucket="registry", capture_buffer_seconds=60),
+        world.stores,
+        clock=lambda: clock[0],
+    )
+    hour = time.strftime("%Y/%m/%d/%H", time.gmtime(t0 - 30))
+
+    def captured(name: str, rows: int) -> None:
+        x = np.ones((rows, 3), np.float32)
+        world.data.put(
+            f"captures/{hour}/{name}", encode_record("demo", 1, name, t0 - 30, x, x[:, :1])
+        )  # captured at t0 - 30, landed now
+
+    captured("a", 2)  # landed before the run at t0
+    first = stage.handle({})
+    captured("b", 3)  # still in the buffer during the run at t0; lands just after it
+    clock[0] = t0 + 3600  # the next hourly run
+    second = stage.handle({})
+    clock[0] = t0 + 7200
+    third = stage.handle({})
+
+    assert first["models"] == []  # neither is judged by the run at t0 ...
+    assert [m["samples"] for m in second["models"]] == [5]  # ... both by the next one ...
+    assert third["models"] == []  # ... and by no other
+    assert first["window"]["end"] == report_docs.iso_of(t0 - 90) == second["window"]["start"]
+
+
+def test_no_capture_buffer_means_no_lag() -> None:
+    s = monitor.Settings(data_bucket="d", registry_bucket="r", capture_buffer_seconds=0)
+    assert s.capture_lag_seconds() == 0
+    assert monitor.Settings(data_bucket="d", registry_bucket="r").capture_lag_seconds() == 90
+    window = monitor.MonitorSettings(data_bucket="d", registry_bucket="r", now=1000.0, capture_lag_seconds=90)
+    assert window.window() == (1000.0 - 90 - 3600, 1000.0 - 90)
+
+
+def test_the_monitor_waits_for_the_capture_streams_own_buffer() -> None:
+    """The template's CAPTURE_BUFFER_SECONDS is the capture stream's buffering interval."""
+    t = load(ROOT / "template.yaml")["Resources"]
+    interval = t["CaptureStream"]["Properties"]["ExtendedS3DestinationConfiguration"]["BufferingHints"][
+        "IntervalInSeconds"
+    ]
+    env = t["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    assert int(env["CAPTURE_BUFFER_SECONDS"]) == int(interval)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def _wide_result(n: int) -> dict[str, Any]:
+    rng = np.random.default_rng(n)
+    psi = rng.uniform(0.0, 0.5, n)
+    return {
+        "model": "wide",
+        "version": 3,
+        "samples": 1000,
+        "missing_rate": 0.0,
+        "max_psi": float(psi.max()),
+        "features": [{"name": f"c{i:04d}", "psi": float(p), "ks": 0.1} for i, p in enumerate(psi)],
+        "prediction": {"psi": 0.01},
+        "quality": None,
+    }
+
+
+def test_a_500_feature_window_publishes_per_feature_metrics_for_the_top_n_only() -> None:
+    """Issue 17: a Feature dimension for every column makes ~20,000 custom metrics per version of a
+    10,000-column model. Only the N features with the highest PSI get Psi/KS; the aggregates the alarms
+    and the dashboard use (MaxPsi, MaxPsiRatio) are all there."""
+    r = _wide_result(500)
+    data = monitor.metric_data([r], {"max_psi_ratio": 2.0, "bad_lines": 0}, time.time(), feature_metrics=20)
+
+    per_feature = [d for d in data if any(dim["Name"] == "Feature" for dim in d.get("Dimensions", []))]
+    features = {dim["Value"] for d in per_feature for dim in d["Dimensions"] if dim["Name"] == "Feature"}
+    top = sorted(r["features"], key=lambda f: -f["psi"])[:20]
+    assert features == {f["name"] for f in top}
+    assert len(per_feature) == 2 * 20  # Psi and KS for each
+    names = {d["MetricName"] for d in data}
+    assert {"MaxPsi", "MaxPsiRatio", "SampleCount", "PredictionPsi"} <= names
+    assert next(d for d in data if d["MetricName"] == "MaxPsi")["Value"] == r["max_psi"]
+
+
+def test_the_feature_metric_cap_is_a_setting_with_a_default_of_20(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert monitor.Settings(data_bucket="d", registry_bucket="r").monitor_feature_metrics == 20
+    monkeypatch.setenv("MONITOR_FEATURE_METRICS", "5")
+    cap = monitor.Settings(data_bucket="d", registry_bucket="r").monitor_feature_metrics
+    data = monitor.metric_data([_wide_result(50)], {"bad_lines": 0}, time.time(), feature_metrics=cap)
+    assert len({d["Dimensions"][-1]["Value"] for d in data if d["MetricName"] == "Psi"}) == 5

@@ -307,8 +307,12 @@ def _rules_targeting(queue: str) -> list[str]:
                 "Fn::GetAtt": [queue, "Arn"]
             }:
                 assert "RuleName" in p, "a rule's ARN is only known here when the template names it"
+                bus = p.get("EventBusName")
+                # a rule on a custom bus is named rule/{bus}/{rule}
+                prefix = "${" + bus["Ref"] + "}/" if isinstance(bus, dict) and "Ref" in bus else ""
                 arns.append(
                     "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/"
+                    + prefix
                     + sub_text(p["RuleName"])
                 )
     return arns

@@ -112,7 +112,10 @@ DENIED_CODES = frozenset(
         "InvalidClientTokenId",
     }
 )
-INVALID_CODES = frozenset({"ValidationException", "ValidationError", "InvalidParameterValue", "400"})
+INVALID_CODES = frozenset(
+    {"ValidationException", "ValidationError", "InvalidParameterValue", "ClientException", "400"}
+)
+"""Retrying cannot help (Batch answers a bad request with ClientException, HTTP 400)."""
 
 
 def error_code(exc: BaseException) -> str:

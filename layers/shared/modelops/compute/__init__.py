@@ -11,7 +11,8 @@ A spec with ``training.search`` is planned per backend (:func:`~modelops.compute
 before the job record is written, so a search a backend cannot run is refused before any job starts.
 Throttling, quota and 5xx answers are retried a bounded number of times (:mod:`~modelops.compute.retry`),
 then :class:`~modelops.domain.errors.BackendError` is raised so that Lambda's retries and the DLQ keep the
-event. Clients are passed in; nothing here builds one, and nothing here reads or writes S3 (the trainer's
+event; a request the backend refuses as invalid raises :class:`~modelops.compute.request.JobRejectedError`
+at once (train_trigger rejects the dataset). Clients are passed in; nothing here builds one, and nothing here reads or writes S3 (the trainer's
 source bundle goes through a store the caller passes).
 """
 
@@ -19,6 +20,7 @@ from modelops.compute.batch import BatchBackend
 from modelops.compute.local import LocalBackend
 from modelops.compute.request import (
     HYPERPARAMETER_MAX_CHARS,
+    JobRejectedError,
     JobRequest,
     StartedJob,
     TrainingBackend,
@@ -37,6 +39,7 @@ from modelops.compute.sagemaker import (
 __all__ = [
     "HYPERPARAMETER_MAX_CHARS",
     "BatchBackend",
+    "JobRejectedError",
     "JobRequest",
     "LocalBackend",
     "RetryPolicy",

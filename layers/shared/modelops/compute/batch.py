@@ -1,6 +1,9 @@
 """The AWS Batch backend: ``SubmitJob`` to the template's GPU queue and job definition (the training image
 with ``--batch``, the request in ``SM_HPS``). Batch does not refuse a duplicate name, so the job name is
-looked up first. A search (``random`` only) runs as an array job of independent trials.
+looked up first (``ListJobs`` in the stack's queue): that is sound only because a job's name is unique to
+it and the same for every attempt at it (``modelops.stages.train_trigger.job_name``: the stack, the full
+model name, the dataset's and the spec's SHA-256), so a retried job finds its own submission and never
+another job's. A search (``random`` only) runs as an array job of independent trials.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 from modelops import aws
 from modelops.compute.request import JobRequest, StartedJob, search_base
-from modelops.compute.retry import RetryPolicy, aws_retryable
+from modelops.compute.retry import RetryPolicy, aws_retryable, refused
 from modelops.domain import search as searching
 from modelops.domain.errors import BackendError, SearchNotSupportedError
 
@@ -93,5 +96,5 @@ class BatchBackend:
                 return StartedJob(req.job, self.name, existing, already_started=True)
             resp = self.retry.call("batch:SubmitJob", lambda: self.batch.submit_job(**request), aws_retryable)
         except aws.AwsError as exc:
-            raise BackendError(f"batch:SubmitJob refused {req.job}: {aws.error_code(exc)}") from exc
+            raise refused("batch:SubmitJob", req.job, exc) from exc
         return StartedJob(req.job, self.name, str(resp.get("jobId", "")))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelops.domain import search as searching
-from modelops.domain.errors import SearchNotSupportedError
+from modelops.domain.errors import BackendError, SearchNotSupportedError
 from modelops.domain.spec import ModelSpec
 
 HYPERPARAMETER_MAX_CHARS = 2500
@@ -78,6 +78,21 @@ class JobRequest:
         }
 
 
+class JobRejectedError(BackendError):
+    """The backend refused the request itself (SageMaker's ``ValidationException``: an instance type it does
+    not offer, a job name it does not accept, ...): the same request can never succeed, so train_trigger
+    rejects the dataset (quarantine, ``DatasetRejected`` naming ``field`` when known) instead of raising
+    into Lambda's retries and the DLQ, and releases the job record's claim for a corrected retry."""
+
+    code = "backend_rejected"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The spec field (``training.instance_type``) or the job's own field (``job_name``) the backend
+        named, None when its answer did not say."""
+
+
 @dataclass(frozen=True)
 class StartedJob:
     job: str
@@ -91,7 +106,8 @@ class TrainingBackend(Protocol):
     name: str
 
     def start(self, req: JobRequest) -> StartedJob:
-        """Start the job, or find it already started (same name). Raises ``BackendError``."""
+        """Start the job, or find it already started (same name). Raises ``BackendError`` (retried), or
+        :class:`JobRejectedError` when the backend refused the request itself (not retried)."""
         ...
 
 

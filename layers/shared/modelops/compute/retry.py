@@ -1,6 +1,6 @@
 """Bounded retries of a backend's calls: throttling, quota and 5xx answers are retried with jittered
 backoff, then :class:`~modelops.domain.errors.BackendError` is raised so that Lambda's retries and the
-DLQ keep the event."""
+DLQ keep the event. A request the backend refused as invalid is not retried at all (:func:`refused`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelops import aws
+from modelops.compute.request import JobRejectedError
 from modelops.domain.errors import BackendError
+
+MAX_REFUSAL_CHARS = 600
+"""How much of a backend's own explanation a rejection carries (it ends up in an alert)."""
 
 
 @dataclass
@@ -51,3 +55,21 @@ def aws_retryable(exc: Exception) -> str | None:
     if aws.classify(exc) is aws.ErrorKind.TRANSIENT or status >= 500 or status == 429:
         return aws.error_code(exc) or (str(status) if status else type(exc).__name__)
     return None
+
+
+def refused(
+    what: str, job: str, exc: BaseException, field_of: Callable[[str], str | None] | None = None
+) -> BackendError:
+    """The error to raise for a backend call that failed with ``exc`` (after :class:`RetryPolicy`): an
+    invalid request (``aws.classify``: ``INVALID``, e.g. ``ValidationException``) is a
+    :class:`~modelops.compute.request.JobRejectedError` carrying the backend's explanation and, via
+    ``field_of(explanation)``, the field it named; anything else a plain ``BackendError`` (retried)."""
+    code = aws.error_code(exc) or type(exc).__name__
+    if aws.classify(exc) is not aws.ErrorKind.INVALID:
+        return BackendError(f"{what} refused {job}: {code}")
+    detail = getattr(exc, "response", {}).get("Error", {}).get("Message") or str(exc)
+    detail = " ".join(str(detail).split())[:MAX_REFUSAL_CHARS]
+    return JobRejectedError(
+        f"{what} refused {job} as invalid ({code}: {detail}); retrying the same request cannot help",
+        field=field_of(detail) if field_of else None,
+    )

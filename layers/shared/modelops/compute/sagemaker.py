@@ -1,8 +1,10 @@
 """The SageMaker backend: ``CreateTrainingJob``, or ``CreateHyperParameterTuningJob`` for a spec with
 ``training.search`` (every strategy), with the project's training image or the AWS TensorFlow training
 image and the trainer uploaded as source (``sagemaker_program`` / ``sagemaker_submit_directory``).
-``ResourceInUse`` (the name is taken) means "already started". Also the request shapes the local twin is
-sent (:func:`create_training_job_request`).
+``ResourceInUse`` (the name is taken) means "already started"; a ``ValidationException`` (an instance
+type SageMaker does not offer, a name it does not accept) is a
+:class:`~modelops.compute.request.JobRejectedError` naming the field (:func:`validation_field`). Also the
+request shapes the local twin is sent (:func:`create_training_job_request`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from modelops import aws
-from modelops.compute.request import HYPERPARAMETER_MAX_CHARS, JobRequest, StartedJob, search_base
-from modelops.compute.retry import RetryPolicy, aws_retryable
+from modelops.compute.request import (
+    HYPERPARAMETER_MAX_CHARS,
+    JobRejectedError,
+    JobRequest,
+    StartedJob,
+    search_base,
+)
+from modelops.compute.retry import RetryPolicy, aws_retryable, refused
+from modelops.compute.source_lock import REQUIREMENTS as SOURCE_REQUIREMENTS
 from modelops.domain import search as searching
 from modelops.domain.errors import BackendError, RegistryUnavailableError
 
@@ -49,7 +59,18 @@ from modelops.ml.job import run_sagemaker
 if __name__ == "__main__":
     sys.exit(run_sagemaker())
 '''
-_SOURCE_REQUIREMENTS = "pydantic>=2.12,<3\n"  # Field(exclude_if=...) in modelops.domain.spec
+
+_VALIDATION_AT = re.compile(r"\bat '([A-Za-z0-9_.\[\]]+)'")
+"""SageMaker's "1 validation error detected: Value 'x' at 'resourceConfig.instanceType' failed to ..."."""
+_REQUEST_FIELDS = {
+    "instancetype": "training.instance_type",
+    "trainingjobname": "job_name",
+    "hyperparametertuningjobname": "job_name",
+    "maxparalleltrainingjobs": "training.search.max_parallel",
+    "maxnumberoftrainingjobs": "training.search.max_trials",
+    "maxruntimeinseconds": "max_runtime_seconds",
+}
+"""The request members SageMaker names, as the fields an uploader (the spec) or the stack's settings set."""
 
 METRIC_NAMES = ("rmse", "mae", "r2", "accuracy", "auc", "log_loss")
 OBJECTIVE_METRICS = ("rmse", "mae", "accuracy", "auc")
@@ -74,6 +95,20 @@ def aws_tensorflow_image(region: str, instance_type: str) -> str:
     account = _DLC_ACCOUNTS.get(region, "763104351884")
     suffix = ".com.cn" if region.startswith("cn-") else ".com"
     return f"{account}.dkr.ecr.{region}.amazonaws{suffix}/tensorflow-training:{AWS_TF_VERSION}-{device}-{AWS_TF_PYTHON}"
+
+
+def validation_field(message: str) -> str | None:
+    """The field a SageMaker ``ValidationException`` names: ``training.instance_type`` for
+    ``resourceConfig.instanceType`` (also inside a tuning job's definition), ``job_name``, ... (the
+    member path itself for one not listed; None when the message names none)."""
+    found = _VALIDATION_AT.search(message)
+    if found:
+        path = found.group(1)
+        member = re.sub(r"\[\d+\]", "", path).rsplit(".", 1)[-1].lower()
+        return _REQUEST_FIELDS.get(member, path)
+    if "instance type" in message.lower():
+        return "training.instance_type"
+    return None
 
 
 def metric_definitions() -> list[dict[str, str]]:
@@ -145,6 +180,7 @@ def create_tuning_job_request(
     max_runtime_s: int = 86_400,
     volume_gb: int = 30,
     extra_hyperparameters: dict[str, str] | None = None,
+    network_isolation: bool = False,
 ) -> dict[str, Any]:
     """The ``CreateHyperParameterTuningJob`` request for a spec with ``training.search``.
 
@@ -164,6 +200,7 @@ def create_tuning_job_request(
         max_runtime_s=max_runtime_s,
         volume_gb=volume_gb,
         extra_hyperparameters={**(extra_hyperparameters or {}), searching.SEARCH_MODE_HP: "tuning"},
+        network_isolation=network_isolation,
     )
     config: dict[str, Any] = {
         "Strategy": {"random": "Random", "bayesian": "Bayesian", "hyperband": "Hyperband"}[search.strategy],
@@ -194,6 +231,7 @@ def create_tuning_job_request(
             "OutputDataConfig": {"S3OutputPath": req.trials_path},
             "ResourceConfig": single["ResourceConfig"],
             "StoppingCondition": single["StoppingCondition"],
+            "EnableNetworkIsolation": single["EnableNetworkIsolation"],
         },
         "Tags": single["Tags"],
     }
@@ -207,14 +245,20 @@ def create_training_job_request(
     max_runtime_s: int = 86_400,
     volume_gb: int = 30,
     extra_hyperparameters: dict[str, str] | None = None,
+    network_isolation: bool = False,
 ) -> dict[str, Any]:
-    """The ``CreateTrainingJob`` request for ``req`` (also what the local twin is sent)."""
+    """The ``CreateTrainingJob`` request for ``req`` (also what the local twin is sent).
+
+    ``network_isolation``: the container gets no network at all (SageMaker still downloads the channels
+    and uploads the model); for the project's own training image, which needs none (docs/training.md).
+    """
     hps = req.hyperparameters()
     hps.update(extra_hyperparameters or {})
     too_long = [k for k, v in hps.items() if len(v) > HYPERPARAMETER_MAX_CHARS]
     if too_long:
-        raise BackendError(
-            f"hyperparameters longer than {HYPERPARAMETER_MAX_CHARS} characters: {', '.join(too_long)}"
+        raise JobRejectedError(  # the same request is always too long: a rejection, not a retry
+            f"hyperparameters longer than {HYPERPARAMETER_MAX_CHARS} characters: {', '.join(too_long)}",
+            field=too_long[0],
         )
     return {
         "TrainingJobName": req.job,
@@ -247,6 +291,7 @@ def create_training_job_request(
             "VolumeSizeInGB": volume_gb,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_s},
+        "EnableNetworkIsolation": network_isolation,
         "Tags": [{"Key": k, "Value": v} for k, v in req.tags().items()],
     }
 
@@ -258,7 +303,7 @@ def source_bundle() -> bytes:
     root = Path(modelops.__file__).parent
     files: dict[str, bytes] = {
         SOURCE_PROGRAM: _SOURCE_STUB.encode(),
-        "requirements.txt": _SOURCE_REQUIREMENTS.encode(),
+        "requirements.txt": SOURCE_REQUIREMENTS.encode(),  # hashed lock (infra/locks.sh)
     }
     for path in sorted(root.rglob("*.py")):
         if "__pycache__" not in path.parts:
@@ -334,6 +379,8 @@ class SageMakerBackend:
             role_arn=self.role_arn,
             max_runtime_s=self.max_runtime_s,
             extra_hyperparameters=extra,
+            # the project's image needs no network; script mode downloads its source and pip-installs
+            network_isolation=bool(self.image_uri),
         )
 
     def plan_search(self, req: JobRequest) -> dict[str, Any]:
@@ -355,9 +402,7 @@ class SageMakerBackend:
         except aws.AwsError as exc:
             if aws.error_code(exc) == "ResourceInUse":
                 return StartedJob(req.job, self.name, self._arn(req.job), already_started=True)
-            raise BackendError(
-                f"sagemaker:CreateTrainingJob refused {req.job}: {aws.error_code(exc)}"
-            ) from exc
+            raise refused("sagemaker:CreateTrainingJob", req.job, exc, validation_field) from exc
         return StartedJob(req.job, self.name, str(resp.get("TrainingJobArn", "")))
 
     def _start_tuning(self, req: JobRequest) -> StartedJob:
@@ -372,8 +417,8 @@ class SageMakerBackend:
         except aws.AwsError as exc:
             if aws.error_code(exc) == "ResourceInUse":
                 return StartedJob(req.job, self.name, self._tuning_arn(name), already_started=True)
-            raise BackendError(
-                f"sagemaker:CreateHyperParameterTuningJob refused {name} (job {req.job}): {aws.error_code(exc)}"
+            raise refused(
+                "sagemaker:CreateHyperParameterTuningJob", f"{name} (job {req.job})", exc, validation_field
             ) from exc
         return StartedJob(req.job, self.name, str(resp.get("HyperParameterTuningJobArn", "")))
 

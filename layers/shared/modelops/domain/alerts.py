@@ -1,7 +1,8 @@
 """Alerts: reading the notifications the alert stage receives and writing the message each becomes.
 
 - **Parsing**: :func:`split_notifications` sorts an invocation's payload into CloudWatch alarm state
-  changes (SNS records or direct), modelops stage events (EventBridge or direct) and anything else.
+  changes (SNS records or direct), modelops stage events (EventBridge or direct, never inside an SNS
+  message: stage events come only from the stack's own bus) and anything else.
 - **Alerts**: :func:`from_alarm`, :func:`from_event` and :func:`unrecognised` turn one notification into
   an :class:`Alert` (severity, subject, plain-text body with "What to do next", message attributes, the
   ``(model, version)`` pairs it names for a canary rollback). OK <-> INSUFFICIENT_DATA transitions come
@@ -12,12 +13,19 @@
   shared by the drift alarm and ``DriftDetected`` (:func:`drift_fingerprint`).
 - **Drift reports**: :func:`drifted_reports` picks, from each model's ``latest.json``, the recent ones
   that show drift, which the drift alarm's message names.
+- **Untrusted text**: every string an alert repeats from a notification (model, feature, alarm and job
+  names, reasons, descriptions, report locations) goes through :func:`clip`: control and format
+  characters become spaces and it is cut at :data:`NAME_MAX` or :data:`TEXT_MAX` characters; a body
+  lists at most :data:`FEATURES_MAX` features and :data:`FIELDS_MAX` detail fields and is cut at
+  :data:`BODY_MAX` (:func:`clean_body`). A forged or broken event cannot put unbounded text, escape
+  sequences or bidi overrides into an e-mail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +35,20 @@ from modelops.domain.events import DETAIL_TYPES, SOURCE
 
 SUBJECT_MAX = 99
 BODY_EXCERPT = 2000
+NAME_MAX = 128
+"""Longest name an alert repeats (model, feature, alarm, job, role, time); longer ones are cut."""
+TEXT_MAX = 1000
+"""Longest free text an alert repeats (a reason, an alarm description, a report location)."""
+VALUE_MAX = 300
+"""Longest rendering of one other detail field."""
+FEATURES_MAX = 20
+"""Most drifted features one drift message lists (the rest are counted)."""
+FIELDS_MAX = 30
+"""Most other detail fields one event's message lists (the rest are counted)."""
+BODY_MAX = 16_000
+"""Longest message body (SNS allows 256 KB; an e-mail this long is already unreadable)."""
+# Unicode categories never repeated: control, format (bidi overrides, zero-width), line/paragraph separators
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 DRIFT_METRIC = "MaxPsiRatio"
 REPORT_MAX_AGE_SECONDS = 6 * 3600
 """A ``latest.json`` older than this (at the alarm's time) is not named by the drift alarm's message."""
@@ -94,7 +116,7 @@ class Alert:
         """SNS message attributes (subscribers filter on them)."""
         return {
             "severity": {"DataType": "String", "StringValue": self.severity},
-            "model": {"DataType": "String", "StringValue": self.model or "none"},
+            "model": {"DataType": "String", "StringValue": clip(self.model or "none", NAME_MAX) or "none"},
             "kind": {"DataType": "String", "StringValue": self.kind},
         }
 
@@ -103,7 +125,7 @@ class Alert:
         if not rolled:
             return
         lines = [
-            f"- {r['model']}: canary v{r['version']} rolled back; production stays on v{r['production']}."
+            f"- {clip(r['model'], NAME_MAX)}: canary v{r['version']} rolled back; production stays on v{r['production']}."
             for r in rolled
         ]
         self.body = "Canary rollback done:\n" + "\n".join(lines) + "\n\n" + self.body
@@ -111,13 +133,30 @@ class Alert:
 
     def rollback_note(self, version: int) -> str:
         """The alias history's reason when this alert rolls back canary ``version``."""
-        return f"auto-rollback: {self.rollback_reason or self.kind} named canary v{version}"
+        return f"auto-rollback: {clip(self.rollback_reason or self.kind, NAME_MAX)} named canary v{version}"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _sha(*parts: Any) -> str:
     raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def clip(value: Any, limit: int = TEXT_MAX) -> str:
+    """Text from a notification made safe to repeat in an alert (and an alias history's reason):
+    control and format characters (newlines, terminal escapes, bidi overrides) become spaces, runs of
+    white space one space, and at most ``limit`` characters are kept (``...`` marks a cut)."""
+    raw = value if isinstance(value, str) else str(value)
+    raw = raw[: 4 * limit + 16]  # enough to fill ``limit`` unless most of it is white space
+    s = " ".join("".join(" " if unicodedata.category(c) in _UNSAFE else c for c in raw).split())
+    return s if len(s) <= limit else s[: max(limit - 3, 0)] + "..."
+
+
+def clean_body(text: str) -> str:
+    """A message body cut at :data:`BODY_MAX` characters (its parts are already :func:`clip`-ped)."""
+    if len(text) <= BODY_MAX:
+        return text
+    return text[: BODY_MAX - 40] + "\n... (message truncated)\n"
 
 
 def clean_subject(text: str) -> str:
@@ -142,7 +181,7 @@ def event_fingerprint(
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
-    return str(v)
+    return clip(v, 32)
 
 
 def parse_time(text: Any) -> float | None:
@@ -172,7 +211,11 @@ def _dims(trigger: dict[str, Any]) -> dict[str, str]:
 def split_notifications(
     event: Any, source: str = SOURCE, detail_types: Iterable[str] = DETAIL_TYPES
 ) -> list[tuple[str, Any]]:
-    """[(shape, payload)]: shape is "alarm", "event" (``source`` with one of ``detail_types``) or "unknown"."""
+    """[(shape, payload)]: shape is "alarm", "event" (``source`` with one of ``detail_types``) or "unknown".
+
+    A stage event counts only as the invocation itself (EventBridge, from the rule on the stack's bus,
+    or a direct invoke): one inside an SNS message is "unknown", since AlarmTopic is not the bus and
+    whoever may publish to it must not be able to pass for a stage."""
     types = frozenset(detail_types)
     if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
         out = []
@@ -186,17 +229,18 @@ def split_notifications(
             except ValueError:
                 out.append(("unknown", {"Subject": sns.get("Subject"), "Message": sns["Message"]}))
                 continue
-            out.append(_classify(msg, source, types))
+            out.append(_classify(msg, source, types, events=False))
         return out
     return [_classify(event, source, types)]
 
 
-def _classify(doc: Any, source: str, detail_types: frozenset[str]) -> tuple[str, Any]:
+def _classify(doc: Any, source: str, detail_types: frozenset[str], *, events: bool = True) -> tuple[str, Any]:
     if isinstance(doc, dict):
         if isinstance(doc.get("AlarmName"), str) and isinstance(doc.get("NewStateValue"), str):
             return ("alarm", doc)
         if (
-            doc.get("source") == source
+            events
+            and doc.get("source") == source
             and doc.get("detail-type") in detail_types
             and isinstance(doc.get("detail"), dict)
         ):
@@ -212,8 +256,8 @@ DriftReports = Callable[[float | None], list[dict[str, Any]]]
 def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
     """The alert of a CloudWatch alarm state change. ``drift_reports`` is called only for the drift
     alarm in ALARM."""
-    name, state = str(a["AlarmName"]), str(a["NewStateValue"])
-    old = str(a.get("OldStateValue", "?"))
+    name, state = clip(a["AlarmName"], NAME_MAX), clip(a["NewStateValue"], 32)
+    old = clip(a.get("OldStateValue", "?"), 32)
     raw_trigger = a.get("Trigger")
     trigger: dict[str, Any] = raw_trigger if isinstance(raw_trigger, dict) else {}
     metric = str(trigger.get("MetricName") or "")
@@ -223,9 +267,9 @@ def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
             for m in trigger.get("Metrics") or []
             if isinstance(m, dict)
         ).strip(",")
-    reason = str(a.get("NewStateReason", ""))
-    when = str(a.get("StateChangeTime", ""))
-    fp = "alarm-" + _sha(name, state, when)
+    reason = clip(a.get("NewStateReason", ""))
+    when = clip(a.get("StateChangeTime", ""), NAME_MAX)
+    fp = "alarm-" + _sha(a["AlarmName"], a["NewStateValue"], a.get("StateChangeTime", ""))
     if state != "ALARM" and old != "ALARM":
         # OK <-> INSUFFICIENT_DATA: nothing was wrong and nothing is now (CloudWatch still notifies)
         return Alert("alarm", "info", clean_subject(f"{name}: {old} -> {state}"), "", fp, suppressed=True)
@@ -233,7 +277,7 @@ def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
     header = (
         f"Alarm {name} moved {old} -> {state} at {when or 'an unknown time'}.\n"
         f"Reason: {reason or '-'}\n"
-        + (f"Description: {a['AlarmDescription']}\n" if a.get("AlarmDescription") else "")
+        + (f"Description: {clip(a['AlarmDescription'])}\n" if a.get("AlarmDescription") else "")
     )
     if state == "ALARM":
         severity = "warning" if metric in (DRIFT_METRIC, "Duration") else "critical"
@@ -244,8 +288,14 @@ def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
             return _drift_alarm(name, state, header, fp, severity, [])
         return _drift_alarm(name, state, header, fp, severity, drift_reports(parse_time(when)))
     model = dims.get("Model")
-    version = int(dims["Version"]) if dims.get("Version", "").isdigit() else None
-    what = f"{model} v{version}" if model and version else (model or "")
+    raw_version = dims.get("Version", "")
+    version = (
+        int(raw_version)
+        if raw_version.isascii() and raw_version.isdigit() and len(raw_version) <= 9
+        else None
+    )
+    shown = clip(model, NAME_MAX) if model else ""
+    what = f"{shown} v{version}" if shown and version else shown
     subject = f"[{severity.upper()}] {state}: {name}" + (f" ({what})" if what else "")
     steps = _alarm_steps(name, metric, state)
     body = header + (f"Model: {what}\n" if what else "") + f"\nWhat to do next:\n{steps}\n"
@@ -292,7 +342,9 @@ def _drift_alarm(
             )
     first_model, first_version, first_feats = items[0]
     model_attr = first_model if len({m for m, _, _ in items}) == 1 else "multiple"
-    subject = f"[WARNING] Input drift: {first_model} v{first_version} - {', '.join(first_feats)}"
+    subject = f"[WARNING] Input drift: {clip(first_model, NAME_MAX)} v{first_version} - " + ", ".join(
+        clip(f, NAME_MAX) for f in first_feats[:FEATURES_MAX]
+    )
     if len(items) > 1:
         subject += f" (+{len(items) - 1} more)"
     body = "\n".join(sections) + "\n" + header + "\nWhat to do next:\n" + _NEXT_STEPS["DriftDetected"] + "\n"
@@ -331,20 +383,22 @@ def drifted_reports(
 # ---------------------------------------------------------------------------------------------- events
 def from_event(e: dict[str, Any]) -> Alert:
     """The alert of a modelops stage event."""
-    dt = str(e["detail-type"])
+    dt = str(e["detail-type"])  # one of DETAIL_TYPES (split_notifications)
     d = dict(e["detail"])
     model = str(d["model"]) if d.get("model") is not None else None
+    shown = clip(model, NAME_MAX) if model else ""
     version = (
         d.get("version")
         if isinstance(d.get("version"), int) and not isinstance(d.get("version"), bool)
         else None
     )
     severity = _EVENT_SEVERITY.get(dt, "warning")
-    what = f"{model} v{version}" if model and version else (model or "")
+    what = f"{shown} v{version}" if shown and version else shown
     if dt == "DriftDetected" and model and version:
-        feats = [f for f in d.get("features") or [] if isinstance(f, dict)]
+        raw_feats = d.get("features")
+        feats = [f for f in raw_feats if isinstance(f, dict)] if isinstance(raw_feats, list) else []
         names = [str(f.get("name")) for f in feats]
-        subject = f"[WARNING] Input drift: {model} v{version} - {', '.join(names)}"
+        subject = f"[WARNING] Input drift: {shown} v{version} - {', '.join(clip(n, NAME_MAX) for n in names[:FEATURES_MAX])}"
         body = _drift_text(
             model,
             {
@@ -360,7 +414,7 @@ def from_event(e: dict[str, Any]) -> Alert:
         )
         retrain = d.get("retrain")
         if isinstance(retrain, dict) and retrain.get("dataset"):
-            body += f"Retraining: {'started from' if retrain.get('started') else 'not started;'} {retrain['dataset']}\n"
+            body += f"Retraining: {'started from' if retrain.get('started') else 'not started;'} {clip(retrain['dataset'])}\n"
         body += "\nWhat to do next:\n" + _NEXT_STEPS[dt] + "\n"
         return Alert(
             "drift",
@@ -374,20 +428,21 @@ def from_event(e: dict[str, Any]) -> Alert:
             rollback_reason="DriftDetected",
         )
     numbers = {k: v for k, v in sorted(d.items()) if k not in _VOLATILE}
-    summary = d.get("reason") or d.get("message") or d.get("error") or ""
+    summary = clip(d.get("reason") or d.get("message") or d.get("error") or "")
     subject = (
         f"[{severity.upper()}] {dt}" + (f": {what}" if what else "") + (f" - {summary}" if summary else "")
     )
     lines = [f"{dt}" + (f" for {what}" if what else "") + "."]
     if summary:
         lines.append(f"Reason: {summary}")
-    for k, v in numbers.items():
-        if k in ("model", "version", "reason", "message", "error"):
-            continue
-        lines.append(f"{k}: {json.dumps(v, default=str)[:300]}")
+    fields = [k for k in numbers if k not in ("model", "version", "reason", "message", "error")]
+    for k in fields[:FIELDS_MAX]:
+        lines.append(f"{clip(k, NAME_MAX)}: {clip(json.dumps(numbers[k], default=str), VALUE_MAX)}")
+    if len(fields) > FIELDS_MAX:
+        lines.append(f"... and {len(fields) - FIELDS_MAX} more fields")
     for k in ("report_html", "report"):
         if d.get(k):
-            lines.append(f"{k}: {d[k]}")
+            lines.append(f"{k}: {clip(d[k])}")
     body = "\n".join(lines) + "\n\nWhat to do next:\n" + _NEXT_STEPS.get(dt, "See the details above.") + "\n"
     return Alert(
         "event",
@@ -420,22 +475,26 @@ def unrecognised(payload: Any) -> Alert:
 def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) -> str:
     feats = v.get("drifted_features") or []
     lines = [
-        f"Input drift on {model} v{v.get('version')}" + (f" ({v['role']})" if v.get("role") else "") + ":"
+        f"Input drift on {clip(model, NAME_MAX)} v{_fmt(v.get('version'))}"
+        + (f" ({clip(v['role'], NAME_MAX)})" if v.get("role") else "")
+        + ":"
     ]
-    for f in feats:
+    for f in feats[:FEATURES_MAX]:
         lines.append(
-            f"- feature {f.get('name')}: PSI {_fmt(f.get('psi'))}"
+            f"- feature {clip(f.get('name'), NAME_MAX)}: PSI {_fmt(f.get('psi'))}"
             + (f" (threshold {_fmt(v.get('psi_threshold'))})" if v.get("psi_threshold") is not None else "")
             + (f", KS {_fmt(f.get('ks'))}" if f.get("ks") is not None else "")
         )
+    if len(feats) > FEATURES_MAX:
+        lines.append(f"- ... and {len(feats) - FEATURES_MAX} more features")
     if v.get("samples") is not None:
-        lines.append(f"Rows in the window: {v['samples']}")
+        lines.append(f"Rows in the window: {_fmt(v['samples'])}")
     if isinstance(window, dict) and window.get("start"):
-        lines.append(f"Window: {window.get('start')} to {window.get('end')}")
+        lines.append(f"Window: {clip(window.get('start'), NAME_MAX)} to {clip(window.get('end'), NAME_MAX)}")
     if html:
-        lines.append(f"Report: {html}")
+        lines.append(f"Report: {clip(html)}")
     if js:
-        lines.append(f"Report data: {js}")
+        lines.append(f"Report data: {clip(js)}")
     return "\n".join(lines) + "\n"
 
 

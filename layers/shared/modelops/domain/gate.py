@@ -3,9 +3,10 @@
 Pure (no I/O, no numpy, no TensorFlow): :func:`decide` compares a candidate's held-out metrics with
 production's, :meth:`Decision.new_alias` says which alias document that asks for (through
 :mod:`modelops.domain.canary`), and :func:`prior_decision` finds an earlier decision in the alias
-history. The convert stage applies the decision inside the registry's alias compare-and-swap, so when
-someone else moves production while the gate runs, the candidate is compared again with the new
-production: never applied blindly on top of it.
+history. The gate stage (:mod:`modelops.stages.gate`, its own function, apart from convert: docs/convert.md
+"Trust boundary") applies the decision inside the registry's alias compare-and-swap, so when someone
+else moves production while the gate runs, the candidate is compared again with the new production:
+never applied blindly on top of it.
 
 Rules (from the spec's ``promotion`` section):
 

@@ -1,10 +1,18 @@
 """The alert stage: turn alarms and stage events into one readable message each on AlertsTopic.
 
 Input (:func:`run`), one of: an SNS event whose messages are CloudWatch alarm state changes (the
-template's AlarmTopic), an EventBridge event with ``source: "modelops"`` (or the same shape invoked
-directly), or anything else, which is published once as an "unrecognised notification" alert (a
-notification we cannot read may still matter). Parsing, fingerprints and the message text are
-:mod:`modelops.domain.alerts`; which alarm transitions are published and which are ``suppressed`` too.
+template's AlarmTopic), an EventBridge event with ``source: "modelops"`` and a known detail-type (or
+the same shape invoked directly), or anything else, which is published once as an "unrecognised
+notification" alert (a notification we cannot read may still matter) and acted on in no other way.
+Parsing, fingerprints and the message text are :mod:`modelops.domain.alerts`; which alarm transitions
+are published and which are ``suppressed`` too.
+
+**Trust.** Stage events reach this function from the rule on the stack's own ``StageEventBus``, whose
+bus policy lets no principal but the stack's function roles put events on it, and each role only the
+detail-types it publishes (template.yaml); that policy is what stops a forged ``DriftDetected``. A
+modelops-shaped message inside an SNS record is not a stage event ("unknown"). Behind that, a rollback
+only ever clears the version the registry's production alias itself names as its canary (step 2), and
+every string an alert repeats is cleaned and cut (:func:`modelops.domain.alerts.clip`, ``clean_body``).
 
 For each alert, :class:`Alerter`:
 
@@ -12,7 +20,8 @@ For each alert, :class:`Alerter`:
    ``DEDUP_WINDOW_SECONDS``, or one being published right now, publishes nothing);
 2. **rolls back a canary** the alert names (a ``DriftDetected`` event, the drift alarm's latest
    reports, or an alarm with ``Model``/``Version`` dimensions): the production alias drops that canary
-   by compare-and-swap (:func:`modelops.domain.canary.rollback`), ``CanaryRolledBack`` is published and
+   by compare-and-swap (:func:`modelops.domain.canary.rollback`, which writes nothing unless the
+   alias's current canary is that version), ``CanaryRolledBack`` is published on ``EVENT_BUS_NAME`` and
    pre-marked as announced, and the alert says so;
 3. publishes to AlertsTopic and marks the claim complete. When the publish fails (after botocore's
    retries) the claims are released and the error raised, so Lambda's async retry publishes and the
@@ -50,6 +59,7 @@ class Settings(StageSettings):
     dedup_table: str
     registry_bucket: str | None = None
     dedup_window_seconds: int = 3600
+    event_bus_name: str = "default"  # the stack's StageEventBus (CanaryRolledBack goes there)
 
 
 class Alerter:
@@ -115,7 +125,7 @@ class Alerter:
             resp = self.sns.publish(
                 TopicArn=self.topic_arn,
                 Subject=alerts.clean_subject(alert.subject),
-                Message=alert.body,
+                Message=alerts.clean_body(alert.body),
                 MessageAttributes=alert.attributes(),
             )
         except BaseException:
@@ -206,7 +216,7 @@ def build() -> Alerter:
         dedup=DedupStore(aws.client("dynamodb"), cfg.dedup_table, cfg.dedup_window_seconds),
         reports=ReportStore(objects) if objects is not None else None,
         registry=Registry.over(objects, actor="alert") if objects is not None else None,
-        bus=EventBus(aws.client("events")),
+        bus=EventBus(aws.client("events"), cfg.event_bus_name),
     )
 
 

@@ -1,14 +1,20 @@
-"""The convert stage: a finished training job -> a verified registry version -> the promotion gate.
+"""The convert stage: a finished training job -> a verified registry version -> ``ModelVersionPublished``.
 
 :func:`run` is what ``functions/convert/app.py`` calls: the stage built once per container by
 :func:`build` (settings, clients, stores, and Powertools Idempotency keyed by job and status), then
 :func:`handle_event` for the event. See docs/convert.md for the decisions and docs/contracts.md
 ("Jobs", "Registry artifacts") for the formats. The job records and staged archives are read through
-:class:`~modelops.storage.jobs.JobStore`, versions and aliases through the
-:class:`~modelops.storage.registry.Registry`; the decisions are the domain's (:mod:`modelops.domain.gate`,
-:mod:`modelops.domain.canary`, :mod:`modelops.domain.search`, :mod:`modelops.domain.archive`).
-TensorFlow is imported lazily (``modelops.ml.convert``) only once a completed job's artifact has been
-fetched and checked, so event routing, artifact checks and the gate run (and are tested) without it.
+:class:`~modelops.storage.jobs.JobStore`, versions are created through the
+:class:`~modelops.storage.registry.Registry`; the decisions are the domain's (:mod:`modelops.domain.search`,
+:mod:`modelops.domain.archive`). TensorFlow is imported lazily (``modelops.ml.convert``) only once a
+completed job's artifact has been fetched, linked to the job and checked, so event routing and artifact
+checks run (and are tested) without it.
+
+Convert loads SavedModels, programs that a training job wrote: it may create versions (create-only blobs,
+manifests, publish claims) but never moves an alias. The promotion gate is its own function
+(:mod:`modelops.stages.gate`, triggered by the ``ModelVersionPublished`` event sent here; docs/convert.md
+"Trust boundary"). Before anything in an archive is loaded, :meth:`JobStore.link_artifact` records its
+SHA-256 for the job (create-only, on first sight); a later delivery whose archive differs is refused.
 
 What happens to each event:
 
@@ -24,14 +30,16 @@ a search in which no trial completed            ``training_failed`` (the reason 
 artifact missing, truncated, unsafe, or         ``conversion_failed``: ConversionFailed event, no version,
 lacks a file; spec invalid; unsupported op;     no retry (the same bytes fail the same way)
 parity or serving budget failed
-a version was already published for the job     ``replayed``: no new version; the gate runs only if it never
-                                                decided about that version
-completed job                                   ``published``: one version, ModelVersionPublished, gate,
-                                                ModelPromoted or PromotionRejected
+the archive differs from the one first read     ``conversion_failed``: ArtifactIntegrityFailed, then
+for the job (``jobs/{job}.artifact.json``)      ConversionFailed (stage ``integrity``); nothing loaded
+a version was already published for the job     ``replayed``: no new version; ModelVersionPublished again
+                                                (``replay: true``): the gate decides only if it never did
+completed job                                   ``published``: one version, ModelVersionPublished (the gate
+                                                function decides: ModelPromoted or PromotionRejected)
 completed search (tuning job, Batch array job,  ``published``: the best trial's model, exactly like a single
 or a job that ran its search itself)            run; every trial in the manifest's ``search``
 S3 throttling / 5xx / network, EventBridge      raises: Lambda retries, then the DLQ keeps the event
-failure, alias CAS retry budget spent, bugs
+failure, bugs
 ============================================  ==========================================================
 """
 
@@ -52,20 +60,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from modelops import aws
-from modelops.domain import gate
 from modelops.domain import search as searching
-from modelops.domain.alias import AliasDoc
 from modelops.domain.archive import deterministic_targz, safe_extract
 from modelops.domain.errors import (
     ArtifactInvalidError,
     ConversionError,
     CorruptDocumentError,
+    IntegrityError,
     InvalidEventError,
     ModelOpsError,
     ParityError,
     ServingBudgetError,
     SpecError,
-    VersionNotFoundError,
 )
 from modelops.domain.spec import ModelSpec, SearchSpec, check_model_name, parse_spec
 from modelops.stages import runtime
@@ -141,7 +147,6 @@ class Result:
     job: str | None = None
     model: str | None = None
     version: int | None = None
-    gate: dict[str, Any] | None = None
     error_code: str | None = None
     metrics: dict[str, tuple[str, float]] = field(default_factory=dict)
     """CloudWatch metrics for the handler to emit: name -> (unit, value)."""
@@ -153,7 +158,6 @@ class Result:
             "job": self.job,
             "model": self.model,
             "version": self.version,
-            "gate": self.gate,
             "error_code": self.error_code,
         }
 
@@ -521,7 +525,7 @@ def convert_job(
         return _conversion_failed(deps, ev, model, record.spec_error or SpecError("no spec"), stage="spec")
     existing = deps.registry.find_version(model, ev.job)
     if existing is not None:
-        return _replay(ev, record, spec, existing, deps)
+        return _replay(ev, record, existing, deps)
     key = key or deps.jobs.artifact_key(model, ev.job)
     if ev.artifact_uri and ev.artifact_uri != deps.jobs.staging_uri(key):
         logger.warning(
@@ -533,6 +537,8 @@ def convert_job(
     with tempfile.TemporaryDirectory(prefix="convert-", dir=opts.work_dir) as tmp:
         try:
             archive = deps.jobs.download_artifact(key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes)
+            stage = "integrity"
+            _check_link(deps, ev, model, key, archive)
             stage = "extract"
             root = safe_extract(
                 archive, Path(tmp) / "model", max_bytes=opts.max_extracted_bytes, max_members=opts.max_members
@@ -541,7 +547,7 @@ def convert_job(
             bundle = read_bundle(root, spec.task)
             stage = "convert"
             out = _convert(bundle, spec, opts)
-        except ConversionError as exc:
+        except (ConversionError, IntegrityError) as exc:
             if isinstance(exc, ParityError):
                 stage = "parity"
             elif isinstance(exc, ServingBudgetError):
@@ -562,21 +568,54 @@ def convert_job(
         )
     if manifest.get("conversion_id") != conversion_id:
         # a concurrent duplicate published first; behave as a replay of its version
-        return _replay(ev, record, spec, manifest, deps)
+        return _replay(ev, record, manifest, deps)
     elapsed = time.perf_counter() - started
     deps.bus.publish("ModelVersionPublished", _published_detail(manifest))
-    result = _gate(deps, manifest, spec, outcome="published", job=ev.job)
     f32 = out.parity["float32"]
-    result.metrics.update(
-        {
+    return Result(
+        "published",
+        f"published v{manifest.version} of {model} from {ev.job}; the gate decides on ModelVersionPublished",
+        job=ev.job,
+        model=model,
+        version=manifest.version,
+        metrics={
             "VersionsPublished": ("Count", 1.0),
             "ConversionSeconds": ("Seconds", round(elapsed, 3)),
             "ParityMaxAbsDiff": ("None", f32["max_abs_diff"]),
             "TfliteBytes": ("Bytes", float(out.serving_budget["tflite_bytes"])),
             "SingleRowLatency": ("Microseconds", float(out.serving_budget["single_row_latency_us"])),
-        }
+        },
     )
-    return result
+
+
+def _check_link(deps: Deps, ev: JobEvent, model: str, key: str, archive: Path) -> None:
+    """The archive read now must be the one first read for the job (``JobStore.link_artifact``): a replay
+    after the staged archive was overwritten (or a search's best trial changed) is refused, before
+    anything in it is loaded, with ``ArtifactIntegrityFailed`` (and :class:`IntegrityError`, which the
+    caller reports as ``ConversionFailed``)."""
+    read, recorded = deps.jobs.link_artifact(ev.job, key, archive)
+    if (read["key"], read["sha256"]) == (recorded.get("key"), recorded.get("sha256")):
+        return
+    message = (
+        f"the training artifact of {ev.job} is not the one convert first read for it: "
+        f"{read['uri']} has SHA-256 {read['sha256']}, the job's artifact link "
+        f"(recorded {recorded.get('recorded_at')}) names {recorded.get('key')} with SHA-256 {recorded.get('sha256')}"
+    )
+    deps.bus.publish(
+        "ArtifactIntegrityFailed",
+        {
+            "model": model,
+            "version": None,
+            "job": ev.job,
+            "role": "training_artifact",
+            "stage": "convert",
+            "reason": "artifact_changed",
+            "message": message,
+            "expected": {k: recorded.get(k) for k in ("key", "sha256", "size", "version_id", "etag")},
+            "actual": {k: read.get(k) for k in ("key", "sha256", "size", "version_id", "etag")},
+        },
+    )
+    raise IntegrityError(message)
 
 
 def _convert(bundle: Bundle, spec: ModelSpec, opts: Options) -> ConvertOutput:
@@ -659,125 +698,19 @@ def _search_brief(search: Any) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------- the promotion gate
-@dataclass(frozen=True)
-class GateResult:
-    decision: gate.Decision
-    applied: bool
-    """True when the alias was moved (production or canary) by this run."""
-    evaluations: int
-    """How many times the decision was made (1 + compare-and-swap conflicts)."""
-    alias: AliasDoc | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.decision.to_dict(),
-            "applied": self.applied,
-            "evaluations": self.evaluations,
-            "alias": self.alias.to_dict() if self.alias is not None else None,
-        }
-
-
-def _manifest_metrics(manifest: Manifest) -> Mapping[str, Any]:
-    metrics = manifest.get("metrics")
-    return metrics if isinstance(metrics, dict) else {}
-
-
-def _production_metrics(registry: Registry, model: str, version: int) -> Mapping[str, Any] | None:
-    """Production's held-out metrics; None when its manifest cannot be read (the gate replaces it)."""
-    try:
-        return _manifest_metrics(registry.get_manifest(model, version))
-    except (VersionNotFoundError, CorruptDocumentError):
-        return None
-
-
-def run_gate(
-    registry: Registry, manifest: Manifest, spec: ModelSpec, *, alias: str = gate.ALIAS
-) -> GateResult:
-    """Decide (:func:`modelops.domain.gate.decide`) and apply the promotion of ``manifest``'s version inside
-    the registry's alias compare-and-swap, so a lost race re-decides against the new production; every
-    decision that is not "none" is recorded in the alias history (``kind: "gate"``, with its numbers).
-
-    Raises ``VersionConflictError`` when the alias kept moving for the registry's whole retry budget
-    (the caller lets it raise, so Lambda retries the event).
-    """
-    model, candidate = manifest.model, manifest.version
-    candidate_metrics = _manifest_metrics(manifest)
-    decisions: list[gate.Decision] = []
-
-    def mutate(current: AliasDoc | None) -> AliasDoc | None:
-        prod_metrics = None
-        if current is not None and current.version != candidate:
-            prod_metrics = _production_metrics(registry, model, current.version)
-        decision = gate.decide(
-            candidate,
-            candidate_metrics,
-            current,
-            prod_metrics,
-            metric=spec.metric,
-            min_improvement=spec.promotion.min_improvement,
-            canary_weight=spec.promotion.canary_weight,
-        )
-        decisions.append(decision)
-        return decision.new_alias(current)
-
-    reason = gate.attempt_reason(candidate, candidate_metrics, spec.metric)
-    new = registry.update_alias(model, alias, mutate, reason=reason)
-    final = decisions[-1]
-    if final.action != "none":
-        registry.record_decision(
-            model,
-            alias,
-            {
-                "kind": "gate",
-                "decision": final.action,
-                "applied": new is not None,
-                "evaluations": len(decisions),
-                **final.to_dict(),
-            },
-        )
-    return GateResult(decision=final, applied=new is not None, evaluations=len(decisions), alias=new)
-
-
-def _gate(deps: Deps, manifest: Manifest, spec: ModelSpec, *, outcome: str, job: str) -> Result:
-    res = run_gate(deps.registry, manifest, spec)
-    d = res.decision
-    detail = {
-        "model": manifest.model,
-        "version": manifest.version,
-        "job": job,
-        **d.to_dict(),
-        "applied": res.applied,
-        "evaluations": res.evaluations,
-    }
-    if d.action in ("promote", "canary") and res.applied:
-        deps.bus.publish(
-            "ModelPromoted",
-            {**detail, "alias": gate.ALIAS, "mode": "canary" if d.action == "canary" else "production"},
-        )
-    elif d.action == "keep":
-        deps.bus.publish("PromotionRejected", detail)
-    return Result(
-        outcome, d.reason, job=job, model=manifest.model, version=manifest.version, gate=res.to_dict()
-    )
-
-
-def _replay(ev: JobEvent, record: JobRecord, spec: ModelSpec, manifest: Manifest, deps: Deps) -> Result:
-    """The job already has a version: publish nothing new; finish the gate if it never decided."""
+def _replay(ev: JobEvent, record: JobRecord, manifest: Manifest, deps: Deps) -> Result:
+    """The job already has a version: publish nothing new; send ``ModelVersionPublished`` again (the first
+    attempt may have died before sending it), so the gate decides if it never did."""
     logger.info(
         "job already published", extra={"job": ev.job, "model": record.model, "version": manifest.version}
     )
     deps.bus.publish("ModelVersionPublished", {**_published_detail(manifest), "replay": True})
-    prior = gate.prior_decision(deps.registry.history(record.model, gate.ALIAS), manifest.version)
-    if prior is None:
-        result = _gate(deps, manifest, spec, outcome="replayed", job=ev.job)
-        result.reason = f"v{manifest.version} was already published for {ev.job}; gate: {result.reason}"
-        return result
-    reason = f"v{manifest.version} was already published for {ev.job} and the gate already decided: " + str(
-        prior.get("reason", prior.get("decision", ""))
-    )
     return Result(
-        "replayed", reason, job=ev.job, model=record.model, version=manifest.version, gate=dict(prior)
+        "replayed",
+        f"v{manifest.version} was already published for {ev.job}; ModelVersionPublished sent again for the gate",
+        job=ev.job,
+        model=record.model,
+        version=manifest.version,
     )
 
 

@@ -7,16 +7,22 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
 2. The object version named by the record is streamed and validated (``modelops.domain.dataset``).
 3. Rejected: the object is copied to ``quarantine/{model}/{rest of key}/{version}/`` beside a
    ``reason.json``, the original is left alone, and a ``DatasetRejected`` event goes out. No job.
-4. Accepted: the job name is derived from the dataset's and the spec's SHA-256 (``job_name``), the job
-   record ``jobs/{job}.json`` is created (create-only) in the registry bucket, the backend
-   (``modelops.compute``) starts the job, a ``TrainingJobStarted`` event goes out, and
+4. Accepted: the job name is derived from the stack, the model and the dataset's and the spec's SHA-256
+   (``job_name``), the job record ``jobs/{job}.json`` is created (create-only) in the registry bucket,
+   the backend (``modelops.compute``) starts the job, a ``TrainingJobStarted`` event goes out, and
    ``jobs/{job}.started.json`` marks it done.
+5. The backend refuses the request itself (``JobRejectedError``: SageMaker's ``ValidationException`` for an
+   instance type it does not offer or a name it does not take): the job record is marked ``rejected``
+   (its claim released: the next attempt at the same dataset and spec takes it over and starts the job,
+   so a corrected stack trains the same upload once) and the dataset is rejected as in 3, naming the
+   field. Never retried: the same request cannot succeed.
 
 Idempotency, three layers deep: Powertools Idempotency (DynamoDB, applied in :func:`assemble`) keyed by
 bucket/key/version id (plus ETag, so an unversioned bucket still works) answers a replayed record from
 its cache; a record that gets past it (expired, or the same bytes under another key) finds the job
 record and the started marker and stops ("duplicate"); and the backends treat "that name is taken" as
-started. Failures that retrying may fix raise, so Lambda's retries and then the DLQ keep the event.
+started. Failures that retrying may fix raise, so Lambda's retries and then the DLQ keep the event;
+failures it cannot fix (a bad spec, dataset or request) are rejections.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from modelops import aws
 from modelops.compute import (
     HYPERPARAMETER_MAX_CHARS,
     BatchBackend,
+    JobRejectedError,
     JobRequest,
     LocalBackend,
     SageMakerBackend,
@@ -74,17 +81,25 @@ def canonical_spec_json(spec: ModelSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def job_name(model: str, dataset_sha256: str, spec_sha256: str, prefix: str = "modelops") -> str:
-    """``{prefix}-{model}-{sha256(dataset_sha256 + spec_sha256)[:12]}`` (docs/contracts.md "Jobs").
+def job_name(
+    model: str, dataset_sha256: str, spec_sha256: str, prefix: str = "modelops", *, stack: str = ""
+) -> str:
+    """``{prefix}-{model}-{sha256(stack, model, dataset_sha256, spec_sha256)[:12]}`` (docs/contracts.md "Jobs").
 
-    At most 63 characters (SageMaker's limit): a long model name is cut to fit (the job record
-    carries the full name). The same data with the same spec always gives the same name.
+    At most 63 characters (SageMaker's limit): a long model name is cut to fit (the job record carries the
+    full name). The same data with the same spec for the same model in the same stack always gives the
+    same name, so every attempt at one job finds its own submission; the digest covers the full model
+    name and ``stack`` (the stack's registry bucket, a globally unique name), so two different jobs never
+    share one: not two models whose cut names agree, not two stacks with the same ``JobPrefix`` in one
+    account (SageMaker would answer the second ``ResourceInUse``, and Batch, which does not refuse a
+    duplicate name, would let the name lookup find the other job).
     """
     if not re.match(JOB_PREFIX_RE, prefix):
         raise ValueError(f"invalid job prefix {prefix[:30]!r}")
     if not MODEL_NAME_RE.match(model):
         raise SpecError(f"invalid model name {model[:60]!r}")
-    digest = hashlib.sha256((dataset_sha256 + spec_sha256).encode()).hexdigest()[:12]
+    identity = "\n".join((stack, model, dataset_sha256, spec_sha256))
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     room = 63 - len(prefix) - len(digest) - 2
     return f"{prefix}-{model[:room].rstrip('-')}-{digest}"
 
@@ -107,6 +122,8 @@ class Settings(StageSettings):
     batch_job_definition: str = ""
     modelops_local_training_url: str = ""
     """When set (the local twin), every job goes to the twin's training service."""
+    modelops_local_token: str = ""
+    """The twin's session token for its training service (the twin sets it beside the URL)."""
     aws_region: str = ""
     aws_default_region: str = ""
     event_bus_name: str = "default"
@@ -147,7 +164,11 @@ def make_backend_factory(
 
     def build(name: str) -> TrainingBackend:
         if settings.modelops_local_training_url:
-            return LocalBackend(settings.modelops_local_training_url, role_arn=settings.training_role_arn)
+            return LocalBackend(
+                settings.modelops_local_training_url,
+                role_arn=settings.training_role_arn,
+                token=settings.modelops_local_token,
+            )
         if name == "sagemaker":
             if not settings.training_role_arn:
                 raise BackendNotConfiguredError(
@@ -290,7 +311,7 @@ class TrainTrigger:
             spec = self._load_spec(obj.bucket, model)
             self.settings.spend().check(spec)
         except SpecError as exc:
-            return self._reject(obj, model, exc.code, str(exc))
+            return self._reject(obj, model, exc.code, str(exc), field=getattr(exc, "field", None))
         report = self._validate(obj, spec)
         if report is None:
             logger.warning(
@@ -325,12 +346,25 @@ class TrainTrigger:
             return validate_stream(chunks, spec, self.limits, size=size)
 
     def _reject(
-        self, obj: S3Object, model: str | None, code: str, reason: str, report: DatasetReport | None = None
+        self,
+        obj: S3Object,
+        model: str | None,
+        code: str,
+        reason: str,
+        report: DatasetReport | None = None,
+        *,
+        field: str | None = None,
+        job: str | None = None,
     ) -> dict[str, Any]:
+        """Quarantine the dataset version and announce ``DatasetRejected`` (``field``: what to correct,
+        when known; ``job``: the job a backend refused)."""
+        named = {"field": field} if field else {}
         doc = {
             "model": model,
             "code": code,
             "reason": reason,
+            **named,
+            **({"job": job} if job else {}),
             "dataset": {**obj.to_dict(), "etag": obj.etag, "size": obj.size},
             "report": report.to_dict() if report else None,
             "rejected_at": self.clock(),
@@ -340,6 +374,8 @@ class TrainTrigger:
             "model": model,
             "code": code,
             "reason": reason[:2000],
+            **named,
+            **({"job": job} if job else {}),
             "dataset": {**obj.to_dict(), "sha256": report.sha256 if report else None},
             "quarantine": quarantined.uri,
             "rows": report.rows if report else None,
@@ -353,13 +389,15 @@ class TrainTrigger:
             "model": model,
             "code": code,
             "reason": reason,
+            **named,
+            **({"job": job} if job else {}),
             "quarantine": quarantined.prefix,
         }
 
     def _accept(self, obj: S3Object, model: str, spec: ModelSpec, report: DatasetReport) -> dict[str, Any]:
         assert report.sha256 is not None
         spec_sha = spec_sha256(spec)
-        job = job_name(model, report.sha256, spec_sha, self.settings.job_prefix)
+        job = job_name(model, report.sha256, spec_sha, self.settings.job_prefix, stack=self.jobs.bucket)
         try:
             backend = self.backends(spec.training.backend)
         except BackendNotConfiguredError as exc:
@@ -406,7 +444,13 @@ class TrainTrigger:
         if not created and self.jobs.is_started(job):
             logger.info("job already started for this data and spec", extra={"job": job, "key": obj.key})
             return {"status": "duplicate", "model": model, "job": job, "backend": backend.name}
-        started: StartedJob = backend.start(req)  # raises BackendError: the event is retried
+        try:
+            started: StartedJob = backend.start(req)  # raises BackendError: the event is retried
+        except JobRejectedError as exc:  # the request itself is invalid: retrying cannot help
+            self.jobs.mark_rejected(
+                job, {"code": exc.code, "reason": str(exc)[:2000], "field": exc.field, "at": self.clock()}
+            )
+            return self._reject(obj, model, exc.code, str(exc), report, field=exc.field, job=job)
         # Published whenever the started marker is absent (at least once): an attempt that started
         # the job but died before the marker is retried, and the retry must still announce it.
         self.bus.publish(

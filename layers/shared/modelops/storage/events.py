@@ -1,4 +1,8 @@
-"""Publishing stage-to-stage events on EventBridge (``source: "modelops"``; the names: domain.events)."""
+"""Publishing stage-to-stage events on EventBridge (``source: "modelops"``; the names: domain.events).
+
+In AWS every stage publishes on the stack's own ``StageEventBus`` (each function's ``EVENT_BUS_NAME``,
+its ``Settings.event_bus_name``), never the default bus: the bus policy lets only the stack's roles
+put events there, each limited to the detail-types it publishes (docs/contracts.md "Events")."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ class EventPublishError(ModelOpsError):
 
 
 class EventBus:
-    """Publishes modelops events. Takes an ``events`` client; a failed entry raises (never dropped)."""
+    """Publishes modelops events on ``bus_name``. Takes an ``events`` client; a failed entry (an
+    AccessDenied from the bus policy too) raises, never dropped."""
 
     def __init__(self, events_client: Any, bus_name: str = "default"):
         self.client = events_client

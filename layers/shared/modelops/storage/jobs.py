@@ -1,7 +1,10 @@
 """Job records, started markers and the staging area of the registry bucket (docs/contracts.md "Jobs").
 
 train_trigger creates ``jobs/{job}.json`` (create-only: the commit point of "this dataset and spec start
-one job") and, once the backend accepted the job, ``jobs/{job}.started.json``; convert reads the record
+one job") and, once the backend accepted the job, ``jobs/{job}.started.json``; when the backend refused the
+request as invalid, the record is marked ``"status": "rejected"`` (compare-and-swap), which releases the
+claim: the next attempt at the same job takes the record over (compare-and-swap again) and starts it.
+There is still one job per dataset and spec: a refused request started nothing. convert reads the record
 to learn whether a finished job is this stack's, for which model and spec, and fetches what the job
 wrote under ``staging/{model}/{job}/``. A SageMaker job on the AWS TensorFlow image runs the trainer
 uploaded under ``code/training/``.
@@ -14,10 +17,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelops.domain.errors import ArtifactInvalidError
+from modelops.domain.errors import ArtifactInvalidError, CorruptDocumentError
 from modelops.domain.search import TRIAL_FILE
 from modelops.storage import keys
 from modelops.storage.s3 import ObjectStore
+
+REJECTED = "rejected"
+"""A job record's ``status`` once the backend refused its request (absent otherwise)."""
 
 
 class JobStore:
@@ -32,13 +38,41 @@ class JobStore:
 
     # ------------------------------------------------------------------ records
     def create_record(self, job: str, record: dict[str, Any]) -> bool:
-        """Create ``jobs/{job}.json``; False when it already exists (the job was claimed before)."""
+        """Create ``jobs/{job}.json``; False when it already exists (the job was claimed before). A record a
+        backend refused (:meth:`mark_rejected`) is taken over instead (True when this call took it)."""
+        key = keys.job_record(job)
         body = json.dumps(record, indent=1, sort_keys=True).encode()
-        return self.objects.create(keys.job_record(job), body)
+        if self.objects.create(key, body):
+            return True
+        got = self._read(key)
+        if got is None:  # gone since: claim it afresh
+            return self.objects.create(key, body)
+        doc, etag = got
+        if isinstance(doc, dict) and doc.get("status") == REJECTED:
+            return self.objects.replace(key, body, etag)
+        return False
+
+    def mark_rejected(self, job: str, rejection: dict[str, Any]) -> bool:
+        """Mark ``jobs/{job}.json`` as refused by the backend (``"status": "rejected"``, ``"rejection"``):
+        it started nothing, and its claim is released for a corrected retry. False when the record is
+        missing or moved meanwhile (another attempt owns it now)."""
+        key = keys.job_record(job)
+        got = self._read(key)
+        if got is None or not got[1] or not isinstance(got[0], dict):
+            return False
+        doc, etag = got
+        body = json.dumps({**doc, "status": REJECTED, "rejection": rejection}, indent=1, sort_keys=True)
+        return self.objects.replace(key, body.encode(), etag)
 
     def get_record(self, job: str) -> tuple[Any, str] | None:
         """The raw record document and its ETag, or None when this stack never claimed ``job``."""
         return self.objects.get_json(keys.job_record(job))
+
+    def _read(self, key: str) -> tuple[Any, str] | None:
+        try:
+            return self.objects.get_json(key)
+        except CorruptDocumentError:
+            return ({}, "")  # not ours to repair: neither taken over nor marked
 
     def mark_started(self, job: str, marker: dict[str, Any]) -> bool:
         body = json.dumps(marker, indent=1, sort_keys=True).encode()
@@ -116,3 +150,48 @@ class JobStore:
             if body is not None:
                 found[int(parts[0])] = body
         return found
+
+    # ------------------------------------------------------------------ the artifact link (convert)
+    def link_artifact(
+        self, job: str, key: str, path: Path, *, actor: str = "convert"
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Bind ``job`` to the archive at ``key`` that convert downloaded to ``path``, before anything in
+        it is loaded: ``jobs/{job}.artifact.json`` (create-only) records its SHA-256 and size (of the
+        bytes read) and the VersionId / ETag S3 reports for ``key`` (for the record; the SHA-256 is what
+        is compared). Returns ``(this read, the record that stands)``: the same document on first sight;
+        on a later delivery the first one, which the caller compares (a replay after the staged archive
+        was overwritten names other bytes). A record that is not a link: :class:`CorruptDocumentError`."""
+        from datetime import UTC, datetime
+
+        from modelops.domain.errors import CorruptDocumentError
+
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+        head = self.objects.head(key) or {}
+        etag = str(head.get("ETag") or "").strip('"')
+        read = {
+            "job": job,
+            "key": key,
+            "uri": self.staging_uri(key),
+            "sha256": digest.hexdigest(),
+            "size": size,
+            "version_id": head.get("VersionId"),
+            "etag": etag or None,
+            "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "recorded_by": actor,
+        }
+        record_key = keys.job_artifact_link(job)
+        if self.objects.create(record_key, json.dumps(read, indent=1, sort_keys=True).encode()):
+            return read, read
+        got = self.objects.get_json(record_key)
+        doc = got[0] if got is not None else None
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("sha256"), str)
+            or not isinstance(doc.get("key"), str)
+        ):
+            raise CorruptDocumentError(f"the artifact link of {job} ({record_key}) is missing or malformed")
+        return read, doc

@@ -180,3 +180,9 @@ def batch_trial_prefix(staging: str, index: int) -> str:
 
 def source_bundle(digest: str) -> str:
     return f"{CODE}{digest}/sourcedir.tar.gz"
+
+
+def job_artifact_link(job: str) -> str:
+    """convert's create-only record of the archive it first read for ``job`` (its SHA-256): the link
+    between a job and its artifact, out of the training role's reach (it writes ``staging/`` only)."""
+    return f"{JOBS}{job}.artifact.json"

@@ -15,11 +15,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from modelops import aws
 from modelops.domain import drift
@@ -46,6 +49,11 @@ from modelops.storage.s3 import ObjectStore
 QUALITY_METRICS = {"rmse": "Rmse", "mae": "Mae", "accuracy": "Accuracy", "auc": "Auc"}
 """CloudWatch names of the labelled-traffic metrics (``drift.QUALITY_METRICS``)."""
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
+CAPTURE_DELIVERY_MARGIN_SECONDS = 30
+"""Added to a non-zero capture buffer: Firehose's write to S3 after a buffer flushes takes a moment."""
+FEATURE_METRICS = 20
+"""Default of ``MONITOR_FEATURE_METRICS``: per-feature ``Psi``/``KS`` metrics for this many features per
+version (those with the highest PSI); the report still has every feature."""
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -57,6 +65,20 @@ class Settings(runtime.StageSettings):
     powertools_metrics_namespace: str = "ModelOps"
     monitor_window_seconds: int = 3600
     min_samples: int = 100
+    capture_buffer_seconds: int = Field(default=60, ge=0, le=900)
+    """The capture stream's ``BufferingHints.IntervalInSeconds`` (template ``CAPTURE_BUFFER_SECONDS``): a
+    record reaches S3 up to this long (plus :data:`CAPTURE_DELIVERY_MARGIN_SECONDS`) after it was
+    captured, so the window ends that long before the run. 0: records land at once (no margin)."""
+    monitor_feature_metrics: int = Field(default=FEATURE_METRICS, ge=0, le=1000)
+    """Per-feature metrics (``Feature`` dimension) for at most this many features per version."""
+    event_bus_name: str = "default"
+    """The stack's StageEventBus (template ``EVENT_BUS_NAME``): DriftDetected goes there."""
+
+    def capture_lag_seconds(self) -> int:
+        """How long before the run its window ends (every record of the window has landed by then)."""
+        if self.capture_buffer_seconds == 0:
+            return 0
+        return self.capture_buffer_seconds + CAPTURE_DELIVERY_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -69,14 +91,24 @@ class MonitorSettings:
     window_seconds: int = 3600
     min_samples: int = 100
     model: str | None = None  # only this model
-    now: float | None = None  # window end (epoch seconds); default: the time of the run
+    now: float | None = None  # the time of the run (epoch seconds); default: now
+    capture_lag_seconds: float = 0.0
+    """The window ends this long before ``now``: records captured since may still be in the capture
+    stream's buffer, and the next run's window (which starts where this one ends) evaluates them."""
     block_bytes: int = BLOCK_BYTES
     publish: bool = True  # metrics and events (the CLI can run without publishing)
+    feature_metrics: int = FEATURE_METRICS
+    """Per-feature metrics for at most this many features per version (the highest PSI first)."""
 
     def window(self) -> tuple[float, float]:
-        end = self.now if self.now is not None else datetime.now(UTC).timestamp()
+        """``[now - lag - window_seconds, now - lag)``: consecutive runs ``window_seconds`` apart cover
+        every record once, the last ``lag`` seconds being left to the next run."""
+        now = self.now if self.now is not None else datetime.now(UTC).timestamp()
         if self.window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
+        if self.capture_lag_seconds < 0:
+            raise ValueError("capture_lag_seconds must not be negative")
+        end = now - self.capture_lag_seconds
         return end - self.window_seconds, end
 
 
@@ -104,6 +136,7 @@ class Stores:
         s3: Any,
         cloudwatch: Any | None = None,
         events: Any | None = None,
+        event_bus_name: str = "default",
     ) -> Stores:
         data = ObjectStore(s3, data_bucket)
         return cls(
@@ -111,7 +144,7 @@ class Stores:
             captures=CaptureStore(data),
             reports=ReportStore(ObjectStore(s3, registry_bucket)),
             datasets=RetrainDatasets(data),
-            bus=EventBus(events) if events is not None else None,
+            bus=EventBus(events, event_bus_name) if events is not None else None,
             cloudwatch=cloudwatch,
         )
 
@@ -261,7 +294,9 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
         }
     )
     if stores.cloudwatch is not None and settings.publish:
-        publish_metrics(stores.cloudwatch, settings.namespace, results, summary, end)
+        publish_metrics(
+            stores.cloudwatch, settings.namespace, results, summary, end, settings.feature_metrics
+        )
     return summary
 
 
@@ -305,8 +340,18 @@ def _metric(name: str, value: float, unit: str, ts: float, **dims: str) -> dict[
     return d
 
 
-def metric_data(results: list[dict[str, Any]], summary: dict[str, Any], ts: float) -> list[dict[str, Any]]:
-    """Every metric of a run (see docs/monitoring.md for the names and dimensions)."""
+def top_features(features: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The ``n`` features with the highest PSI (those without one last, then by name: stable)."""
+    return sorted(features, key=lambda f: (f["psi"] is None, -(f["psi"] or 0.0), f["name"]))[: max(0, n)]
+
+
+def metric_data(
+    results: list[dict[str, Any]], summary: dict[str, Any], ts: float, feature_metrics: int = FEATURE_METRICS
+) -> list[dict[str, Any]]:
+    """Every metric of a run (see docs/monitoring.md for the names and dimensions). ``Psi`` and ``KS``
+    (``Feature`` dimension) only for the ``feature_metrics`` features of each version with the highest
+    PSI: a 10,000-column model would otherwise make 20,000 custom metrics per version. The aggregates
+    (``MaxPsi``, ``MaxPsiRatio``, ...) that the alarms and the dashboard use cover every feature."""
     data: list[dict[str, Any]] = []
     for r in results:
         dims = {"Model": r["model"], "Version": str(r["version"])}
@@ -315,7 +360,7 @@ def metric_data(results: list[dict[str, Any]], summary: dict[str, Any], ts: floa
             data.append(_metric("MissingRate", r["missing_rate"], "None", ts, **dims))
         if r["max_psi"] is not None:
             data.append(_metric("MaxPsi", r["max_psi"], "None", ts, **dims))
-        for f in r["features"]:
+        for f in top_features(r["features"], feature_metrics):
             fd = {**dims, "Feature": f["name"]}
             if f["psi"] is not None:
                 data.append(_metric("Psi", f["psi"], "None", ts, **fd))
@@ -340,9 +385,14 @@ def metric_data(results: list[dict[str, Any]], summary: dict[str, Any], ts: floa
 
 
 def publish_metrics(
-    cloudwatch: Any, namespace: str, results: list[dict[str, Any]], summary: dict[str, Any], ts: float
+    cloudwatch: Any,
+    namespace: str,
+    results: list[dict[str, Any]],
+    summary: dict[str, Any],
+    ts: float,
+    feature_metrics: int = FEATURE_METRICS,
 ) -> int:
-    data = metric_data(results, summary, ts)
+    data = metric_data(results, summary, ts, feature_metrics)
     for i in range(0, len(data), 500):
         cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[i : i + 500])
     return len(data)
@@ -402,6 +452,8 @@ class Monitor:
 
     settings: Settings
     stores: Stores
+    clock: Callable[[], float] = field(default=time.time)
+    """The time of a run (epoch seconds); tests inject one."""
 
     def handle(self, event: Any) -> dict[str, Any]:
         """One run for a scheduled event or a direct invoke (see :func:`request_from_event`)."""
@@ -415,6 +467,9 @@ class Monitor:
                 window_seconds=window or cfg.monitor_window_seconds,
                 min_samples=cfg.min_samples,
                 model=model,
+                now=self.clock(),
+                capture_lag_seconds=cfg.capture_lag_seconds(),
+                feature_metrics=cfg.monitor_feature_metrics,
             ),
             self.stores,
         )
@@ -438,6 +493,7 @@ def build() -> Monitor:
         s3=aws.client("s3"),
         cloudwatch=aws.client("cloudwatch"),
         events=aws.client("events"),
+        event_bus_name=settings.event_bus_name,
     )
     return Monitor(settings, stores)
 
