@@ -24,6 +24,7 @@ help:
 	@echo "make build     sam build (zip functions and layers)"
 	@echo "make bench     benchmarks -> benchmarks/results.json"
 	@echo "make local     the local twin in the foreground (modelops local up)"
+	@echo "make locks     the training and convert images' hashed lock files (infra/locks.sh; locks-check)"
 
 # ---- environments ---------------------------------------------------------
 $(VENV)/.stamp: requirements/dev.txt pyproject.toml
@@ -98,6 +99,13 @@ demo: venv
 .PHONY: bench
 bench: venv
 	$(PY) benchmarks/run.py
+
+.PHONY: locks locks-check
+locks:        ## the images' hashed lock files (needs the package index)
+	infra/locks.sh
+
+locks-check:  ## fails if a committed lock is not what infra/locks.sh makes
+	infra/locks.sh --check
 
 .PHONY: clean
 clean:

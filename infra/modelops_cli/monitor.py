@@ -2,7 +2,9 @@
 
 Runs the same code as the MonitorFunction (``modelops.stages.monitor.run_monitor``) against the
 configured endpoint (the twin, or a deployed stack), writes the report to the registry, publishes
-the metrics and events (unless ``--dry-run``), and prints a summary.
+the metrics (unless ``--dry-run``), and prints a summary. It publishes no events: the stack's stage
+bus accepts them from the stack's own roles only, so DriftDetected (alerts, retraining) comes from the
+deployed monitor function.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def monitor() -> None:
 @click.option(
     "--min-samples", default=100, show_default=True, type=click.IntRange(1), help="Fewer rows: no verdict."
 )
-@click.option("--dry-run", is_flag=True, help="Write the report but publish no metrics and no events.")
+@click.option("--dry-run", is_flag=True, help="Write the report but publish no metrics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @pass_ctx
 def run(ctx: Context, model: str | None, window: str, min_samples: int, dry_run: bool, as_json: bool) -> None:
@@ -96,9 +98,9 @@ def run(ctx: Context, model: str | None, window: str, min_samples: int, dry_run:
             model=model,
             publish=not dry_run,
         )
-        summary = monitoring.run_monitor(
-            settings, s3=ctx.client("s3"), cloudwatch=ctx.client("cloudwatch"), events=ctx.client("events")
-        )
+        # No events: the stage bus takes PutEvents from the stack's own roles only (docs/security.md),
+        # so DriftDetected (and so alerts and retraining) come from the deployed monitor function.
+        summary = monitoring.run_monitor(settings, s3=ctx.client("s3"), cloudwatch=ctx.client("cloudwatch"))
     except (ModelOpsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except AwsError as exc:

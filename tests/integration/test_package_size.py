@@ -48,7 +48,8 @@ def test_build_exists() -> None:
 
 
 @pytest.mark.parametrize(
-    "function", ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction"]
+    "function",
+    ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction", "GateFunction"],
 )
 def test_unzipped_size_with_layers_is_within_budget(function: str) -> None:
     functions = zip_functions()
@@ -63,7 +64,8 @@ LAMBDA_RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateu
 
 
 @pytest.mark.parametrize(
-    "function", ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction"]
+    "function",
+    ["PredictFunction", "MonitorFunction", "TrainTriggerFunction", "AlertFunction", "GateFunction"],
 )
 def test_built_function_imports_from_its_own_layers(function: str, tmp_path: Path) -> None:
     """The handler imports with nothing but the standard library, the runtime's boto3 and what its

@@ -60,7 +60,7 @@ def test_a_search_spec_on_the_twin_publishes_the_best_trial_as_one_version(twin:
     [job_record] = [
         o["Key"]
         for o in s3.list_objects_v2(Bucket=registry, Prefix="jobs/modelops-search-demo-")["Contents"]
-        if not o["Key"].endswith(".started.json")
+        if not o["Key"].endswith((".started.json", ".artifact.json"))
     ]
     record = json.loads(s3.get_object(Bucket=registry, Key=job_record)["Body"].read())
     assert record["search"]["mode"] == "in_job" and record["backend"] == "local"

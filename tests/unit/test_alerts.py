@@ -409,3 +409,20 @@ def test_clip_keeps_no_control_or_format_character_and_respects_the_limit(text: 
     assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in out)
     if len(" ".join(text.split())) <= limit and text.isprintable():
         assert out == " ".join(text.split())  # ordinary text is left alone
+
+
+def test_a_changed_staged_archive_says_so_not_registry_advice() -> None:
+    e = {
+        "source": "modelops",
+        "detail-type": "ArtifactIntegrityFailed",
+        "detail": {
+            "model": "demo",
+            "role": "training_artifact",
+            "job": "modelops-demo-abc",
+            "reason": "changed",
+        },
+    }
+    alert = alerts.from_event(e)
+    assert "staged archive changed after convert first read it" in alert.body
+    registry = alerts.from_event({**e, "detail": {**e["detail"], "role": "model_tflite"}})
+    assert "does not match its manifest" in registry.body

@@ -421,3 +421,28 @@ def test_registry_writes_are_create_only_or_compare_and_swap(part: str, required
     ]
     assert len(denying) == 1, part
     assert denying[0]["Condition"] == {"Null": {k: "true" for k in required}}
+
+
+def test_only_this_stacks_alarms_may_publish_to_the_alarm_topic() -> None:
+    """Finding (events): an alarm-shaped message naming a model and version, published by anyone with
+    sns:Publish, would make alert roll the canary back."""
+    [policy] = [
+        r
+        for r in R.values()
+        if r["Type"] == "AWS::SNS::TopicPolicy" and {"Ref": "AlarmTopic"} in r["Properties"]["Topics"]
+    ]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    [allow] = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and allow["Action"] == "sns:Publish"
+    assert sub_text(allow["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":alarm:${AWS::StackName}-*")
+    [deny] = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*" and deny["Action"] == "sns:Publish"
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalServiceName": "cloudwatch.amazonaws.com"}}
+
+
+def test_a_jobs_archive_link_is_create_only() -> None:
+    statements = R["RegistryBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [st] = [s for s in statements if s.get("Sid") == "JobArtifactLinksAreCreateOnly"]
+    assert st["Effect"] == "Deny" and st["Action"] == "s3:PutObject"
+    assert sub_text(st["Resource"]).endswith("/jobs/*.artifact.json")
+    assert st["Condition"] == {"Null": {"s3:if-none-match": "true"}}

@@ -97,6 +97,11 @@ _NEXT_STEPS = {
     "ModelVersionPublished": "Nothing to do unless you promote by hand.",
     "TrainingJobStarted": "Nothing to do; a ModelVersionPublished or a failure follows.",
 }
+_STAGED_ARCHIVE_CHANGED = (
+    "The training job's staged archive changed after convert first read it (jobs/{job}.artifact.json pins "
+    "its SHA-256): nothing was loaded or published. Find out who wrote to the job's staging prefix; to "
+    "retrain, upload the dataset again (a new job), never replace a finished job's archive."
+)
 
 
 @dataclass
@@ -443,7 +448,10 @@ def from_event(e: dict[str, Any]) -> Alert:
     for k in ("report_html", "report"):
         if d.get(k):
             lines.append(f"{k}: {clip(d[k])}")
-    body = "\n".join(lines) + "\n\nWhat to do next:\n" + _NEXT_STEPS.get(dt, "See the details above.") + "\n"
+    steps = _NEXT_STEPS.get(dt, "See the details above.")
+    if dt == "ArtifactIntegrityFailed" and d.get("role") == "training_artifact":
+        steps = _STAGED_ARCHIVE_CHANGED
+    body = "\n".join(lines) + "\n\nWhat to do next:\n" + steps + "\n"
     return Alert(
         "event",
         severity,

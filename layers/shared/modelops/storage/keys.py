@@ -17,6 +17,7 @@ Registry bucket (``RegistryBucket``)::
     models/{model}/history/{alias}/{stamp}-{id}.json append-only alias history
     models/{model}/dedup/{sha256(key)}.json         publish claims (one version per job)
     jobs/{job}.json, jobs/{job}.started.json        job records (create-only) and started markers
+    jobs/{job}.artifact.json                        the job's archive as convert first read it (create-only)
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
     monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
