@@ -187,3 +187,42 @@ def job_artifact_link(job: str) -> str:
     """convert's create-only record of the archive it first read for ``job`` (its SHA-256): the link
     between a job and its artifact, out of the training role's reach (it writes ``staging/`` only)."""
     return f"{JOBS}{job}.artifact.json"
+
+
+# ---------------------------------------------------------------------------- evaluation rows (issue 14)
+# The platform splits every accepted dataset by a hash of each row: the train rows go to the job, the
+# evaluation rows stay with the platform and every gate decision of the model scores on them.
+def staging_train_rows(model: str, job: str) -> str:
+    """The train rows the platform hands the job (its ``train`` channel): ``staging/{model}/{job}/input/train.csv``."""
+    return f"{STAGING}{model}/{job}/input/train.csv"
+
+
+def evaluation_prefix(model: str) -> str:
+    return f"{MODELS}{model}/evaluation/"
+
+
+def heldout_rows(model: str, digest: str) -> str:
+    """One accepted dataset's evaluation rows (content-addressed, create-only)."""
+    return f"{MODELS}{model}/evaluation/heldout/{digest}.csv"
+
+
+def heldout_prefix(model: str) -> str:
+    return f"{MODELS}{model}/evaluation/heldout/"
+
+
+def pinned_rows(model: str, digest: str) -> str:
+    """The owner's pinned evaluation set, as validated (content-addressed, create-only)."""
+    return f"{MODELS}{model}/evaluation/pinned/{digest}.csv"
+
+
+def pinned_pointer(model: str) -> str:
+    """``{"sha256", "rows", "key", "source": {"key", "version_id"}, "at"}`` of the pinned set in force."""
+    return f"{MODELS}{model}/evaluation/pinned.json"
+
+
+def is_eval_dataset(key: str) -> bool:
+    """``datasets/{model}/eval/NAME.csv``: a pinned evaluation set, never a training trigger."""
+    parts = key.split("/")
+    return (
+        len(parts) == 4 and parts[0] + "/" == DATASETS and parts[2] == "eval" and key.endswith(DATASET_SUFFIX)
+    )
