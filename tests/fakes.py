@@ -115,6 +115,11 @@ class MemoryObjectStore:
         self._store(key, body, content_type)
         return True
 
+    def create_file(self, key: str, path: Any, content_type: str) -> dict[str, Any] | None:
+        with open(path, "rb") as fh:
+            created = self.create(key, fh.read(), content_type)
+        return {"ETag": self.objects[key][1]} if created else None
+
     def replace(self, key: str, body: bytes, etag: str, content_type: str = "application/json") -> bool:
         self._enter("replace", key)
         if key not in self.objects or self.objects[key][1] != etag:

@@ -1,4 +1,4 @@
-"""``modelops models list|show|promote|rollback``."""
+"""``modelops models list|show|promote|rollback|compare``."""
 
 from __future__ import annotations
 
@@ -108,3 +108,97 @@ def rollback(ctx: click.Context, name: str, alias: str, reason: str) -> None:
     except ModelOpsError as exc:
         _fail(exc)
     click.echo(f"{name} {alias} -> v{doc.version} (rolled back from v{doc.previous})")
+
+
+@models.command("compare")
+@click.argument("name")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows scored at most (default: the gate's, GATE_MAX_EVAL_ROWS or 20,000).",
+)
+@click.pass_context
+def compare(ctx: click.Context, name: str, a: int, b: int, as_json: bool, max_rows: int | None) -> None:
+    """Score versions A and B on the same evaluation rows, as the promotion gate would with A in
+    production and B the candidate: the pinned set (datasets/NAME/eval/) when there is one, else every
+    accepted dataset's evaluation rows. Prints both metrics, B's improvement over A and its 95% paired
+    bootstrap interval (the gate's seed, so a recorded decision is reproduced exactly)."""
+    import os
+
+    from modelops.domain import evaluation as evalrows
+    from modelops.stages.gate import compare_versions
+    from modelops.storage.evaluation import EvaluationStore
+
+    if a == b:
+        raise click.ClickException("invalid_argument: compare two different versions")
+    reg = _registry(ctx)
+    limit = max_rows or int(os.environ.get("GATE_MAX_EVAL_ROWS", evalrows.MAX_ROWS))
+    try:
+        got = compare_versions(
+            reg, EvaluationStore(reg.objects), name, production=a, candidate=b, max_eval_rows=limit
+        )
+        metric = _spec_metric(reg.get_manifest(name, b))
+    except ModelOpsError as exc:
+        _fail(exc)
+    out = {
+        "model": name,
+        "a": a,
+        "b": b,
+        "metric": metric,
+        "source": got.source,
+        "rows": got.rows,
+        "a_value": got.production_value,
+        "b_value": got.candidate_value,
+        "interval": dict(got.interval) if got.interval else None,
+        "evaluation": dict(got.evaluation),
+        "problem": got.problem,
+        "claims": {"a": (got.claims or {}).get("production"), "b": (got.claims or {}).get("candidate")},
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=1, sort_keys=True, default=str))
+    else:
+        click.echo(_compare_text(out))
+    if got.problem:
+        raise click.ClickException(f"not_comparable: {got.problem}")
+
+
+def _spec_metric(manifest: Any) -> str:
+    from modelops.stages.gate import spec_of
+
+    return spec_of(manifest).metric  # the candidate's spec names the metric, as in the gate
+
+
+def _g(v: Any) -> str:
+    return "n/a" if not isinstance(v, int | float) or isinstance(v, bool) else f"{v:.6g}"
+
+
+def _compare_text(o: dict[str, Any]) -> str:
+    m, a, b = o["metric"], o["a"], o["b"]
+    if o["source"] == "job_claim":
+        return (
+            f"{o['model']}: the platform holds no evaluation rows (upload a pinned set under "
+            f"datasets/{o['model']}/eval/); the jobs' own {m}: v{a} {_g(o['claims']['a'])}, "
+            f"v{b} {_g(o['claims']['b'])} (not comparable: not the same rows)"
+        )
+    ev = o["evaluation"]
+    lines = [
+        f"{o['model']}: v{b} against v{a} on the same {o['rows']} {o['source']} evaluation rows "
+        f"(sha256 {', '.join(s[:12] for s in ev.get('sha256', [])[:5])})"
+    ]
+    if o["problem"]:
+        return "\n".join(lines)
+    lines.append(f"  v{a} {m} {_g(o['a_value'])}")
+    lines.append(f"  v{b} {m} {_g(o['b_value'])}")
+    iv = o["interval"]
+    if iv:
+        lines.append(
+            f"  improvement of v{b} {_g(iv['improvement'])} (positive = better), {iv['confidence']:.0%} interval "
+            f"[{_g(iv['lower'])}, {_g(iv['upper'])}] ({iv['resamples']} paired bootstrap resamples, seed {iv['seed']})"
+        )
+    else:
+        lines.append("  no bootstrap interval: the metric is undefined on these rows")
+    return "\n".join(lines)

@@ -56,6 +56,35 @@ def say(msg: str) -> None:
     print(f"  {msg}", flush=True)
 
 
+def _g(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
+
+
+def gate_lines(d: dict) -> list[str]:  # type: ignore[type-arg]
+    """The gate's comparison of v2 with production, on the same rows (docs/convert.md "The promotion gate")."""
+    ev = d.get("evaluation") or {}
+    metric, cand, prod = d.get("metric"), d.get("candidate"), d.get("production")
+    out = []
+    if d.get("source") in ("pinned", "heldout"):
+        out.append(
+            f"evaluation rows: {ev.get('rows')} ({d.get('source')}: {len(ev.get('sha256') or [])} stored CSV(s), "
+            f"{ev.get('duplicates', 0)} duplicate rows dropped)"
+        )
+        out.append(
+            f"on those same rows: v{cand} {metric} {_g(d.get('candidate_value'))}, "
+            f"production v{prod} {metric} {_g(d.get('production_value'))}"
+        )
+    iv = d.get("interval")
+    if iv:
+        out.append(
+            f"improvement {_g(iv.get('improvement'))}, 95% interval [{_g(iv.get('lower'))}, {_g(iv.get('upper'))}] "
+            f"({iv.get('resamples')} paired bootstrap resamples, seed {iv.get('seed')}); "
+            f"promote only if the lower bound > {d.get('min_improvement')}"
+        )
+    out.append(f"gate: {d.get('decision')}: {d.get('reason') or d}")
+    return out
+
+
 def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines (convert, training)
     started = time.monotonic()
@@ -102,15 +131,25 @@ def main() -> int:
         life.settle()
         m2 = life.manifest(MODEL, 2)
         say(
-            f"version 2: held-out AUC {m2.get('metrics', {}).get('auc'):.4f} "
-            f"(v1: {m1.get('metrics', {}).get('auc'):.4f})"
+            f"version 2: its training job claims held-out AUC {m2.get('metrics', {}).get('auc'):.4f} "
+            f"(v1's claimed {m1.get('metrics', {}).get('auc'):.4f}); the gate scores both itself:"
         )
-        decision = life.history(MODEL)[-1]
-        say(f"gate: {decision.get('reason') or decision}")
+        decision = next(
+            (h for h in reversed(life.history(MODEL)) if h.get("kind") == "gate" and h.get("candidate") == 2),
+            life.history(MODEL)[-1],
+        )
+        for line in gate_lines(decision):
+            say(line)
         now = life.production(MODEL)
         say(f"production → v{now}")
         took = life.wait_serving(MODEL, now, table.x[order[-1]].tolist())
-        say(f"predict answers with v{now} after {took:.1f} s (the alias cache's TTL), with no redeploy")
+        if now == 2:
+            say(f"predict answers with v{now} after {took:.1f} s (the alias cache's TTL), with no redeploy")
+        else:
+            say(
+                f"predict keeps answering with v{now}: v2's gain is not beyond the noise on these rows "
+                f"(`modelops models compare {MODEL} {now} 2` shows the same numbers; promote by hand if you know better)"
+            )
 
         step("Traffic: first like the training data, then with one feature (mean_radius) shifted")
         normal = table.x[order[:150]]

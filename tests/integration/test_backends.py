@@ -39,6 +39,8 @@ from modelops.storage.s3 import ObjectStore
 ROLE = "arn:aws:iam::123456789012:role/modelops-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-training:1"
 SHA = "ab" * 32
+TRAIN_SHA = "cd" * 32
+TRAIN_URI = "s3://registry/inputs/demo/modelops-demo-0123456789ab/train.csv"
 
 
 def make_request(instance_type: str = "ml.g5.2xlarge", backend: str = "sagemaker") -> JobRequest:
@@ -63,6 +65,9 @@ def make_request(instance_type: str = "ml.g5.2xlarge", backend: str = "sagemaker
         output_prefix=keys.staging_model_prefix("demo"),
         artifact_key=keys.output_artifact(keys.staging_prefix("demo", "modelops-demo-0123456789ab")),
         trials_prefix=keys.trials_prefix("demo", "modelops-demo-0123456789ab"),
+        train_key=keys.staging_train_rows("demo", "modelops-demo-0123456789ab"),
+        train_sha256=TRAIN_SHA,
+        train_rows=350,
     )
 
 
@@ -106,14 +111,18 @@ def test_sagemaker_request_shape_on_moto(aws_mock: None) -> None:
     assert job["ResourceConfig"]["InstanceCount"] == 1
     [channel] = job["InputDataConfig"]
     assert channel["ChannelName"] == "train"
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == "s3://data/datasets/demo/train.csv"
+    # (issue 14) the channel is the platform's training rows, not the uploaded dataset
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == TRAIN_URI
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://registry/staging/demo/"
     assert job["RoleArn"] == ROLE
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 86_400
     hps = job["HyperParameters"]
     assert set(hps) == {"model", "job", "spec", "dataset_uri", "dataset_version_id", "dataset_sha256"}
     assert json.loads(hps["spec"])["training"]["instance_type"] == "ml.g5.2xlarge"
-    assert hps["dataset_sha256"] == SHA and hps["dataset_version_id"] == "v1"
+    # what the trainer reads and checks: the training rows (read by key, pinned by their SHA-256)
+    assert hps["dataset_uri"] == TRAIN_URI
+    assert hps["dataset_sha256"] == TRAIN_SHA and hps["dataset_version_id"] == ""
+    # the tags keep the upload's lineage
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
     assert tags["modelops:model"] == "demo" and tags["modelops:dataset-sha256"] == SHA
     names = {m["Name"] for m in backend.request(req)["AlgorithmSpecification"]["MetricDefinitions"]}
@@ -503,12 +512,9 @@ def test_local_backend_posts_the_create_training_job_request() -> None:
     assert path == "/training-jobs"
     assert body == backend.request(req)
     assert body["TrainingJobName"] == req.job
-    assert (
-        body["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
-        == "s3://data/datasets/demo/train.csv"
-    )
+    assert body["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == TRAIN_URI
     assert body["OutputDataConfig"]["S3OutputPath"] == "s3://registry/staging/demo/"
-    assert body["HyperParameters"]["dataset_sha256"] == SHA
+    assert body["HyperParameters"]["dataset_sha256"] == TRAIN_SHA
 
 
 @pytest.mark.parametrize("answer", [(409, {}), (400, {"__type": "ResourceInUse", "message": "exists"})])

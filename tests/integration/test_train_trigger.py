@@ -191,12 +191,14 @@ def test_accepted_dataset_starts_one_sagemaker_job(stack: Stack) -> None:
     assert stack.jobs() == [job]
     desc = stack.sm.describe_training_job(TrainingJobName=job)
     assert desc["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+    # (issue 14: the job's channel is the platform's training rows, not the upload)
     assert (
         desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
-        == "s3://data/datasets/demo/train.csv"
+        == f"s3://registry/inputs/demo/{job}/train.csv"
     )
     assert desc["OutputDataConfig"]["S3OutputPath"] == "s3://registry/staging/demo/"
-    assert desc["HyperParameters"]["dataset_version_id"] == record["s3"]["object"]["versionId"]
+    assert desc["HyperParameters"]["dataset_uri"] == f"s3://registry/inputs/demo/{job}/train.csv"
+    assert desc["HyperParameters"]["dataset_version_id"] == ""
     # and the job record follows docs/contracts.md
     doc = stack.json("registry", f"jobs/{job}.json")
     assert {
@@ -220,6 +222,7 @@ def test_accepted_dataset_starts_one_sagemaker_job(stack: Stack) -> None:
     assert doc["staging_prefix"] == f"staging/demo/{job}/" and doc["backend"] == "sagemaker"
     assert parse_spec(doc["spec"]) == parse_spec(SPEC)
     assert stack.keys("registry", "jobs/") == [f"jobs/{job}.json", f"jobs/{job}.started.json"]
+    assert doc["split"]["train"]["rows"] + doc["split"]["evaluation"]["rows"] == 30
     # and the stage said so on the bus
     [(kind, detail)] = stack.events()
     assert kind == "TrainingJobStarted"
@@ -243,7 +246,10 @@ def test_url_encoded_key_is_decoded(stack: Stack) -> None:
     [res] = stack.trigger().handle_event({"Records": [record]})["results"]
     assert res["status"] == "started"
     desc = stack.sm.describe_training_job(TrainingJobName=res["job"])
-    assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://data/{key}"
+    assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        f"/{res['job']}/train.csv"
+    )
+    assert stack.json("registry", f"jobs/{res['job']}.json")["dataset"]["key"] == key
 
 
 # ---------------------------------------------------------------------------- rejected
@@ -425,11 +431,12 @@ def test_out_of_order_versions_each_train_once(stack: Stack) -> None:
     # Then each version trained exactly once, on its own bytes
     jobs = stack.jobs()
     assert len(jobs) == 2
-    versions = {
-        stack.sm.describe_training_job(TrainingJobName=j)["HyperParameters"]["dataset_version_id"]
-        for j in jobs
-    }
+    versions = {stack.json("registry", f"jobs/{j}.json")["dataset"]["version_id"] for j in jobs}
     assert versions == {v1["s3"]["object"]["versionId"], v2["s3"]["object"]["versionId"]}
+    trained = {
+        stack.sm.describe_training_job(TrainingJobName=j)["HyperParameters"]["dataset_sha256"] for j in jobs
+    }
+    assert len(trained) == 2  # each job's training rows come from its own version
     assert [k for k, _ in stack.events()] == ["TrainingJobStarted"] * 2
 
 
@@ -675,3 +682,248 @@ def test_a_request_sagemaker_refuses_as_invalid_is_a_rejection_and_a_corrected_r
     assert "status" not in doc and doc["dataset"]["key"] == "datasets/demo/again.csv"
     assert stack.keys("registry", "jobs/") == [f"jobs/{job}.json", f"jobs/{job}.started.json"]
     assert [k for k, _ in stack.events()] == ["DatasetRejected", "TrainingJobStarted"]
+
+
+# ---------------------------------------------------------------------------- the platform's split (issue 14)
+def csv_rows(body: bytes) -> list[list[str]]:
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+
+
+def test_the_job_trains_only_on_the_platforms_training_rows(stack: Stack) -> None:
+    # Given a spec and a dataset of 200 rows
+    stack.put_spec(SPEC)
+    body = good_csv(200)
+    record = stack.put("datasets/demo/train.csv", body)
+
+    # When it is accepted
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "started"
+    job = res["job"]
+
+    # Then the job's channel is the training rows, and only they: read back from the staged object
+    doc = stack.json("registry", f"jobs/{job}.json")
+    split = doc["split"]
+    assert split["share"] == 0.2 and split["key_column"] is None and split["method"] == "sha256-row-v1"
+    desc = stack.sm.describe_training_job(TrainingJobName=job)
+    channel = desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert channel == f"s3://registry/{split['train']['key']}"
+    staged = stack.s3.get_object(Bucket="registry", Key=split["train"]["key"])["Body"].read()
+    assert (
+        hashlib.sha256(staged).hexdigest()
+        == split["train"]["sha256"]
+        == desc["HyperParameters"]["dataset_sha256"]
+    )
+    held = stack.s3.get_object(Bucket="registry", Key=split["evaluation"]["key"])["Body"].read()
+    assert hashlib.sha256(held).hexdigest() == split["evaluation"]["sha256"]
+    assert split["evaluation"]["key"] == f"evaluation/demo/heldout/{split['evaluation']['sha256']}.csv"
+    train_rows, held_rows, all_rows = csv_rows(staged), csv_rows(held), csv_rows(body)
+    assert train_rows[0] == ["a", "b", "y"] and held_rows[0] == ["a", "b", "y"]
+    assert len(train_rows) - 1 == split["train"]["rows"] and len(held_rows) - 1 == split["evaluation"]["rows"]
+    # every row on exactly one side; none held out is in the job's input
+    assert sorted(train_rows[1:] + held_rows[1:]) == sorted(all_rows[1:])
+    assert not {tuple(r) for r in train_rows[1:]} & {tuple(r) for r in held_rows[1:]}
+    assert 15 < split["evaluation"]["rows"] < 70
+    # the record keeps the upload's lineage; the event says how the rows went
+    assert doc["dataset"]["sha256"] == hashlib.sha256(body).hexdigest()
+    [(kind, detail)] = stack.events()
+    assert kind == "TrainingJobStarted"
+    assert detail["split"] == {
+        "train_rows": split["train"]["rows"],
+        "evaluation_rows": split["evaluation"]["rows"],
+    }
+
+
+def test_a_row_production_trained_on_is_never_a_later_candidates_evaluation_row(stack: Stack) -> None:
+    # Given two overlapping datasets (rows 0..299 and 150..449), the second with another spelling
+    stack.put_spec(SPEC)
+    first = good_csv(300)
+    second = b"a,b,y\n" + b"".join(
+        f"{i}.0,{(i * 7) % 11},{2 * i + (i * 7) % 11}\n".encode() for i in range(150, 450)
+    )
+    trigger = stack.trigger()
+    r1 = trigger.handle_event({"Records": [stack.put("datasets/demo/one.csv", first)]})["results"][0]
+    r2 = trigger.handle_event({"Records": [stack.put("datasets/demo/two.csv", second)]})["results"][0]
+    s1 = stack.json("registry", f"jobs/{r1['job']}.json")["split"]
+    s2 = stack.json("registry", f"jobs/{r2['job']}.json")["split"]
+
+    def ids(key: str) -> set[int]:
+        body = stack.s3.get_object(Bucket="registry", Key=key)["Body"].read()
+        return {int(float(r[0])) for r in csv_rows(body)[1:]}
+
+    trained_first, held_second = ids(s1["train"]["key"]), ids(s2["evaluation"]["key"])
+    # Then no row the first job trained on is among the second's evaluation rows (the overlap splits alike)
+    assert not trained_first & held_second
+    assert ids(s1["evaluation"]["key"]) & set(range(150, 300)) == held_second & set(range(150, 300))
+    assert held_second & set(range(150, 300))  # the overlap does have evaluation rows
+
+
+def test_a_split_key_groups_rows_and_must_be_a_column(stack: Stack) -> None:
+    spec = {**SPEC, "features": ["a", "b"], "training": {**SPEC["training"], "split_key": "customer"}}
+    stack.put_spec(spec)
+    body = b"customer,a,b,y\n" + b"".join(
+        f"c{i % 20},{i},{i % 3},{i * 2 + i % 3}\n".encode() for i in range(200)
+    )
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/c.csv", body)]})["results"]
+    assert res["status"] == "started"
+    split = stack.json("registry", f"jobs/{res['job']}.json")["split"]
+    assert split["key_column"] == "customer"
+    staged = stack.s3.get_object(Bucket="registry", Key=split["train"]["key"])["Body"].read()
+    trained_customers = {r[0] for r in csv_rows(staged)[1:]}
+    held = stack.s3.get_object(Bucket="registry", Key=split["evaluation"]["key"])["Body"].read()
+    held_a = {int(r[0]) for r in csv_rows(held)[1:]}
+    assert csv_rows(held)[0] == ["a", "b", "y"]  # the split key is not a feature: not kept
+    assert not {f"c{a % 20}" for a in held_a} & trained_customers  # a customer is on one side only
+
+    # a dataset without the column is rejected, naming it
+    stack.events()
+    bad = good_csv(50)
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/nokey.csv", bad)]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "missing_split_key" and "customer" in res["reason"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "body", "code"),
+    [
+        (SPEC, b"a,b,y\n" + b"".join(f"{i},{i % 3},4.5\n".encode() for i in range(50)), "constant_target"),
+        (
+            {"task": "binary", "target": "y", "training": {"instance_type": "ml.g5.2xlarge"}},
+            b"a,y\n" + b"".join(f"{i},1\n".encode() for i in range(50)),
+            "single_class",
+        ),
+        (
+            {"task": "multiclass", "target": "y", "training": {"instance_type": "ml.g5.2xlarge"}},
+            b"a,y\n" + b"".join(f"{i},cat\n".encode() for i in range(50)),
+            "single_class",
+        ),
+    ],
+)
+def test_a_dataset_that_cannot_teach_anything_is_rejected(
+    stack: Stack, spec: dict[str, Any], body: bytes, code: str
+) -> None:
+    stack.put_spec(spec)
+    record = stack.put("datasets/demo/flat.csv", body)
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == code
+    version = record["s3"]["object"]["versionId"]
+    assert stack.keys("data", "quarantine/") == [
+        f"quarantine/demo/flat.csv/{version}/flat.csv",
+        f"quarantine/demo/flat.csv/{version}/reason.json",
+    ]
+    assert stack.jobs() == [] and stack.keys("registry") == []
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["code"] == code
+
+
+def test_a_20_row_dataset_is_accepted_with_its_few_evaluation_rows_recorded(stack: Stack) -> None:
+    # the gate, not validation, refuses an automatic promotion on too few evaluation rows
+    stack.put_spec(SPEC)
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/small.csv", good_csv(20))]})[
+        "results"
+    ]
+    assert res["status"] == "started"
+    split = stack.json("registry", f"jobs/{res['job']}.json")["split"]
+    assert split["train"]["rows"] + split["evaluation"]["rows"] == 20
+    assert split["evaluation"]["rows"] < 30 and split["train"]["rows"] >= 10
+
+
+# ---------------------------------------------------------------------------- the pinned evaluation set
+def put_production(stack: Stack, features: list[str], classes: list[Any] | None, task: str) -> None:
+    """A production version in the registry as convert and the gate leave it (manifest and alias)."""
+    manifest = {
+        "model": "demo",
+        "version": 1,
+        "artifacts": {},
+        "schema": {
+            "features": [{"name": f, "dtype": "float32"} for f in features],
+            "classes": classes,
+            "task": task,
+            "target": "y",
+        },
+    }
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/versions/1/manifest.json", Body=json.dumps(manifest)
+    )
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/aliases/production.json", Body=json.dumps({"version": 1})
+    )
+
+
+BINARY = {"task": "binary", "target": "y", "training": {"instance_type": "ml.g5.2xlarge"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"a,y\n1,0\n2,1\n", "missing_features"),  # production's column b is missing
+        (b"a,b,c,y\n1,2,3,0\n", "extra_columns"),
+        (b"a,b,y\n1,2,0\n3,4,7\n", "unknown_labels"),  # 7 is not one of production's classes
+        (b"", "empty_file"),
+        (b"a,b,y\n", "no_rows"),
+    ],
+)
+def test_a_bad_evaluation_set_is_rejected_and_nothing_is_pinned(stack: Stack, body: bytes, code: str) -> None:
+    stack.put_spec(BINARY)
+    put_production(stack, ["a", "b"], [0, 1], "binary")
+    record = stack.put("datasets/demo/eval/holdout.csv", body)
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == code
+    version = record["s3"]["object"]["versionId"]
+    assert f"quarantine/demo/eval/holdout.csv/{version}/reason.json" in stack.keys("data", "quarantine/")
+    assert stack.keys("registry", "evaluation/") == [] and stack.jobs() == []
+    assert [k for k, _ in stack.events()] == ["DatasetRejected"]
+
+
+def test_a_valid_evaluation_set_is_pinned_and_starts_no_job(stack: Stack) -> None:
+    stack.put_spec(BINARY)
+    put_production(stack, ["a", "b"], [0, 1], "binary")
+    body = b"b,y,a\n" + b"".join(f"{i % 4},{i % 2},{i}\n".encode() for i in range(40))
+    record = stack.put("datasets/demo/eval/holdout.csv", body)
+
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+
+    assert res["status"] == "pinned" and res["rows"] == 40
+    pointer = stack.json("registry", "evaluation/demo/pinned.json")
+    stored = stack.s3.get_object(Bucket="registry", Key=pointer["key"])["Body"].read()
+    assert pointer["sha256"] == hashlib.sha256(stored).hexdigest() == res["sha256"]
+    assert pointer["key"] == f"evaluation/demo/pinned/{pointer['sha256']}.csv"
+    assert pointer["rows"] == 40 and pointer["columns"] == ["a", "b", "y"]
+    assert pointer["source"]["key"] == "datasets/demo/eval/holdout.csv"
+    assert pointer["source"]["version_id"] == record["s3"]["object"]["versionId"]
+    rows = csv_rows(stored)
+    assert rows[0] == ["a", "b", "y"] and rows[1] == ["0", "0", "0"] and rows[6] == ["5", "1", "1"]
+    # no training: no job, no job record, no training rows, no event
+    assert (
+        stack.jobs() == []
+        and stack.keys("registry", "jobs/") == []
+        and stack.keys("registry", "inputs/") == []
+    )
+    assert stack.events() == []
+
+
+def test_an_evaluation_set_takes_productions_columns_when_the_spec_lists_none(stack: Stack) -> None:
+    stack.put_spec({"task": "regression", "target": "y", "training": {"instance_type": "ml.g5.2xlarge"}})
+    put_production(stack, ["a", "b"], None, "regression")
+    [bad] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/eval/e.csv", b"a,b,c,y\n1,2,3,4\n")]}
+    )["results"]
+    assert bad["status"] == "rejected" and bad["code"] == "extra_columns" and "c" in bad["reason"]
+    [ok] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/eval/f.csv", b"b,y,a\n1,2,3\n")]}
+    )["results"]
+    assert ok["status"] == "pinned"
+    assert stack.json("registry", "evaluation/demo/pinned.json")["columns"] == ["a", "b", "y"]
+
+
+def test_an_evaluation_set_before_any_production_uses_the_spec(stack: Stack) -> None:
+    stack.put_spec({**BINARY, "features": ["a"]})
+    [res] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/eval/e.csv", b"a,y\n1,no\n2,yes\n")]}
+    )["results"]
+    assert res["status"] == "pinned"
+    [bad] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/eval/f.csv", b"a,z,y\n1,2,no\n")]}
+    )["results"]
+    assert bad["status"] == "rejected" and bad["code"] == "extra_columns"

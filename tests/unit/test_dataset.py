@@ -195,7 +195,8 @@ def test_too_many_rows_stops_reading() -> None:
         ("binary", ["no", "yes"], None, ["no", "yes"]),
         ("binary", ["1", "0.0"], None, [0, 1]),
         ("binary", ["a", "b", "c"], "bad_target", None),
-        ("multiclass", ["x"], "bad_target", None),
+        ("multiclass", ["x"], "single_class", ["x"]),  # issue 14: one class teaches nothing
+        ("binary", ["x"], "single_class", ["x"]),
         ("multiclass", ["2", "10", "1"], None, [1, 2, 10]),
     ],
 )

@@ -126,3 +126,30 @@ def test_spend_policy_caps_parallel_trials_and_empty_allows_any() -> None:
         SpendPolicy.parse("", 4).check(spec)
     SpendPolicy.parse("", 0).check(spec)  # no cap configured: the spec's own limits apply
     SpendPolicy.parse("", 8).check(spec)
+
+
+def test_split_key_is_optional_and_never_the_target() -> None:
+    """Issue 14: ``training.split_key`` names the column whose value decides a row's side."""
+    spec = parse_spec({**MINIMAL, "training": {"split_key": "customer"}})
+    assert spec.training.split_key == "customer"
+    # absent, it is left out of the canonical JSON (job names of existing specs do not change)
+    assert "split_key" not in parse_spec(MINIMAL).model_dump(mode="json")["training"]
+    with pytest.raises(SpecError, match="training.split_key"):
+        parse_spec({**MINIMAL, "training": {"split_key": "y"}})
+    with pytest.raises(SpecError, match="training.split_key"):
+        parse_spec({**MINIMAL, "training": {"split_key": ""}})
+
+
+def test_spend_policy_counts_every_batch_trial_as_parallel() -> None:
+    """A Batch search is one array job whose children all run at once: max_parallel does not bound it."""
+    from modelops.domain.errors import SpendLimitError
+    from modelops.domain.spec import SpendPolicy
+
+    search = {"max_trials": 10, "max_parallel": 1, "learning_rate": {"min": 1e-4, "max": 1e-2}}
+    batch = parse_spec(
+        {"task": "regression", "target": "y", "training": {"backend": "batch", "search": search}}
+    )
+    with pytest.raises(SpendLimitError, match=r"training\.search\.max_trials 10 .* on Batch"):
+        SpendPolicy.parse("", 4).check(batch)
+    sagemaker = parse_spec({"task": "regression", "target": "y", "training": {"search": search}})
+    SpendPolicy.parse("", 4).check(sagemaker)  # a tuning job runs max_parallel at once

@@ -92,24 +92,47 @@ def test_convert_still_creates_versions_and_links_job_artifacts() -> None:
     assert not allowed("ConvertFunction", "s3:PutObject", "staging/demo/job/output/model.tar.gz")
 
 
-def test_the_gate_is_a_zip_on_the_shared_layer_without_tensorflow() -> None:
+def test_the_gate_is_a_zip_on_the_shared_and_litert_layers_without_tensorflow() -> None:
     props = R["GateFunction"]["Properties"]
     assert props.get("PackageType", "Zip") == "Zip" and props["CodeUri"] == "functions/gate/"
     assert props["Handler"] == "app.lambda_handler" and props["Runtime"] == "python3.12"
-    assert props["Layers"] == [{"Ref": "SharedLayer"}]  # not the convert image, not LiteRT
+    # LiteRT to score both versions' .tflite (issue 14), like predict; never the convert image
+    assert props["Layers"] == [{"Ref": "SharedLayer"}, {"Ref": "LiteRTLayer"}]
+    assert "tensorflow" not in str(R["LiteRTLayer"]).lower()
+
+
+def test_the_stack_policy_reaches_the_gate_as_parameters() -> None:
+    """Issue 14: the stack's floors are template parameters (an uploaded spec tightens, never loosens them)."""
+    params = T["Parameters"]
+    env = R["GateFunction"]["Properties"]["Environment"]["Variables"]
+    for name, var, default in (
+        ("GateMinImprovement", "GATE_MIN_IMPROVEMENT", 0),
+        ("GateMinEvalRows", "GATE_MIN_EVAL_ROWS", 30),
+        ("GateMaxCanaryWeight", "GATE_MAX_CANARY_WEIGHT", 0.5),
+    ):
+        assert params[name]["Type"] == "Number" and float(params[name]["Default"]) == default
+        assert env[var] == {"Ref": name}
+    assert params["GateMaxCanaryWeight"]["MaxValue"] < 1
+    assert int(env["GATE_MAX_EVAL_ROWS"]) == 20_000
 
 
 def test_the_gate_moves_aliases_and_writes_nothing_else() -> None:
     assert writable_prefixes("GateFunction") == {f"{REG}/models/*/aliases/*", f"{REG}/models/*/history/*"}
     for key in (ALIAS, HISTORY):
         assert allowed("GateFunction", "s3:PutObject", key)
-    assert allowed("GateFunction", "s3:GetObject", "models/demo/versions/3/manifest.json")
+    # it reads manifests, the artifacts it scores and the evaluation rows (issue 14), never a job's staging
     for key in (
+        "models/demo/versions/3/manifest.json",
         "models/demo/blobs/sha256/" + "ab" * 32,
-        "staging/demo/job/output/model.tar.gz",
-        "jobs/x.json",
+        "evaluation/demo/heldout/" + "cd" * 32 + ".csv",
+        "evaluation/demo/pinned/" + "ef" * 32 + ".csv",
+        "evaluation/demo/pinned.json",
     ):
+        assert allowed("GateFunction", "s3:GetObject", key), key
+    for key in ("staging/demo/job/output/model.tar.gz", "inputs/demo/job/train.csv", "jobs/x.json"):
         assert not allowed("GateFunction", "s3:GetObject", key), key
+    for key in ("evaluation/demo/pinned.json", "models/demo/blobs/sha256/" + "ab" * 32):
+        assert not allowed("GateFunction", "s3:PutObject", key), key
     actions = {a for st in statements("GateFunction") for a in as_list(st["Action"])}
     assert actions <= {
         "s3:GetObject",
@@ -134,7 +157,12 @@ def published_types(function: str) -> set[str]:
 
 
 def test_only_the_gate_publishes_the_gates_decisions() -> None:
-    assert published_types("GateFunction") == {"ModelPromoted", "PromotionRejected"}
+    # and ArtifactIntegrityFailed when an artifact fails its checksum during the comparison (issue 14)
+    assert published_types("GateFunction") == {
+        "ModelPromoted",
+        "PromotionRejected",
+        "ArtifactIntegrityFailed",
+    }
     convert = published_types("ConvertFunction")
     assert {"ModelVersionPublished", "ArtifactIntegrityFailed"} <= convert
     assert not convert & {"ModelPromoted", "PromotionRejected"}

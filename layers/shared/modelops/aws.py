@@ -112,10 +112,9 @@ DENIED_CODES = frozenset(
         "InvalidClientTokenId",
     }
 )
-INVALID_CODES = frozenset(
-    {"ValidationException", "ValidationError", "InvalidParameterValue", "ClientException", "400"}
-)
-"""Retrying cannot help (Batch answers a bad request with ClientException, HTTP 400)."""
+INVALID_CODES = frozenset({"ValidationException", "ValidationError", "InvalidParameterValue", "400"})
+"""Retrying cannot help. (Not Batch's ClientException: Batch also answers it for states of the stack
+itself, a disabled queue or a job definition deregistered during a deploy, which a retry outlives.)"""
 
 
 def error_code(exc: BaseException) -> str:

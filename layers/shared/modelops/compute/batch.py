@@ -68,9 +68,9 @@ class BatchBackend:
         return out
 
     def find(self, job: str) -> str | None:
-        """The id of a job of that name in the queue (any status), or None (also when the role may not
-        list jobs: ``batch:ListJobs`` takes no resource scope, so the template does not grant it and the
-        job record + started marker are what dedupe then)."""
+        """The id of a job of that name in the queue (any status), or None. ``batch:ListJobs`` takes no
+        resource scope; the template grants it (read-only) with ``TrainingBackend=batch``. Where a role
+        may not list jobs, None too: the job record + started marker are what dedupe then."""
         try:
             resp = self.retry.call(
                 "batch:ListJobs",

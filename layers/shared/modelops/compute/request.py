@@ -40,10 +40,25 @@ class JobRequest:
     """A tuning job's ``S3OutputPath`` (``staging/{model}/{job}/trials/``)."""
     job_prefix: str = "modelops"
     """The stack's ``JobPrefix`` (a tuning job's name starts with it)."""
+    train_key: str = ""
+    """The training rows the platform's split kept (``inputs/{model}/{job}/train.csv`` in the registry
+    bucket): the job's ``train`` channel and its ``dataset_*`` hyperparameters. ``dataset_*``
+    above stay the uploaded dataset (the job's lineage and tags). Empty only in tests of the request
+    shapes, where the channel is the uploaded dataset itself."""
+    train_sha256: str = ""
+    train_rows: int = 0
 
     @property
     def dataset_uri(self) -> str:
+        """The uploaded dataset (lineage)."""
         return f"s3://{self.dataset_bucket}/{self.dataset_key}"
+
+    @property
+    def train_uri(self) -> str:
+        """What the job trains on: the platform's training rows (the ``train`` channel's ``S3Uri``)."""
+        if self.train_key:
+            return f"s3://{self.registry_bucket}/{self.train_key}"
+        return self.dataset_uri
 
     @property
     def output_path(self) -> str:
@@ -60,14 +75,17 @@ class JobRequest:
         return f"s3://{self.registry_bucket}/{self.trials_prefix}"
 
     def hyperparameters(self) -> dict[str, str]:
-        """The job's hyperparameters (docs/contracts.md "Jobs"): strings, as SageMaker passes them."""
+        """The job's hyperparameters (docs/contracts.md "Jobs"): strings, as SageMaker passes them.
+        ``dataset_*`` name what the trainer reads and checks: the training rows."""
         return {
             "model": self.model,
             "job": self.job,
             "spec": self.spec_json,
-            "dataset_uri": self.dataset_uri,
-            "dataset_version_id": self.dataset_version_id or "",
-            "dataset_sha256": self.dataset_sha256,
+            "dataset_uri": self.train_uri,
+            # the training rows are read by key (the job's role has no GetObjectVersion there);
+            # dataset_sha256 pins their bytes
+            "dataset_version_id": "" if self.train_key else self.dataset_version_id or "",
+            "dataset_sha256": self.train_sha256 if self.train_key else self.dataset_sha256,
         }
 
     def tags(self) -> dict[str, str]:

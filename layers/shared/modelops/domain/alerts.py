@@ -88,8 +88,10 @@ _NEXT_STEPS = {
     "loaded and is kept for inspection; find out who wrote it, and republish the version from its training job.",
     "DatasetRejected": "Fix the dataset (the reason names the column or row) and upload it again; the rejected "
     "object is kept.",
-    "PromotionRejected": "The new version did not beat production on the promotion metric; production is unchanged. "
-    "Promote it by hand (`modelops models promote`) only if you know better.",
+    "PromotionRejected": "The new version did not beat production clearly enough on the same evaluation rows (the "
+    "interval's lower bound must clear the policy's min_improvement); production is unchanged. "
+    "`modelops models compare MODEL PRODUCTION CANDIDATE` shows the numbers; promote by hand "
+    "(`modelops models promote`) only if you know better.",
     "DriftDetected": "Open the report and compare the drifted features' bins with the baseline. If an upstream "
     "producer changed (units, a pipeline bug), fix it; if the world changed, retrain on recent labelled data.",
     "CanaryRolledBack": "The canary no longer takes traffic. Look at its monitor report before trying it again.",
@@ -433,6 +435,11 @@ def from_event(e: dict[str, Any]) -> Alert:
             rollback_reason="DriftDetected",
         )
     numbers = {k: v for k, v in sorted(d.items()) if k not in _VOLATILE}
+    shown_apart: tuple[str, ...] = ()
+    comparison: list[str] = []
+    if dt in _GATE_EVENTS:
+        comparison = _gate_comparison(d)
+        shown_apart = _GATE_FIELDS
     summary = clip(d.get("reason") or d.get("message") or d.get("error") or "")
     subject = (
         f"[{severity.upper()}] {dt}" + (f": {what}" if what else "") + (f" - {summary}" if summary else "")
@@ -440,7 +447,12 @@ def from_event(e: dict[str, Any]) -> Alert:
     lines = [f"{dt}" + (f" for {what}" if what else "") + "."]
     if summary:
         lines.append(f"Reason: {summary}")
-    fields = [k for k in numbers if k not in ("model", "version", "reason", "message", "error")]
+    lines.extend(comparison)
+    fields = [
+        k
+        for k in numbers
+        if k not in ("model", "version", "reason", "message", "error") and k not in shown_apart
+    ]
     for k in fields[:FIELDS_MAX]:
         lines.append(f"{clip(k, NAME_MAX)}: {clip(json.dumps(numbers[k], default=str), VALUE_MAX)}")
     if len(fields) > FIELDS_MAX:
@@ -451,6 +463,8 @@ def from_event(e: dict[str, Any]) -> Alert:
     steps = _NEXT_STEPS.get(dt, "See the details above.")
     if dt == "ArtifactIntegrityFailed" and d.get("role") == "training_artifact":
         steps = _STAGED_ARCHIVE_CHANGED
+    if dt == "PromotionRejected" and d.get("needs"):
+        steps = f"Add what the gate needs: {clip(d['needs'])}. Production is unchanged."
     body = "\n".join(lines) + "\n\nWhat to do next:\n" + steps + "\n"
     return Alert(
         "event",
@@ -480,6 +494,83 @@ def unrecognised(payload: Any) -> Alert:
 
 
 # ---------------------------------------------------------------------------------------------- text
+_GATE_EVENTS = frozenset({"ModelPromoted", "PromotionRejected"})
+_GATE_FIELDS = (
+    "candidate_value",
+    "production_value",
+    "improvement",
+    "min_improvement",
+    "canary_weight",
+    "interval",
+    "evaluation",
+    "policy",
+    "claims",
+    "needs",
+    "source",
+    "metric",
+)
+"""A gate decision's fields shown by :func:`_gate_comparison` rather than listed one by one."""
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "n/a"
+    return f"{v:.4g}"
+
+
+def _gate_comparison(d: dict[str, Any]) -> list[str]:
+    """A gate decision's comparison, readably: both models' metric on the same rows, the interval,
+    the evaluation set, the policy, and the jobs' own claims (never decided on)."""
+    lines: list[str] = []
+    metric = clip(d.get("metric") or "metric", NAME_MAX)
+    cand, prod = d.get("candidate"), d.get("production")
+    raw_ev = d.get("evaluation")
+    ev: dict[str, Any] = raw_ev if isinstance(raw_ev, dict) else {}
+    source = clip(d.get("source") or ev.get("source") or "", NAME_MAX)
+    rows = ev.get("rows")
+    if source and source != "job_claim" and isinstance(rows, int) and not isinstance(rows, bool):
+        raw_tables = ev.get("sha256")
+        tables: list[Any] = raw_tables if isinstance(raw_tables, list) else []
+        digests = [clip(x, 12) for x in tables[:3] if isinstance(x, str)]
+        more = len(tables) - len(digests)
+        lines.append(
+            f"Evaluation set: {rows} {source} rows"
+            + (f" (sha256 {', '.join(digests)}{f' +{more} more' if more > 0 else ''})" if digests else "")
+        )
+    if d.get("candidate_value") is not None or d.get("production_value") is not None:
+        lines.append(
+            f"On the same rows: candidate v{_fmt(cand)} {metric} {_num(d.get('candidate_value'))}, "
+            f"production v{_fmt(prod)} {metric} {_num(d.get('production_value'))}"
+        )
+    iv = d.get("interval") if isinstance(d.get("interval"), dict) else None
+    if iv:
+        conf = iv.get("confidence")
+        pct = f"{conf:.0%}" if isinstance(conf, float) else "95%"
+        lines.append(
+            f"Improvement {_num(iv.get('improvement'))}, {pct} interval [{_num(iv.get('lower'))}, "
+            f"{_num(iv.get('upper'))}] ({_fmt(iv.get('resamples'))} paired bootstrap resamples, seed "
+            f"{clip(iv.get('seed'), 24)}); promoted only when the lower bound is above "
+            f"{_num(d.get('min_improvement'))}"
+        )
+    policy = d.get("policy") if isinstance(d.get("policy"), dict) else None
+    if policy:
+        parts = [
+            f"{clip(k, NAME_MAX)} {_num(v.get('value'))} ({clip(v.get('from'), 16)})"
+            for k, v in list(policy.items())[:FIELDS_MAX]
+            if isinstance(v, dict)
+        ]
+        lines.append("Policy: " + ", ".join(parts))
+    claims = d.get("claims") if isinstance(d.get("claims"), dict) else None
+    if claims:
+        lines.append(
+            f"The training jobs' own {metric} (not used by the gate): candidate {_num(claims.get('candidate'))}, "
+            f"production {_num(claims.get('production'))}"
+        )
+    if d.get("needs"):
+        lines.append(f"Needs: {clip(d['needs'])}")
+    return lines
+
+
 def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) -> str:
     feats = v.get("drifted_features") or []
     lines = [

@@ -172,10 +172,24 @@ def _label_value(key: float | str) -> Any:
 
 
 class _Scanner:
-    def __init__(self, spec: ModelSpec, limits: Limits, *, collect: bool):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        limits: Limits,
+        *,
+        collect: bool,
+        evaluation: bool = False,
+        classes: list[Any] | None = None,
+    ):
         self.spec = spec
         self.limits = limits
         self.collect = collect
+        self.evaluation = evaluation
+        """A pinned evaluation set: exactly the features and the target, labels within ``classes``, no
+        minimum row count, a constant target or one class allowed."""
+        self.allowed_classes = classes
+        self.y_min = math.inf
+        self.y_max = -math.inf
         self.report = DatasetReport(target=spec.target)
         self.hash = hashlib.sha256()
         self.classification = spec.task != "regression"
@@ -273,8 +287,22 @@ class _Scanner:
                     "missing_features", f"feature columns not in the header: {', '.join(absent[:10])}"
                 )
             self.cols = [names.index(f) for f in spec.features]
+            if self.evaluation:
+                extra = [n for n in names if n != spec.target and n not in spec.features]
+                if extra:
+                    raise _Stop(
+                        "extra_columns",
+                        "an evaluation set holds exactly the model's features and its target; not theirs: "
+                        + ", ".join(extra[:10]),
+                    )
         else:
             self.cols = [i for i, n in enumerate(names) if n != spec.target]
+        key = spec.training.split_key
+        if key is not None and not self.evaluation and key not in names:
+            raise _Stop(
+                "missing_split_key",
+                f"training.split_key {key!r} is not a column of the dataset [{shown}]",
+            )
         self.target_idx = names.index(spec.target)
         self.header = names
         for i in self.cols:
@@ -350,6 +378,11 @@ class _Scanner:
                 if not math.isfinite(key):
                     self.target_bad += 1
                     self._note("bad_target", f"row {lineno}: {text[:40]!r} is not finite")
+                else:
+                    if key < self.y_min:
+                        self.y_min = key
+                    if key > self.y_max:
+                        self.y_max = key
         if collect:
             if self.classification:
                 self.y_keys.append(key)
@@ -409,7 +442,7 @@ class _Scanner:
         if report.rows == 0:
             problems.append(Problem("no_rows", "the file has a header but no data rows"))
             return
-        need = min_rows(spec, limits)
+        need = 1 if self.evaluation else min_rows(spec, limits)
         if report.rows < need:
             problems.append(
                 Problem(
@@ -420,6 +453,14 @@ class _Scanner:
             )
         if not feats:
             problems.append(Problem("no_features", "no numeric feature columns (besides the target)"))
+        if self.evaluation and report.excluded_columns:
+            problems.append(
+                Problem(
+                    "extra_columns",
+                    "an evaluation set holds only numeric features and the target; these columns are not: "
+                    + ", ".join(report.excluded_columns[:10]),
+                )
+            )
         bad_num = [names[i] for i in feats if self.non_numeric[i]]
         if bad_num:
             add(
@@ -435,6 +476,20 @@ class _Scanner:
             add(
                 "bad_target",
                 f"target {spec.target!r} must be a finite number for regression; {self.target_bad} rows are not",
+            )
+        elif (
+            not self.classification
+            and not self.evaluation
+            and not self.target_missing
+            and self.y_min == self.y_max
+        ):
+            problems.append(
+                Problem(
+                    "constant_target",
+                    f"target {spec.target!r} has the same value ({self.y_min:g}) in every row: a model "
+                    "cannot learn anything from it (its error on held-out rows would be about 0 and say "
+                    "nothing)",
+                )
             )
         rates = {names[i]: self.missing[i] / report.rows for i in feats}
         report.max_missing_rate = max(rates.values(), default=0.0)
@@ -481,7 +536,19 @@ class _Scanner:
             labels = [str(self.labels[k][0]) for k in keys]
         report.classes = labels
         report.class_counts = [int(self.labels[k][1]) for k in keys]
-        if spec.task == "binary" and len(keys) != 2:
+        self.key_order = keys
+        if self.evaluation:
+            self._evaluation_labels(keys)
+            return
+        if len(keys) == 1:
+            problems.append(
+                Problem(
+                    "single_class",
+                    f"target {spec.target!r} holds one class ({labels[0]}) in every row: a classifier "
+                    "needs at least two",
+                )
+            )
+        elif spec.task == "binary" and len(keys) != 2:
             problems.append(
                 Problem(
                     "bad_target", f"a binary task needs exactly 2 distinct target values, found {len(keys)}"
@@ -494,7 +561,30 @@ class _Scanner:
                     f"a multiclass task needs at least 2 distinct target values, found {len(keys)}",
                 )
             )
-        self.key_order = keys
+
+    def _evaluation_labels(self, keys: list[float | str]) -> None:
+        """An evaluation set's labels: within the model's classes when they are known; otherwise at most
+        two for a binary task."""
+        problems, spec = self.report.problems, self.spec
+        if self.allowed_classes is not None:
+            allowed = {_label_key(str(c)) for c in self.allowed_classes}
+            unknown = [str(self.labels[k][0]) for k in keys if k not in allowed]
+            if unknown:
+                problems.append(
+                    Problem(
+                        "unknown_labels",
+                        f"target {spec.target!r} holds labels the model does not know: "
+                        f"{', '.join(unknown[:10])} (its classes: "
+                        f"{', '.join(str(c) for c in self.allowed_classes[:20])})",
+                    )
+                )
+        elif spec.task == "binary" and len(keys) > 2:
+            problems.append(
+                Problem(
+                    "unknown_labels",
+                    f"a binary model has 2 classes; target {spec.target!r} holds {len(keys)} distinct values",
+                )
+            )
 
 
 def validate_stream(
@@ -510,6 +600,34 @@ def validate_stream(
         )
         return report
     return _Scanner(spec, limits, collect=False).run(chunks)
+
+
+def validate_evaluation_stream(
+    chunks: Iterable[bytes],
+    spec: ModelSpec,
+    limits: Limits | None = None,
+    *,
+    size: int | None = None,
+    features: list[str] | None = None,
+    classes: list[Any] | None = None,
+) -> DatasetReport:
+    """Validate a pinned evaluation set (``datasets/{model}/eval/*.csv``) like a dataset, with what
+    differs for one: its columns are exactly ``features`` (the spec's, else production's, else every
+    numeric column) and the target (``extra_columns``), its labels are among ``classes`` when those are
+    known (``unknown_labels``), one row is enough, a constant target or a single class is allowed, and
+    ``training.split_key`` does not apply."""
+    limits = limits or Limits()
+    if size is not None and size > limits.max_bytes:
+        report = DatasetReport(target=spec.target)
+        report.problems.append(
+            Problem("too_large", f"the file has {size} bytes; the limit is {limits.max_bytes}")
+        )
+        return report
+    feats = features if features is not None else spec.features
+    view = spec.model_copy(
+        update={"features": feats, "training": spec.training.model_copy(update={"split_key": None})}
+    )
+    return _Scanner(view, limits, collect=False, evaluation=True, classes=classes).run(chunks)
 
 
 def iter_file_chunks(fh: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:

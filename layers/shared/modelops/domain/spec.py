@@ -172,6 +172,13 @@ class TrainingSpec(_Strict):
     search: SearchSpec | None = Field(default=None, exclude_if=lambda v: v is None)
     """A search (docs/training.md "Search"). Left out of the spec's JSON when absent, so the spec's
     SHA-256 (and so every job name) of a spec without a search is what it was before searches existed."""
+    split_key: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+    """The column whose value decides a row's side in the platform's split (docs/training.md "The
+    platform's split"): rows sharing it (one customer, one day) land on the same side. Absent: the
+    whole row's content decides. Must be a column of the dataset (checked against its header), never
+    the target. Left out of the spec's JSON when absent (job names of existing specs do not change)."""
 
     @model_validator(mode="after")
     def _search_budget(self) -> TrainingSpec:
@@ -215,6 +222,11 @@ class ModelSpec(_Strict):
                 raise ValueError("features: duplicate names")
             if self.target in self.features:
                 raise ValueError("features: the target column cannot also be a feature")
+        if self.training.split_key is not None and self.training.split_key == self.target:
+            raise ValueError(
+                "training.split_key: the target column cannot decide the split (every row of one "
+                "value would land on one side); name an identifier column, such as a customer or a day"
+            )
         metric = self.promotion.metric
         if metric is not None:
             if self.task == "regression" and metric not in ("rmse", "mae"):
@@ -296,7 +308,16 @@ class SpendPolicy:
                 f"(allowed: {', '.join(sorted(self.instance_types))})"
             )
         search = training.search
-        if search is not None and self.max_parallel_trials and search.parallel > self.max_parallel_trials:
+        if search is None or not self.max_parallel_trials:
+            return
+        if training.backend == "batch" and search.max_trials > self.max_parallel_trials:
+            # a Batch search is one array job: its children all run at once (up to the compute
+            # environment's vCPUs), whatever max_parallel says
+            raise SpendLimitError(
+                f"training.search.max_trials {search.max_trials} is more than this stack allows on Batch, "
+                f"where every trial runs at once ({self.max_parallel_trials} trials at once)"
+            )
+        if search.parallel > self.max_parallel_trials:
             raise SpendLimitError(
                 f"training.search.max_parallel {search.parallel} is more than this stack allows "
                 f"({self.max_parallel_trials} trials at once)"

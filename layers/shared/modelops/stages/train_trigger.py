@@ -8,9 +8,13 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
 3. Rejected: the object is copied to ``quarantine/{model}/{rest of key}/{version}/`` beside a
    ``reason.json``, the original is left alone, and a ``DatasetRejected`` event goes out. No job.
 4. Accepted: the job name is derived from the stack, the model and the dataset's and the spec's SHA-256
-   (``job_name``), the job record ``jobs/{job}.json`` is created (create-only) in the registry bucket,
-   the backend (``modelops.compute``) starts the job, a ``TrainingJobStarted`` event goes out, and
-   ``jobs/{job}.started.json`` marks it done.
+   (``job_name``); the platform splits the rows by content (``modelops.domain.split``): the training
+   rows go to ``inputs/{model}/{job}/train.csv`` (the job's only input), the evaluation rows to
+   ``evaluation/{model}/heldout/{sha256}.csv`` (the gate's); the job record ``jobs/{job}.json`` is
+   created (create-only) in the registry bucket with both SHA-256s, the backend (``modelops.compute``)
+   starts the job, a ``TrainingJobStarted`` event goes out, and ``jobs/{job}.started.json`` marks it
+   done. A ``datasets/{model}/eval/*.csv`` upload is a pinned evaluation set instead: validated against
+   the model's columns and classes, stored, pointed at by ``evaluation/{model}/pinned.json``; no job.
 5. The backend refuses the request itself (``JobRejectedError``: SageMaker's ``ValidationException`` for an
    instance type it does not offer or a name it does not take): the job record is marked ``rejected``
    (its claim released: the next attempt at the same dataset and spec takes it over and starts the job,
@@ -31,10 +35,12 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from pydantic import Field
@@ -51,18 +57,29 @@ from modelops.compute import (
     TrainingBackend,
     plan_search,
 )
-from modelops.domain.dataset import CHUNK, DatasetReport, Limits, validate_stream
+from modelops.domain.dataset import (
+    CHUNK,
+    DatasetReport,
+    Limits,
+    validate_evaluation_stream,
+    validate_stream,
+)
 from modelops.domain.errors import (
+    AliasNotFoundError,
     BackendNotConfiguredError,
+    ModelNotFoundError,
     SearchNotSupportedError,
     SpecError,
     SpecMissingError,
 )
 from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, SpendPolicy, parse_spec
+from modelops.domain.split import SplitPlan, check_split, project_csv, split_csv
 from modelops.stages.runtime import StageSettings, idempotent, logger
 from modelops.storage.datasets import DatasetStore
+from modelops.storage.evaluation import EvaluationStore
 from modelops.storage.events import EventBus
 from modelops.storage.jobs import JobStore
+from modelops.storage.registry import Registry
 from modelops.storage.s3 import ObjectStore
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -259,9 +276,15 @@ class TrainTrigger:
         settings: Settings,
         backends: Callable[[str], TrainingBackend],
         clock: Callable[[], str] = _now,
+        evaluation: EvaluationStore | None = None,
+        registry: Registry | None = None,
     ):
         self.datasets = datasets
         self.jobs = jobs
+        self.evaluation = evaluation if evaluation is not None else EvaluationStore(jobs.objects)
+        """Where the evaluation rows go (the registry bucket's ``models/{model}/evaluation/``)."""
+        self.registry = registry if registry is not None else Registry.over(jobs.objects)
+        """Read only: production's schema, for a pinned evaluation set's columns and classes."""
         self.bus = bus
         self.settings = settings
         self.backends = backends
@@ -307,20 +330,28 @@ class TrainTrigger:
                 "datasets must be uploaded as datasets/{model}/NAME.csv with a model name of "
                 f"lower-case letters, digits and dashes (got {obj.key[:120]!r})",
             )
+        evaluation_set = self.datasets.is_eval_dataset(obj.key)
         try:
             spec = self._load_spec(obj.bucket, model)
-            self.settings.spend().check(spec)
+            if not evaluation_set:  # an evaluation set spends nothing
+                self.settings.spend().check(spec)
         except SpecError as exc:
             return self._reject(obj, model, exc.code, str(exc), field=getattr(exc, "field", None))
-        report = self._validate(obj, spec)
-        if report is None:
-            logger.warning(
-                "object is gone; nothing to train", extra={"key": obj.key, "version_id": obj.version_id}
-            )
-            return {"status": "gone", "model": model, "key": obj.key}
-        if not report.ok:
-            return self._reject(obj, model, report.code or "invalid_dataset", report.reason, report)
-        return self._accept(obj, model, spec, report)
+        # The object is spooled to a local file while it is validated (memory stays flat): the
+        # platform's split (or the pinned set's rewrite) reads it from there, not from S3 again.
+        with tempfile.TemporaryDirectory(prefix="modelops-train-trigger-") as tmp:
+            work = Path(tmp)
+            if evaluation_set:
+                return self._pin(obj, model, spec, work)
+            report = self._validate(obj, spec, work / "dataset.csv")
+            if report is None:
+                logger.warning(
+                    "object is gone; nothing to train", extra={"key": obj.key, "version_id": obj.version_id}
+                )
+                return {"status": "gone", "model": model, "key": obj.key}
+            if not report.ok:
+                return self._reject(obj, model, report.code or "invalid_dataset", report.reason, report)
+            return self._accept(obj, model, spec, report, work)
 
     # ------------------------------------------------------------------ steps
     def _load_spec(self, bucket: str, model: str) -> ModelSpec:
@@ -338,12 +369,78 @@ class TrainTrigger:
             )
         return spec
 
-    def _validate(self, obj: S3Object, spec: ModelSpec) -> DatasetReport | None:
+    def _validate(
+        self,
+        obj: S3Object,
+        spec: ModelSpec,
+        spool: Path,
+        validate: Callable[..., DatasetReport] = validate_stream,
+        **kwargs: Any,
+    ) -> DatasetReport | None:
+        """Stream the object version through ``validate``, copying its bytes to ``spool``; None when the
+        version is gone."""
         with self.datasets.open(obj.bucket, obj.key, obj.version_id, CHUNK) as found:
             if found is None:
                 return None
             chunks, size = found
-            return validate_stream(chunks, spec, self.limits, size=size)
+            with open(spool, "wb") as fh:
+                return validate(_tee(chunks, fh), spec, self.limits, size=size, **kwargs)
+
+    def _production_schema(self, model: str) -> dict[str, Any] | None:
+        """The schema (features, classes) of the version production serves, None without one."""
+        try:
+            version = self.registry.resolve(model)
+            schema = self.registry.get_manifest(model, version).get("schema")
+        except (ModelNotFoundError, AliasNotFoundError):
+            return None
+        return schema if isinstance(schema, dict) else None
+
+    def _pin(self, obj: S3Object, model: str, spec: ModelSpec, work: Path) -> dict[str, Any]:
+        """A pinned evaluation set (``datasets/{model}/eval/*.csv``): validated against the model's columns
+        and classes, stored as features-then-target and pointed at by ``pinned.json``. Never a training
+        trigger."""
+        schema = self._production_schema(model) or {}
+        features = spec.features
+        if features is None and isinstance(schema.get("features"), list):
+            # schema.json: [{"name", "dtype"}, ...] (a plain list of names is read too)
+            features = [str(f.get("name")) if isinstance(f, dict) else str(f) for f in schema["features"]]
+        classes = None
+        if spec.task != "regression" and isinstance(schema.get("classes"), list):
+            classes = list(schema["classes"])
+        spool = work / "eval.csv"
+        report = self._validate(
+            obj, spec, spool, validate_evaluation_stream, features=features, classes=classes
+        )
+        if report is None:
+            return {"status": "gone", "model": model, "key": obj.key}
+        if not report.ok:
+            return self._reject(obj, model, report.code or "invalid_dataset", report.reason, report)
+        columns = [*report.features, spec.target]
+        side = project_csv(spool, report.columns, columns, work / "pinned.csv")
+        doc = self.evaluation.set_pinned_file(
+            model,
+            work / "pinned.csv",
+            side.sha256,
+            {
+                "model": model,
+                "rows": side.rows,
+                "columns": columns,
+                "classes": report.classes,
+                "source": {**obj.to_dict(), "etag": obj.etag, "sha256": report.sha256},
+                "at": self.clock(),
+            },
+        )
+        logger.info(
+            "pinned evaluation set stored",
+            extra={"model": model, "key": obj.key, "rows": side.rows, "sha256": side.sha256},
+        )
+        return {
+            "status": "pinned",
+            "model": model,
+            "key": doc["key"],
+            "sha256": side.sha256,
+            "rows": side.rows,
+        }
 
     def _reject(
         self,
@@ -394,7 +491,9 @@ class TrainTrigger:
             "quarantine": quarantined.prefix,
         }
 
-    def _accept(self, obj: S3Object, model: str, spec: ModelSpec, report: DatasetReport) -> dict[str, Any]:
+    def _accept(
+        self, obj: S3Object, model: str, spec: ModelSpec, report: DatasetReport, work: Path
+    ) -> dict[str, Any]:
         assert report.sha256 is not None
         spec_sha = spec_sha256(spec)
         job = job_name(model, report.sha256, spec_sha, self.settings.job_prefix, stack=self.jobs.bucket)
@@ -402,6 +501,16 @@ class TrainTrigger:
             backend = self.backends(spec.training.backend)
         except BackendNotConfiguredError as exc:
             return self._reject(obj, model, exc.code, str(exc), report)
+        if self.jobs.is_started(job):  # a replay: the job runs already, no need to split again
+            logger.info("job already started for this data and spec", extra={"job": job, "key": obj.key})
+            return {"status": "duplicate", "model": model, "job": job, "backend": backend.name}
+        # The platform's split: training rows for the job, evaluation rows kept for the gate.
+        plan = SplitPlan.for_dataset(spec, report.columns, report.features)
+        split = split_csv(work / "dataset.csv", plan, work / "train.csv", work / "evaluation.csv", spec.task)
+        problem = check_split(split, spec, self.limits)
+        if problem is not None:
+            return self._reject(obj, model, problem.code, problem.message, report)
+        train_key = self.jobs.staging_train_key(model, job)
         req = JobRequest(
             job=job,
             model=model,
@@ -417,11 +526,20 @@ class TrainTrigger:
             artifact_key=self.jobs.artifact_key(model, job),
             trials_prefix=self.jobs.trials_prefix(model, job),
             job_prefix=self.settings.job_prefix,
+            train_key=train_key,
+            train_sha256=split.train.sha256,
+            train_rows=split.train.rows,
         )
         try:
             search = plan_search(backend, req)  # before the record: a search it cannot run starts nothing
         except SearchNotSupportedError as exc:
             return self._reject(obj, model, exc.code, str(exc), report)
+        # Both sides are stored before the record names them (a retry writes the same bytes again).
+        staged = self.jobs.put_train_rows(model, job, split.train.path)
+        heldout_key = self.evaluation.put_heldout_file(model, split.evaluation.path, split.evaluation.sha256)
+        summary = split.record()
+        summary["train"].update(key=staged["key"], uri=staged["uri"], version_id=staged["version_id"])
+        summary["evaluation"].update(key=heldout_key, uri=self.jobs.staging_uri(heldout_key))
         dataset = {**obj.to_dict(), "sha256": report.sha256, "rows": report.rows}
         record = {
             "job": job,
@@ -434,6 +552,7 @@ class TrainTrigger:
             "staging_prefix": self.jobs.staging_prefix(model, job),
             "hyperparameters": req.hyperparameters(),
             **({"search": search} if search is not None else {}),
+            "split": summary,
             "validation": {
                 k: v
                 for k, v in report.to_dict().items()
@@ -463,6 +582,7 @@ class TrainTrigger:
                 "dataset": dataset,
                 "spec_sha256": spec_sha,
                 "rows": report.rows,
+                "split": {"train_rows": split.train.rows, "evaluation_rows": split.evaluation.rows},
                 "duplicate_rate": report.duplicate_rate,
                 "max_missing_rate": report.max_missing_rate,
                 **({"search": search} if search is not None else {}),
@@ -473,6 +593,13 @@ class TrainTrigger:
         )
         logger.info("training job started", extra={"job": job, "backend": backend.name, "model": model})
         return {"status": "started", "model": model, "job": job, "backend": backend.name, "id": started.id}
+
+
+def _tee(chunks: Iterable[bytes], fh: IO[bytes]) -> Iterator[bytes]:
+    """The chunks, each also written to ``fh`` (the local spool)."""
+    for chunk in chunks:
+        fh.write(chunk)
+        yield chunk
 
 
 def _brief(record: Any) -> dict[str, Any]:

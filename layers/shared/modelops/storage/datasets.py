@@ -50,6 +50,11 @@ class DatasetStore:
         return keys.is_dataset(key)
 
     @staticmethod
+    def is_eval_dataset(key: str) -> bool:
+        """A ``datasets/{model}/eval/NAME.csv`` key: a pinned evaluation set, never a training trigger."""
+        return keys.is_eval_dataset(key)
+
+    @staticmethod
     def model_of(key: str) -> str | None:
         """The model of ``datasets/{model}/NAME.csv`` (None when the key has no model part; not validated)."""
         return keys.dataset_model(key)

@@ -1,9 +1,11 @@
 """Evaluation rows the platform keeps for the promotion gate (docs/convert.md "Which rows").
 
-- ``models/{model}/evaluation/heldout/{sha256}.csv``: the evaluation rows of each accepted dataset
+- ``evaluation/{model}/heldout/{sha256}.csv``: the evaluation rows of each accepted dataset
   (train_trigger writes them, create-only; the SHA-256 of the bytes is the key).
-- ``models/{model}/evaluation/pinned/{sha256}.csv`` + ``pinned.json``: the owner's pinned evaluation set
+- ``evaluation/{model}/pinned/{sha256}.csv`` + ``pinned.json``: the owner's pinned evaluation set
   (``datasets/{model}/eval/*.csv``), as validated; the pointer names the one in force.
+
+(RegistryBucket; out of the training role's and predict's reach.)
 
 Every CSV has a header row: the spec's feature columns in order, then the target.
 The gate reads them; reads are checked against the SHA-256 in the key.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 from modelops.domain.errors import IntegrityError
@@ -21,7 +24,7 @@ from modelops.storage.s3 import ObjectStore
 
 
 class EvaluationStore:
-    """The registry bucket's ``models/{model}/evaluation/`` prefix."""
+    """The registry bucket's ``evaluation/{model}/`` prefix."""
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
@@ -68,3 +71,24 @@ class EvaluationStore:
     @staticmethod
     def describe(doc: dict[str, Any]) -> str:
         return json.dumps(doc, sort_keys=True)
+
+    # ------------------------------------------------------------------ file writes (train_trigger)
+    def _create_file(self, key: str, path: str | os.PathLike[str]) -> bool:
+        """Create ``key`` from a local file, streamed (``If-None-Match: *``); False when it existed."""
+        return self.objects.create_file(key, path, "text/csv") is not None
+
+    def put_heldout_file(self, model: str, path: str | os.PathLike[str], digest: str) -> str:
+        """:meth:`put_heldout` from a local file whose SHA-256 is ``digest``; returns the key."""
+        key = keys.heldout_rows(model, digest)
+        self._create_file(key, path)
+        return key
+
+    def set_pinned_file(
+        self, model: str, path: str | os.PathLike[str], digest: str, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """:meth:`set_pinned` from a local file whose SHA-256 is ``digest``."""
+        key = keys.pinned_rows(model, digest)
+        self._create_file(key, path)
+        doc = {**meta, "sha256": digest, "key": key}
+        self.objects.put_json(keys.pinned_pointer(model), doc)
+        return doc

@@ -95,6 +95,19 @@ class JobStore:
     def trials_prefix(self, model: str, job: str) -> str:
         return keys.trials_prefix(model, job)
 
+    def staging_train_key(self, model: str, job: str) -> str:
+        return keys.staging_train_rows(model, job)
+
+    def put_train_rows(self, model: str, job: str, path: Path) -> dict[str, Any]:
+        """Upload the training rows the platform's split kept (``inputs/{model}/{job}/train.csv``, the
+        job's ``train`` channel; the training role reads it and cannot write it), streamed from ``path``,
+        create-only (the bucket policy insists): a retry finds the same bytes there, since the split of
+        one dataset is deterministic. Returns ``key``, ``uri`` and ``version_id`` (None when it existed or
+        the bucket is unversioned)."""
+        key = keys.staging_train_rows(model, job)
+        resp = self.objects.create_file(key, path, "text/csv")
+        return {"key": key, "uri": self.staging_uri(key), "version_id": (resp or {}).get("VersionId")}
+
     def put_source_bundle(self, bundle: bytes) -> str:
         """Upload the trainer's source bundle (``code/training/{sha256}/sourcedir.tar.gz``, create-only:
         an existing one is the same bytes); its ``s3://`` URI."""

@@ -20,6 +20,8 @@ Registry bucket (``RegistryBucket``)::
     jobs/{job}.artifact.json                        the job's archive as convert first read it (create-only)
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
+    inputs/{model}/{job}/train.csv                  the train rows the platform hands a job (issue 14)
+    evaluation/{model}/heldout|pinned/{sha256}.csv  evaluation rows the gate scores on (issue 14)
     monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
     monitoring/{model}/latest.json                  the last window's summary
 
@@ -192,32 +194,39 @@ def job_artifact_link(job: str) -> str:
 # ---------------------------------------------------------------------------- evaluation rows (issue 14)
 # The platform splits every accepted dataset by a hash of each row: the train rows go to the job, the
 # evaluation rows stay with the platform and every gate decision of the model scores on them.
+# Neither prefix is writable by the training role (it writes ``staging/`` only): a job cannot change
+# another job's training input or the rows it will be judged on. predict (``models/*`` reads) cannot
+# read labelled evaluation rows.
+INPUTS = "inputs/"
+EVALUATION = "evaluation/"
+
+
 def staging_train_rows(model: str, job: str) -> str:
-    """The train rows the platform hands the job (its ``train`` channel): ``staging/{model}/{job}/input/train.csv``."""
-    return f"{STAGING}{model}/{job}/input/train.csv"
+    """The train rows the platform hands the job (its ``train`` channel): ``inputs/{model}/{job}/train.csv``."""
+    return f"{INPUTS}{model}/{job}/train.csv"
 
 
 def evaluation_prefix(model: str) -> str:
-    return f"{MODELS}{model}/evaluation/"
+    return f"{EVALUATION}{model}/"
 
 
 def heldout_rows(model: str, digest: str) -> str:
     """One accepted dataset's evaluation rows (content-addressed, create-only)."""
-    return f"{MODELS}{model}/evaluation/heldout/{digest}.csv"
+    return f"{EVALUATION}{model}/heldout/{digest}.csv"
 
 
 def heldout_prefix(model: str) -> str:
-    return f"{MODELS}{model}/evaluation/heldout/"
+    return f"{EVALUATION}{model}/heldout/"
 
 
 def pinned_rows(model: str, digest: str) -> str:
     """The owner's pinned evaluation set, as validated (content-addressed, create-only)."""
-    return f"{MODELS}{model}/evaluation/pinned/{digest}.csv"
+    return f"{EVALUATION}{model}/pinned/{digest}.csv"
 
 
 def pinned_pointer(model: str) -> str:
     """``{"sha256", "rows", "key", "source": {"key", "version_id"}, "at"}`` of the pinned set in force."""
-    return f"{MODELS}{model}/evaluation/pinned.json"
+    return f"{EVALUATION}{model}/pinned.json"
 
 
 def is_eval_dataset(key: str) -> bool:

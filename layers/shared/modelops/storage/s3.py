@@ -10,6 +10,7 @@ stages can fail the invocation and let Lambda retry instead of deciding on a hal
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,6 +108,26 @@ class ObjectStore:
         except AwsError as exc:
             if classify(exc) is ErrorKind.CONFLICT:
                 return False
+            raise
+
+    def create_file(self, key: str, path: str | os.PathLike[str], content_type: str) -> dict[str, Any] | None:
+        """:meth:`create` streamed from a local file (datasets are too large to hold twice in memory).
+        ``PutObject``'s response (its ``VersionId``), or None when the key existed."""
+        try:
+            with open(path, "rb") as fh:
+                return dict(
+                    self.call(
+                        self.s3.put_object,
+                        Key=key,
+                        Body=fh,
+                        IfNoneMatch="*",
+                        ContentType=content_type,
+                        ChecksumAlgorithm="SHA256",
+                    )
+                )
+        except AwsError as exc:
+            if classify(exc) is ErrorKind.CONFLICT:
+                return None
             raise
 
     def replace(self, key: str, body: bytes, etag: str, content_type: str = JSON) -> bool:

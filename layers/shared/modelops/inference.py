@@ -1,0 +1,219 @@
+"""Running a verified LiteRT model: what predict serves with and what the promotion gate scores with.
+
+One room for the part both need (docs/architecture.md): which artifact of a version serves
+(:func:`serving_role`), what the manifest says about its inputs (:func:`model_info`), and
+:class:`LoadedModel`, the LiteRT interpreters over a ``.tflite`` file that the caller has already
+verified against the manifest's SHA-256 (predict: ``ModelCache._fetch``; the gate:
+``Registry.read_artifact``). :func:`check_identifier` refuses a file that is not a TFLite flatbuffer
+before LiteRT parses it; :func:`predict_rows` runs any number of rows in bounded batches.
+
+It imports LiteRT and numpy, never the registry: a manifest is anything with ``model``, ``version``,
+``artifacts`` and ``get`` (:class:`ManifestLike`, which ``modelops.storage.registry.Manifest`` is).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from modelops.domain.errors import CorruptDocumentError
+
+TFLITE_IDENTIFIER = b"TFL3"
+TASKS = frozenset({"regression", "binary", "multiclass"})
+PREDICT_CHUNK_ROWS = 4096
+"""Rows per interpreter call in :func:`predict_rows` (bounds the interpreter's tensors)."""
+
+
+class ArtifactLike(Protocol):
+    @property
+    def file(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+class ManifestLike(Protocol):
+    """What :func:`model_info` reads of a version's manifest (``modelops.storage.registry.Manifest``)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def artifacts(self) -> Mapping[str, ArtifactLike]: ...
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+InterpreterFactory = Callable[[str], Any]
+
+
+def litert_interpreter(path: str) -> Any:
+    """One single-threaded LiteRT interpreter (Lambda gives predict about one vCPU)."""
+    return Interpreter(model_path=path, num_threads=1)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the API needs to know about a served version (from its manifest)."""
+
+    model: str
+    version: int
+    task: str
+    features: tuple[str, ...]
+    classes: tuple[Any, ...] | None
+    capture_sample_rate: float
+    role: str
+    sha256: str
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+
+def model_info(manifest: ManifestLike) -> ModelInfo:
+    """Parse the serving-relevant fields of a manifest; ``CorruptDocumentError`` when they are unusable."""
+    where = f"manifest of {manifest.model} v{manifest.version}"
+    schema = manifest.get("schema")
+    if not isinstance(schema, dict):
+        raise CorruptDocumentError(f"{where} has no schema")
+    task = manifest.get("task") or schema.get("task")
+    if task not in TASKS:
+        raise CorruptDocumentError(f"{where}: unknown task {str(task)[:40]!r}")
+    raw = schema.get("features")
+    if not isinstance(raw, list) or not raw:
+        raise CorruptDocumentError(f"{where}: schema.features must be a non-empty list")
+    names: list[str] = []
+    for item in raw:
+        name = item.get("name") if isinstance(item, dict) else item
+        if not isinstance(name, str) or not name:
+            raise CorruptDocumentError(f"{where}: schema.features has an entry without a name")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise CorruptDocumentError(f"{where}: schema.features has duplicate names")
+    classes = schema.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) < 2):
+        raise CorruptDocumentError(f"{where}: schema.classes must be a list of at least two labels or null")
+    if task == "regression":
+        classes = None
+    rate: Any = 1.0
+    spec = manifest.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("monitoring"), dict):
+        rate = spec["monitoring"].get("capture_sample_rate", 1.0)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0.0 <= float(rate) <= 1.0:
+        rate = 1.0
+    role = serving_role(manifest)
+    return ModelInfo(
+        model=manifest.model,
+        version=manifest.version,
+        task=str(task),
+        features=tuple(names),
+        classes=tuple(classes) if classes is not None else None,
+        capture_sample_rate=float(rate),
+        role=role,
+        sha256=manifest.artifacts[role].sha256,
+    )
+
+
+def serving_role(manifest: ManifestLike) -> str:
+    """``tflite_int8`` when the spec asked for dynamic int8 and the version has it, else ``tflite``."""
+    spec = manifest.get("spec")
+    conversion = spec.get("conversion") if isinstance(spec, dict) else None
+    quantize = conversion.get("quantize") if isinstance(conversion, dict) else None
+    if quantize == "dynamic_int8" and "tflite_int8" in manifest.artifacts:
+        role = "tflite_int8"
+    elif "tflite" in manifest.artifacts:
+        role = "tflite"
+    else:
+        raise CorruptDocumentError(f"{manifest.model} v{manifest.version} has no .tflite artifact")
+    if not manifest.artifacts[role].file.endswith(".tflite"):
+        raise CorruptDocumentError(
+            f"{manifest.model} v{manifest.version}: the {role} artifact is not a .tflite file"
+        )
+    return role
+
+
+class LoadedModel:
+    """A verified .tflite file behind LiteRT interpreters.
+
+    Single rows use an interpreter allocated once for a batch of one (the minimal path: set_tensor,
+    invoke, get_tensor). Batches use a second interpreter (both are built at load, from the file
+    that was just verified) resized to the batch size, which is kept
+    allocated until a batch of another size comes. Invocations are serialised by a lock (an
+    interpreter is not thread-safe; the local twin serves requests from threads).
+    """
+
+    def __init__(self, info: ModelInfo, path: Path, factory: InterpreterFactory):
+        self.info = info
+        self.path = path
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._single = factory(str(path))
+        inputs = self._single.get_input_details()
+        outputs = self._single.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                f"the model has {len(inputs)} inputs and {len(outputs)} outputs; predict serves 1 and 1"
+            )
+        inp, out = inputs[0], outputs[0]
+        if np.dtype(inp["dtype"]) != np.float32 or np.dtype(out["dtype"]) != np.float32:
+            raise ValueError("predict serves float32 inputs and outputs only")
+        in_shape = [int(d) for d in inp["shape"]]
+        if len(in_shape) != 2 or in_shape[1] != info.n_features:
+            raise ValueError(f"input shape {in_shape} does not match the schema's {info.n_features} features")
+        self._in = int(inp["index"])
+        self._out = int(out["index"])
+        self._single.resize_tensor_input(self._in, [1, info.n_features], strict=False)
+        self._single.allocate_tensors()
+        probe = self._invoke(self._single, np.zeros((1, info.n_features), dtype=np.float32))
+        self.n_outputs = int(probe.shape[1])
+        if info.task == "binary" and self.n_outputs not in (1, 2):
+            raise ValueError(f"a binary classifier must output 1 or 2 values, not {self.n_outputs}")
+        if info.task == "multiclass" and info.classes is not None and self.n_outputs != len(info.classes):
+            raise ValueError(f"the model outputs {self.n_outputs} values for {len(info.classes)} classes")
+        # Built now, from the file that was just verified: never from a later read of /tmp.
+        self._batch: Any = factory(str(path))
+        self._batch_rows = 0
+        self.answer_bound: tuple[int, int, int] | None = None
+        """(fixed, per row) bytes of an answer (``render.answer_bound``) and the rows that always
+        fit: the service's, kept here (``PredictService._answer_bound``)."""
+
+    def _invoke(self, interp: Any, x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(self._in, x)
+        interp.invoke()
+        y: np.ndarray = interp.get_tensor(self._out)
+        return y.reshape(x.shape[0], -1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n, features) float32 -> (n, outputs) float32."""
+        n = x.shape[0]
+        with self._lock:
+            if n == 1:
+                return self._invoke(self._single, x)
+            if n != self._batch_rows:
+                self._batch.resize_tensor_input(self._in, [n, self.info.n_features], strict=False)
+                self._batch.allocate_tensors()
+                self._batch_rows = n
+            return self._invoke(self._batch, x)
+
+
+def check_identifier(path: Path) -> Path:
+    """``path`` when it starts like a TFLite flatbuffer (the identifier at offset 4); ValueError if not."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError("the artifact is not a TFLite flatbuffer")
+    return path
+
+
+def predict_rows(model: LoadedModel, x: np.ndarray, chunk: int = PREDICT_CHUNK_ROWS) -> np.ndarray:
+    """(n, features) -> (n, outputs) float32, in batches of at most ``chunk`` rows."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.empty((0, model.n_outputs), dtype=np.float32)
+    parts = [model.predict(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+    return np.concatenate(parts, axis=0)
