@@ -777,6 +777,4 @@ def build() -> tuple[Callable[..., dict[str, Any]], Any]:
 
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """One invocation: the event handled once per job and status (Powertools Idempotency)."""
-    handle, config = build()
-    config.register_lambda_context(context)
-    return handle(event=event)
+    return runtime.invoke_idempotent(build(), event, context)

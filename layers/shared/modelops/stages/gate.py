@@ -643,6 +643,4 @@ def build() -> tuple[Callable[..., dict[str, Any]], Any]:
 
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """One invocation: the event handled once per model and version (Powertools Idempotency)."""
-    handle, config = build()
-    config.register_lambda_context(context)
-    return handle(event=event)
+    return runtime.invoke_idempotent(build(), event, context)

@@ -71,6 +71,14 @@ def idempotent[F: Callable[..., Any]](
     return wrapped, config
 
 
+def invoke_idempotent(built: tuple[Callable[..., Any], Any], event: Any, context: Any) -> Any:
+    """Call a stage's idempotent handler (``idempotent(...)``'s pair, built once per container) for one
+    invocation: the Lambda context is registered first, so an in-progress record expires with it."""
+    handle, config = built
+    config.register_lambda_context(context)
+    return handle(event=event)
+
+
 def traced[F: Callable[..., Any]](fn: F) -> F:
     """Wrap with Powertools Tracer only when ``POWERTOOLS_TRACE_DISABLED`` is explicitly false (X-Ray's
     SDK costs cold-start time that a stack without tracing should not pay)."""
