@@ -10,6 +10,7 @@ test here (the pure rules: test_gate.py, the bootstrap: test_bootstrap.py)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from modelops.domain import alerts
 from modelops.domain.errors import CorruptDocumentError, InvalidEventError
 from modelops.domain.gate import StackPolicy
 from modelops.stages import gate as gating
+from modelops.storage import keys
 from modelops.storage.evaluation import EvaluationStore
 from modelops.storage.registry import Manifest, Registry
 from tests.fakes import FakeBus, FakeContext, MemoryObjectStore
@@ -499,3 +501,32 @@ def test_the_handler_decides_once_per_version(
     assert reg.resolve("demo") == 1 and len(gate_entries(reg)) == 1
     items = ddb.scan(TableName="idem")["Items"]
     assert len(items) == 1 and json.loads(items[0]["data"]["S"])["version"] == 1
+
+
+def test_the_replay_check_reads_only_the_history_since_the_version(
+    deps: gating.Deps, bus: FakeBus, memory_store: MemoryObjectStore
+) -> None:
+    """The gate's "already decided?" check reads the alias history written since the version's manifest
+    (less an hour of clock slack), not the model's whole past: an old model's history would otherwise
+    grow the gate's work (and its timeout) with every version."""
+    publish(deps.registry, TRUE_W, 0.6)
+    store_heldout(deps.registry, rows_csv(200, seed=16))
+    gating.handle_event(published(1), deps)
+    # a long past: 300 entries written two days before v2
+    for i in range(300):
+        key = keys.history_entry("demo", "production", f"20000101T0000{i:02d}000000Z", f"{i:012x}")
+        memory_store.objects[key] = (
+            b'{"kind": "note", "at": "2000-01-01T00:00:00.000000Z"}',
+            '"x"',
+            "",
+            datetime.now(UTC),
+        )
+    publish(deps.registry, TRUE_W, 0.0)
+    gating.handle_event(published(2), deps)
+    memory_store.calls.clear()
+
+    res = gating.handle_event(published(2, replay=True), deps)
+
+    assert res.outcome == "already_decided"
+    history_reads = [k for m, k in memory_store.calls if m == "get" and "/history/" in k]
+    assert 0 < len(history_reads) <= 5, len(history_reads)

@@ -43,6 +43,7 @@ import functools
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -544,7 +545,10 @@ def handle_event(event: Any, deps: Deps) -> Result:
         )
         return Result("ignored", f"{model} has no v{version} in the registry", model=model, version=version)
     job = (manifest.get("training") or {}).get("job")
-    prior = gate.prior_decision(deps.registry.history(model, gate.ALIAS), version)
+    # a decision about this version (the gate's, or a hand's move) is written after its manifest; an
+    # hour of slack covers the clock of a laptop that moved it by hand
+    since = _before(manifest.created_at, HISTORY_SLACK_SECONDS)
+    prior = gate.prior_decision(deps.registry.history(model, gate.ALIAS, since=since), version)
     if prior is not None:
         reason = f"the gate already decided about v{version}: " + str(
             prior.get("reason", prior.get("decision", ""))
@@ -639,6 +643,19 @@ def build() -> tuple[Callable[..., dict[str, Any]], Any]:
         key_jmespath=IDEMPOTENCY_KEY,
         expires_after_seconds=IDEMPOTENCY_SECONDS,
     )
+
+
+HISTORY_SLACK_SECONDS = 3600
+
+
+def _before(iso: str, seconds: int) -> str | None:
+    """``iso`` (``now_iso``'s format) minus ``seconds``, in the same format; None (read it all) when
+    the time is missing or unreadable."""
+    try:
+        at = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (at - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -57,6 +57,11 @@ CHUNK = 1024 * 1024
 __all__ = ["ALIAS_RE", "PRODUCTION", "AliasDoc", "AliasMutation", "ArtifactRef", "Manifest", "Registry"]
 
 
+def _stamp(iso: str) -> str:
+    """A history key's time part: ``2026-12-01T16:53:00.123456Z`` -> ``20261201T165300123456Z``."""
+    return iso.replace(":", "").replace("-", "").replace(".", "")
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -471,8 +476,9 @@ class Registry:
 
     # ------------------------------------------------------------------ history
     def _append_history(self, model: str, alias: str, doc: dict[str, Any]) -> None:
-        stamp = str(doc["at"]).replace(":", "").replace("-", "").replace(".", "")
-        key = keys.history_entry(check_model_name(model), alias, stamp, uuid.uuid4().hex[:12])
+        key = keys.history_entry(
+            check_model_name(model), alias, _stamp(str(doc["at"])), uuid.uuid4().hex[:12]
+        )
         self.objects.create(key, json.dumps(doc, sort_keys=True).encode())
 
     def _history(
@@ -501,11 +507,17 @@ class Registry:
         """Append a non-move decision (for example "kept production v3") to the alias's history."""
         self._append_history(model, alias, {"alias": alias, "at": now_iso(), "actor": self.actor, **entry})
 
-    def history(self, model: str, alias: str | None = None) -> list[dict[str, Any]]:
+    def history(self, model: str, alias: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+        """The alias's history, oldest first. ``since`` (an ISO time like every ``at``): only entries
+        written at or after it, read without fetching the older ones (the key carries its time), so a
+        check about one version costs the entries since that version, not the model's whole past."""
         prefix = keys.history_prefix(check_model_name(model), alias)
+        floor = _stamp(since) if since else ""
         out = []
         for obj in self.objects.iter_keys(prefix):
-            got = self.objects.get_json(obj["Key"]) if "Key" in obj else None
+            if "Key" not in obj or obj["Key"].rsplit("/", 1)[-1] < floor:
+                continue
+            got = self.objects.get_json(obj["Key"])
             if got:
                 out.append(got[0])
         out.sort(key=lambda e: str(e.get("at", "")))
