@@ -141,6 +141,9 @@ def local() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Once up, print the twin's state (no token) as one JSON line."
+)
 def up(
     template: str,
     port: int,
@@ -153,6 +156,7 @@ def up(
     moto_in_process: bool,
     state_file: Path,
     verbose: bool,
+    as_json: bool,
 ) -> None:
     """Start the twin in the foreground (Ctrl-C stops it)."""
     from modelops_local.errors import TwinError
@@ -190,7 +194,12 @@ def up(
         _fail("up", str(exc))
     try:
         _write_state(state_file, twin.state())
-        _print_summary(twin, state_file)
+        if as_json:
+            shown = {k: v for k, v in twin.state().items() if k not in ("token", "api_key")}
+            click.echo(json.dumps({**shown, "state_file": str(state_file)}, sort_keys=True), nl=True)
+            sys.stdout.flush()
+        else:
+            _print_summary(twin, state_file)
         while not stop.wait(0.5):
             pass
         click.echo("stopping the twin...", err=True)
@@ -248,12 +257,16 @@ def _print_summary(twin: Any, state_file: Path) -> None:
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
-def env_command(state_file: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The same variables as one JSON object.")
+def env_command(state_file: Path, as_json: bool) -> None:
     """Print export lines that point the AWS CLI, boto3 and this CLI at the running twin (with its
     session token: the AWS access key id it accepts, and MODELOPS_LOCAL_TOKEN)."""
     from modelops_local.twin import exports
 
     state = _read_state(state_file, "env")
+    if as_json:
+        click.echo(json.dumps(dict(exports(state)), indent=1, sort_keys=True))
+        return
     for key, value in exports(state):
         click.echo(f"export {key}={shlex.quote(value)}")
 
@@ -267,7 +280,8 @@ def env_command(state_file: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
 )
 @click.option("--timeout", default=3600.0, show_default=True, type=float, help="Seconds to wait for the run.")
-def tick(function: str | None, state_file: Path, timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The invocations and alarm changes as one JSON object.")
+def tick(function: str | None, state_file: Path, timeout: float, as_json: bool) -> None:
     """Run FUNCTION's schedule now (every scheduled function without FUNCTION), then evaluate alarms."""
     state = _read_state(state_file, "tick")
     control = str(state.get("control_url") or "").rstrip("/")
@@ -278,6 +292,17 @@ def tick(function: str | None, state_file: Path, timeout: float) -> None:
         _fail("tick", f"{state_file} has no session token (it was written by an older twin: restart it)")
     url = f"{control}/tick" + (f"/{urllib.parse.quote(function, safe='')}" if function else "")
     result = _post(url, timeout, token)
+    if as_json:
+        alarms = _post(f"{control}/alarms/evaluate", 120.0, token)
+        invocations = result.get("invocations", [])
+        click.echo(
+            json.dumps(
+                {"invocations": invocations, "alarms": alarms.get("alarms", [])}, indent=1, default=str
+            )
+        )
+        if any(inv.get("outcome") != "ok" for inv in invocations):
+            sys.exit(1)
+        return
     failed = False
     if not result.get("invocations"):
         click.echo("no scheduled function ran (the template has no enabled schedule)")

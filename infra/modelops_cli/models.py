@@ -57,9 +57,11 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
 @models.command("show")
 @click.argument("name")
 @click.argument("version", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def show(ctx: click.Context, name: str, version: int | None) -> None:
-    """A model (aliases, versions) or one version's manifest."""
+def show(ctx: click.Context, name: str, version: int | None, as_json: bool) -> None:
+    """A model (aliases, versions) or one version's manifest (JSON either way: --json is accepted for
+    uniformity)."""
     reg = _registry(ctx)
     try:
         if version is not None:
@@ -84,8 +86,9 @@ def show(ctx: click.Context, name: str, version: int | None) -> None:
 @click.argument("version", type=int)
 @click.option("--alias", default="production", show_default=True)
 @click.option("--reason", default="promoted by hand", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str) -> None:
+def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str, as_json: bool) -> None:
     """Point ALIAS at VERSION (compare-and-swap; the previous version is kept for rollback).
 
     Promoting the canary's version finishes the canary: it takes all the traffic."""
@@ -93,6 +96,9 @@ def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str
         doc = _registry(ctx).promote(name, version, alias, reason=reason)
     except ModelOpsError as exc:
         _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"model": name, **doc.to_dict()}, indent=1, sort_keys=True, default=str))
+        return
     click.echo(f"{name} {alias} -> v{doc.version} (previous: v{doc.previous})")
 
 
@@ -100,13 +106,17 @@ def promote(ctx: click.Context, name: str, version: int, alias: str, reason: str
 @click.argument("name")
 @click.option("--alias", default="production", show_default=True)
 @click.option("--reason", default="rolled back by hand", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def rollback(ctx: click.Context, name: str, alias: str, reason: str) -> None:
+def rollback(ctx: click.Context, name: str, alias: str, reason: str, as_json: bool) -> None:
     """Point ALIAS back at its previous version (a canary is dropped with it)."""
     try:
         doc = _registry(ctx).rollback(name, alias, reason=reason)
     except ModelOpsError as exc:
         _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"model": name, **doc.to_dict()}, indent=1, sort_keys=True, default=str))
+        return
     click.echo(f"{name} {alias} -> v{doc.version} (rolled back from v{doc.previous})")
 
 

@@ -21,6 +21,7 @@ from modelops.stages import monitor as monitoring
 from modelops_cli.context import Context
 
 pass_ctx = click.make_pass_decorator(Context)
+EXIT_DRIFT = 3  # docs/cli.md "Exit codes"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -78,9 +79,22 @@ def monitor() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Write the report but publish no metrics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@click.option(
+    "--fail-on-drift", is_flag=True, help=f"Exit with status {EXIT_DRIFT} when a model's verdict is drift."
+)
 @pass_ctx
-def run(ctx: Context, model: str | None, window: str, min_samples: int, dry_run: bool, as_json: bool) -> None:
-    """Run the monitor once over the last WINDOW of captures and print what it found."""
+def run(
+    ctx: Context,
+    model: str | None,
+    window: str,
+    min_samples: int,
+    dry_run: bool,
+    as_json: bool,
+    fail_on_drift: bool,
+) -> None:
+    """Run the monitor once over the last WINDOW of captures and print what it found.
+
+    Exit status 3 with --fail-on-drift when drift was found (0 otherwise; 1 on errors)."""
     seconds = parse_window(window)
     try:
         namespace = ctx.output("MetricsNamespace")
@@ -107,6 +121,13 @@ def run(ctx: Context, model: str | None, window: str, min_samples: int, dry_run:
         raise click.ClickException(f"AWS call failed: {exc}") from exc
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
-        return
-    for line in summary_lines(summary):
-        click.echo(line)
+    else:
+        for line in summary_lines(summary):
+            click.echo(line)
+    if fail_on_drift and drifted(summary):
+        raise click.exceptions.Exit(EXIT_DRIFT)
+
+
+def drifted(summary: dict[str, Any]) -> list[str]:
+    """The models whose verdict in this run is drift."""
+    return [str(m["model"]) for m in summary.get("models", []) if m.get("verdict") == "drift"]
