@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 BUCKET = "registry"
 
 

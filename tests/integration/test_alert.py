@@ -32,7 +32,7 @@ from tests.integration.test_monitor import (
     training_data,
 )
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 TABLE = "idempotency"
 
 

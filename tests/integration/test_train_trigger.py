@@ -32,7 +32,7 @@ from modelops.stages.train_trigger import (
 from modelops.storage.keys import quarantine_prefix
 from tests.fakes import FakeContext
 
-EVENT = json.loads((Path(__file__).parents[1] / "events" / "s3_dataset_put.json").read_text())
+EVENT = json.loads((Path(__file__).parents[2] / "events" / "s3_dataset_put.json").read_text())
 ROLE = "arn:aws:iam::123456789012:role/modelops-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-training:1"
 SPEC = {"task": "regression", "target": "y", "training": {"instance_type": "ml.g5.2xlarge", "epochs": 3}}

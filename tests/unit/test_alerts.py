@@ -20,7 +20,7 @@ from modelops.storage.registry import Registry
 from modelops.storage.reports import ReportStore
 from tests.fakes import FakeBus, MemoryObjectStore
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 class FakeSns:
@@ -243,7 +243,10 @@ def test_a_drift_alarm_naming_the_canary_rolls_it_back_once(
     back = {"source": "modelops", "detail-type": "CanaryRolledBack", "detail": rolled}
     assert a.handle(back)["alerts"][0]["status"] == "duplicate"
     (msg,) = sns.published
-    assert msg["Subject"].endswith("[canary rolled back]") and "canary v2 rolled back" in msg["Message"]
+    text = json.loads(msg["Message"])["default"]
+    assert msg["Subject"].endswith("[canary rolled back]") and "canary v2 rolled back" in text
+    chat = json.loads(json.loads(msg["Message"])["https"])
+    assert "canary v2 rolled back" in chat["content"]["description"]
 
 
 def test_a_failed_publish_releases_the_alert_and_the_rollback_announcement(
@@ -331,8 +334,29 @@ def test_a_drift_event_naming_a_version_that_is_not_the_canary_writes_nothing(
 UNSAFE = ("\x1b", "\r", "\x00", "\u202e", "\u2028", "\x85", "\u200b")
 
 
+def strings(doc: Any) -> list[str]:
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        return [s for v in doc.values() for s in strings(v)]
+    if isinstance(doc, list):
+        return [s for v in doc for s in strings(v)]
+    return []
+
+
 def assert_clean(msg: dict[str, Any]) -> None:
-    body = msg["Message"]
+    assert msg["MessageStructure"] == "json"
+    structured = json.loads(msg["Message"])
+    body = structured["default"]
+    chat = json.loads(structured["https"])
+    for text in strings(chat):
+        assert not any(c in text for c in UNSAFE), [c for c in UNSAFE if c in text]
+    content = chat["content"]
+    assert len(content["title"]) <= alerts.CHAT_TITLE_MAX and "<" not in content["title"]
+    assert len(content.get("description", "")) <= alerts.CHAT_DESCRIPTION_MAX
+    assert content.get("description", "```\n```").count("```") == 2  # one code block, never closed early
+    assert all(len(s) <= alerts.TEXT_MAX and "<" not in s for s in content["nextSteps"])
+    assert len(content["nextSteps"]) <= alerts.CHAT_STEPS_MAX
     assert len(body) <= alerts.BODY_MAX
     assert not any(c in body for c in UNSAFE), [c for c in UNSAFE if c in body]
     longest = max(len(line) for line in body.splitlines())
@@ -426,3 +450,71 @@ def test_a_changed_staged_archive_says_so_not_registry_advice() -> None:
     assert "staged archive changed after convert first read it" in alert.body
     registry = alerts.from_event({**e, "detail": {**e["detail"], "role": "model_tflite"}})
     assert "does not match its manifest" in registry.body
+
+
+# ---------------------------------------------------------------------------------------------- chat
+def test_chatbot_payload_has_the_custom_notification_shape() -> None:
+    alert = alerts.from_event(
+        {
+            "source": "modelops",
+            "detail-type": "TrainingJobFailed",
+            "detail": {"model": "demo", "job": "modelops-demo-1", "reason": "loss became NaN"},
+        }
+    )
+    chat = alerts.chatbot_payload(alert)
+    assert set(chat) == {"version", "source", "id", "content", "metadata"}
+    assert (chat["version"], chat["source"], chat["id"]) == ("1.0", "custom", alert.fingerprint)
+    content = chat["content"]
+    assert set(content) == {"textType", "title", "description", "nextSteps", "keywords"}
+    assert content["textType"] == "client-markdown"
+    assert content["title"] == ":rotating_light: " + alert.subject
+    assert content["description"].startswith("```\n") and content["description"].endswith("\n```")
+    assert "loss became NaN" in content["description"] and "What to do next" not in content["description"]
+    assert content["nextSteps"] == [
+        "Read the training job's logs (CloudWatch /aws/sagemaker/TrainingJobs or the Batch job), fix the data "
+        "or the spec, and upload the dataset again."
+    ]
+    assert content["keywords"] == ["critical", "event", "demo"]
+    assert chat["metadata"]["eventType"] == "modelops.event"
+    assert chat["metadata"]["additionalContext"] == {
+        "severity": "critical",
+        "kind": "event",
+        "fingerprint": alert.fingerprint,
+        "model": "demo",
+    }
+    assert all(isinstance(v, str) for v in chat["metadata"]["additionalContext"].values())
+
+
+def test_sns_message_keeps_the_plain_text_as_default_and_the_chat_json_for_https() -> None:
+    alert = alerts.from_alarm(json.loads((EVENTS / "alert_predict_5xx_alarm.json").read_text()), no_reports)
+    doc = json.loads(alerts.sns_message(alert))
+    assert set(doc) == {"default", "https"}
+    assert doc["default"] == alerts.clean_body(alert.body)  # e-mail, SQS and Lambda get today's text
+    assert json.loads(doc["https"]) == alerts.chatbot_payload(alert)
+
+
+def test_chat_text_cannot_open_links_or_close_its_code_block() -> None:
+    forged = {
+        "source": "modelops",
+        "detail-type": "PromotionRejected",
+        "detail": {
+            "model": "m",
+            "version": 2,
+            "reason": "```\n<https://evil.example|click here> <!channel>",
+            "needs": "<https://evil.example|more rows>",
+        },
+    }
+    content = alerts.chatbot_payload(alerts.from_event(forged))["content"]
+    assert content["description"].count("```") == 2 and "evil.example" in content["description"]
+    assert all("<" not in s for s in [content["title"], *content["nextSteps"], *content["keywords"]])
+
+
+def test_a_long_body_is_cut_for_chat_but_not_for_e_mail() -> None:
+    body = "".join(f"feature f{i}: PSI 0.5\n" for i in range(400)) + "\nWhat to do next:\nFind the sender.\n"
+    alert = alerts.Alert("drift", "warning", "[WARNING] Input drift", body, "fp")
+    assert len(alerts.sns_message(alert)) > alerts.CHAT_DESCRIPTION_MAX
+    assert json.loads(alerts.sns_message(alert))["default"] == body
+    chat = alerts.chatbot_payload(alert)
+    assert len(chat["content"]["description"]) <= alerts.CHAT_DESCRIPTION_MAX
+    assert "(see the e-mail)" in chat["content"]["description"]
+    assert chat["content"]["nextSteps"][0].startswith("Find the sender")

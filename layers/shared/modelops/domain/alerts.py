@@ -19,6 +19,12 @@
   lists at most :data:`FEATURES_MAX` features and :data:`FIELDS_MAX` detail fields and is cut at
   :data:`BODY_MAX` (:func:`clean_body`). A forged or broken event cannot put unbounded text, escape
   sequences or bidi overrides into an e-mail.
+- **Chat**: :func:`chatbot_payload` gives an alert in the AWS Chatbot (Amazon Q Developer in chat
+  applications) custom-notification format and :func:`sns_message` the ``MessageStructure="json"``
+  message the alert stage publishes: the plain text as ``default`` (e-mail, SQS, Lambda subscribers)
+  and the Chatbot JSON as ``https`` (a Chatbot channel subscribes to a topic as an HTTPS endpoint,
+  and drops plain text). Text repeated from a notification goes into a code block, so it cannot add
+  links or mentions in a chat channel.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ FIELDS_MAX = 30
 """Most other detail fields one event's message lists (the rest are counted)."""
 BODY_MAX = 16_000
 """Longest message body (SNS allows 256 KB; an e-mail this long is already unreadable)."""
+CHAT_TITLE_MAX = 250
+"""Longest chat title (one line)."""
+CHAT_DESCRIPTION_MAX = 3000
+"""Longest chat description: a chat card is for reading at a glance; the full text goes to e-mail."""
+CHAT_STEPS_MAX = 5
+"""Most next steps a chat notification lists."""
+CHAT_KEYWORDS_MAX = 10
+"""Most keywords a chat notification carries."""
+_CHAT_ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
+_NEXT_HEADING = "\nWhat to do next:\n"
 # Unicode categories never repeated: control, format (bidi overrides, zero-width), line/paragraph separators
 _UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 DRIFT_METRIC = "MaxPsiRatio"
@@ -621,3 +637,75 @@ def _alarm_steps(name: str, metric: str, state: str) -> str:
             "error; failed async events wait in its DLQ for a replay."
         )
     return "Check the alarm's metric in CloudWatch and the logs of the function it watches."
+
+
+# ---------------------------------------------------------------------------------------------- chat
+def _chat_line(text: str, limit: int, *, code: bool = False) -> str:
+    """One line of chat text: :func:`clip`-ped, without ``<`` (which opens a link or a mention in Slack)
+    and, unless ``code``, backticks (code spans)."""
+    safe = text.replace("<", "(")
+    return clip(safe if code else safe.replace("`", "'"), limit)
+
+
+def _code_block(text: str, limit: int) -> str:
+    """``text`` as a chat code block (nothing in it renders as markdown, links or mentions); backticks
+    inside become quotes so the block cannot be closed early, and it is cut at ``limit`` characters."""
+    inner = text.replace("`", "'").strip("\n")
+    if len(inner) > limit - 8:
+        inner = inner[: max(limit - 30, 0)] + "\n... (see the e-mail)"
+    return f"```\n{inner}\n```"
+
+
+def chatbot_payload(alert: Alert) -> dict[str, Any]:
+    """The alert as an AWS Chatbot custom notification (``version`` 1.0, ``source`` custom,
+    ``client-markdown``): the title is the subject with a severity icon, the description the body's
+    facts in a code block, ``nextSteps`` the body's "What to do next" lines, ``keywords`` severity,
+    kind, model and version (filterable in the channel), ``metadata`` the same as the SNS attributes."""
+    body = clean_body(alert.body)
+    # the last heading is the alert's own (a forwarded excerpt may contain the words too)
+    facts, heading, steps_text = body.rpartition(_NEXT_HEADING)
+    if not heading:  # no steps (a cleared drift alarm, or a body cut before them)
+        facts, steps_text = body, ""
+    steps = [_chat_line(s, TEXT_MAX, code=True) for s in steps_text.splitlines() if s.strip()]
+    steps = steps[:CHAT_STEPS_MAX]
+    icon = _CHAT_ICON.get(alert.severity, ":grey_question:")
+    title = _chat_line(f"{icon} {clean_subject(alert.subject)}", CHAT_TITLE_MAX)
+    keywords = [alert.severity, alert.kind]
+    if alert.model:
+        keywords.append(_chat_line(alert.model, NAME_MAX))
+    if alert.version is not None:
+        keywords.append(f"v{alert.version}")
+    content: dict[str, Any] = {
+        "textType": "client-markdown",
+        "title": title,
+        "nextSteps": steps,
+        "keywords": [k for k in keywords if k][:CHAT_KEYWORDS_MAX],
+    }
+    if facts.strip():
+        content["description"] = _code_block(facts, CHAT_DESCRIPTION_MAX)
+    context = {"severity": alert.severity, "kind": alert.kind, "fingerprint": alert.fingerprint}
+    if alert.model:
+        context["model"] = clip(alert.model, NAME_MAX)
+    if alert.version is not None:
+        context["version"] = str(alert.version)
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": alert.fingerprint,
+        "content": content,
+        "metadata": {
+            "summary": clean_subject(alert.subject),
+            "eventType": f"modelops.{alert.kind}",
+            "additionalContext": context,
+        },
+    }
+
+
+def sns_message(alert: Alert) -> str:
+    """The ``Message`` of a ``MessageStructure="json"`` publish: ``default`` is the plain-text body
+    (what every subscriber got before: e-mail, SQS, Lambda), ``https`` the :func:`chatbot_payload` as a
+    JSON string (what an AWS Chatbot channel subscribed to the topic reads)."""
+    return json.dumps(
+        {"default": clean_body(alert.body), "https": json.dumps(chatbot_payload(alert), ensure_ascii=False)},
+        ensure_ascii=False,
+    )

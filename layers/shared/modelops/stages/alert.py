@@ -23,7 +23,9 @@ For each alert, :class:`Alerter`:
    by compare-and-swap (:func:`modelops.domain.canary.rollback`, which writes nothing unless the
    alias's current canary is that version), ``CanaryRolledBack`` is published on ``EVENT_BUS_NAME`` and
    pre-marked as announced, and the alert says so;
-3. publishes to AlertsTopic and marks the claim complete. When the publish fails (after botocore's
+3. publishes to AlertsTopic (``MessageStructure="json"``: the plain text for e-mail, SQS and Lambda
+   subscribers, the AWS Chatbot custom-notification JSON for HTTPS ones, a Chatbot channel among them:
+   :func:`modelops.domain.alerts.sns_message`) and marks the claim complete. When the publish fails (after botocore's
    retries) the claims are released and the error raised, so Lambda's async retry publishes and the
    DLQ keeps the event if it never works.
 """
@@ -125,7 +127,8 @@ class Alerter:
             resp = self.sns.publish(
                 TopicArn=self.topic_arn,
                 Subject=alerts.clean_subject(alert.subject),
-                Message=alerts.clean_body(alert.body),
+                Message=alerts.sns_message(alert),  # plain text as "default", Chatbot JSON as "https"
+                MessageStructure="json",
                 MessageAttributes=alert.attributes(),
             )
         except BaseException:
