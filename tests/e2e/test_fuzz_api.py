@@ -1,7 +1,7 @@
 """schemathesis against the predict API's own OpenAPI document, served by the twin over HTTP.
 
 The bar (issue 9): no 5xx, no unhandled exception, every answer matches the documented shapes
-(error answers have DESIGN.md's one error shape).
+(error answers have the one error shape of docs/predict.md).
 """
 
 from __future__ import annotations

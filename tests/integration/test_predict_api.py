@@ -354,7 +354,7 @@ def test_bad_input_gets_a_clear_4xx_on_both_paths(
     # When the bad body goes through the lean path and through the Powertools resolver
     lean = lambda_handler(api_event("POST", "/models/iris/predict", body=body), Ctx())
     routed = lambda_handler(api_event("POST", "/models/iris/predict", body=body, with_resource=False), Ctx())
-    # Then both answer the same 4xx, in DESIGN.md's error shape, naming what is wrong
+    # Then both answer the same 4xx, in the API's one error shape (docs/predict.md), naming what is wrong
     assert lean["statusCode"] == status, lean["body"]
     assert (routed["statusCode"], routed["body"]) == (lean["statusCode"], lean["body"])
     got = json.loads(lean["body"])

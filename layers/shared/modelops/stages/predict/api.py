@@ -1,4 +1,4 @@
-"""The predict Lambda's entry (DESIGN.md "Predict API"; docs/predict.md is the reference).
+"""The predict Lambda's entry (docs/contracts.md "Predict API"; docs/predict.md is the reference).
 
 Routes: ``POST /models/{name}/predict``, ``GET /models``, ``GET /models/{name}``, ``GET /openapi.json``.
 ``handle`` starts the invocation's log context and cold-start metric (``telemetry``; ended on
