@@ -587,18 +587,25 @@ class _Scanner:
             )
 
 
+def _too_large(spec: ModelSpec, limits: Limits, size: int | None) -> DatasetReport | None:
+    """An object known (``size``) to be over ``limits.max_bytes`` is refused before a byte is read."""
+    if size is None or size <= limits.max_bytes:
+        return None
+    report = DatasetReport(target=spec.target)
+    report.problems.append(
+        Problem("too_large", f"the file has {size} bytes; the limit is {limits.max_bytes}")
+    )
+    return report
+
+
 def validate_stream(
     chunks: Iterable[bytes], spec: ModelSpec, limits: Limits | None = None, *, size: int | None = None
 ) -> DatasetReport:
     """Validate a CSV given as byte chunks. ``size`` (for example S3's ContentLength), when known,
     rejects an over-large object before a byte is read."""
     limits = limits or Limits()
-    if size is not None and size > limits.max_bytes:
-        report = DatasetReport(target=spec.target)
-        report.problems.append(
-            Problem("too_large", f"the file has {size} bytes; the limit is {limits.max_bytes}")
-        )
-        return report
+    if (too_large := _too_large(spec, limits, size)) is not None:
+        return too_large
     return _Scanner(spec, limits, collect=False).run(chunks)
 
 
@@ -617,12 +624,8 @@ def validate_evaluation_stream(
     known (``unknown_labels``), one row is enough, a constant target or a single class is allowed, and
     ``training.split_key`` does not apply."""
     limits = limits or Limits()
-    if size is not None and size > limits.max_bytes:
-        report = DatasetReport(target=spec.target)
-        report.problems.append(
-            Problem("too_large", f"the file has {size} bytes; the limit is {limits.max_bytes}")
-        )
-        return report
+    if (too_large := _too_large(spec, limits, size)) is not None:
+        return too_large
     feats = features if features is not None else spec.features
     view = spec.model_copy(
         update={"features": feats, "training": spec.training.model_copy(update={"split_key": None})}
