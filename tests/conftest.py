@@ -88,8 +88,16 @@ def twin() -> Iterator[object]:
 
 
 @pytest.fixture(autouse=True)
-def _twin_cold_start(request: pytest.FixtureRequest) -> None:
+def _twin_cold_start(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests may call handlers directly (and leave their cached clients built for ``mock_aws``):
-    each test that uses the session twin starts with cold handlers."""
-    if "twin" in request.fixturenames:
-        request.getfixturevalue("twin").cold_start()
+    each test that uses the session twin starts with cold handlers. And it ends with the twin idle: a
+    twin invocation sets its function's environment (``AWS_ENDPOINT_URL`` included) process-wide while
+    it runs, so work a test set off and left running would send the next test's moto clients to the
+    twin."""
+    if "twin" not in request.fixturenames:
+        yield
+        return
+    twin = request.getfixturevalue("twin")
+    twin.cold_start()
+    yield
+    twin.wait_idle()

@@ -403,7 +403,7 @@ def test_the_templates_alarms_are_named_by_cloudformation() -> None:
 
 
 @pytest.fixture
-def on_twin(twin: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+def on_twin(twin: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """A shell in a directory with the twin's state file, its endpoint named (as `modelops local env` does)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -414,10 +414,7 @@ def on_twin(twin: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     state.write_text(json.dumps(twin.state()))
     state.chmod(0o600)
     monkeypatch.setenv("AWS_ENDPOINT_URL", twin.endpoint)
-    yield twin
-    # what the commands set off (alias moves -> events -> alert) runs in the twin's threads with the
-    # functions' environment: let it finish before the next test builds its own clients
-    twin.wait_idle()
+    return twin
 
 
 @pytest.mark.twin
