@@ -202,3 +202,13 @@ def test_quality_regression_and_classification(rng: np.random.Generator) -> None
     assert 0.0 <= q["auc"] <= 1.0
     q = metrics.quality("multiclass", probs, ["nope"] + [names[i] for i in truth[1:]], classes=names)
     assert q["unusable"] == 1 and q["n"] == 299
+
+
+def test_one_class_matcher_for_csv_text_and_captured_labels() -> None:
+    """The gate (labels as CSV text) and the monitor (labels as JSON) match classes the same way."""
+    from modelops.domain.metrics import match_class
+
+    assert match_class("1.0", [0, 1]) == 1 and match_class(1, [0, 1]) == 1
+    assert match_class("setosa", ["setosa", "virginica"]) == 0 and match_class("3", ["1", "3"]) == 1
+    assert match_class("2", [0, 1]) is None and match_class(None, [0, 1]) is None
+    assert match_class("1", [True, False]) is None  # a boolean is not the number 1 here

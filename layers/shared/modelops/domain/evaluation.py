@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from modelops.domain import metrics
+
 MAX_ROWS = 20_000
 """Default cap on the rows scored per decision (``GATE_MAX_EVAL_ROWS``)."""
 
@@ -151,26 +153,6 @@ def features_of(rows: Rows, features: Sequence[str]) -> np.ndarray:
     return np.ascontiguousarray(rows.features[:, pos], dtype=np.float32)
 
 
-def _class_index(label: str, classes: Sequence[Any]) -> int:
-    for i, c in enumerate(classes):
-        if label == str(c):
-            return i
-    try:
-        value = float(label)
-    except ValueError:
-        return -1
-    for i, c in enumerate(classes):
-        if isinstance(c, int | float) and not isinstance(c, bool) and float(c) == value:
-            return i
-        if isinstance(c, str):
-            try:
-                if float(c) == value:
-                    return i
-            except ValueError:
-                continue
-    return -1
-
-
 def targets_for(rows: Rows, task: str, classes: Sequence[Any] | None) -> np.ndarray:
     """One model's targets: floats (regression; ValueError on a non-number) or class indices in its
     ``classes`` (-1 for a label it does not know)."""
@@ -181,4 +163,5 @@ def targets_for(rows: Rows, task: str, classes: Sequence[Any] | None) -> np.ndar
             raise ValueError(f"a regression target is not a number: {exc}") from exc
     if not classes:
         raise ValueError("a classifier without classes in its schema cannot be scored")
-    return np.array([_class_index(v, classes) for v in rows.targets], dtype=np.int64)
+    found = [metrics.match_class(v, classes) for v in rows.targets]
+    return np.array([-1 if i is None else i for i in found], dtype=np.int64)

@@ -14,6 +14,7 @@ scores or model outputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -135,11 +136,30 @@ def score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float | Non
 
 
 # ---------------------------------------------------------------------------------------------- labelled traffic
-def _class_index(label: Any, classes: list[Any] | None) -> int | None:
-    if classes is not None:
-        for i, c in enumerate(classes):
-            if label == c or str(label) == str(c):
+def match_class(label: Any, classes: Sequence[Any]) -> int | None:
+    """The index of ``label`` in ``classes``: equal, equal as text, or equal as a number (a CSV's
+    ``"1.0"`` is class ``1``); None when it is none of them."""
+    for i, c in enumerate(classes):
+        if label == c or str(label) == str(c):
+            return i
+    try:
+        value = float(label)
+    except (TypeError, ValueError):
+        return None
+    for i, c in enumerate(classes):
+        if isinstance(c, bool):
+            continue
+        try:
+            if float(c) == value:
                 return i
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _class_index(label: Any, classes: list[Any] | None) -> int | None:
+    if classes is not None and (found := match_class(label, classes)) is not None:
+        return found
     if isinstance(label, bool):
         return int(label)
     if isinstance(label, int | float) and float(label).is_integer() and label >= 0:
