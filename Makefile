@@ -24,6 +24,8 @@ help:
 	@echo "make build     sam build (zip functions and layers)"
 	@echo "make bench     benchmarks -> benchmarks/results.json"
 	@echo "make local     the local twin in the foreground (modelops local up)"
+	@echo "make images    build the training and convert images, push them to ECR (CONFIG_ENV=dev); images-plan: the commands only"
+	@echo "make hadolint  lint the Dockerfiles"
 	@echo "make locks     the training and convert images' hashed lock files (infra/locks.sh; locks-check)"
 
 # ---- environments ---------------------------------------------------------
@@ -48,7 +50,7 @@ $(TOOLS)/%/.stamp: requirements/tool-%.txt
 	@touch $@
 
 .PHONY: tools
-tools: $(TOOLS)/aws-sam-cli/.stamp $(TOOLS)/cfn-lint/.stamp $(TOOLS)/checkov/.stamp $(TOOLS)/awscli/.stamp
+tools: $(TOOLS)/aws-sam-cli/.stamp $(TOOLS)/cfn-lint/.stamp $(TOOLS)/checkov/.stamp $(TOOLS)/awscli/.stamp $(TOOLS)/hadolint/.stamp
 
 # ---- checks ---------------------------------------------------------------
 .PHONY: lint
@@ -106,6 +108,8 @@ locks:        ## the images' hashed lock files (needs the package index)
 
 locks-check:  ## fails if a committed lock is not what infra/locks.sh makes
 	infra/locks.sh --check
+
+include infra/images.mk
 
 .PHONY: clean
 clean:
