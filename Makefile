@@ -27,6 +27,7 @@ help:
 	@echo "make images    build the training and convert images, push them to ECR (CONFIG_ENV=dev); images-plan: the commands only"
 	@echo "make hadolint  lint the Dockerfiles"
 	@echo "make locks     the training and convert images' hashed lock files (infra/locks.sh; locks-check)"
+	@echo "make chromium  Debian's chromium + chromium-driver for the browser tests (apt-get; no-op when present)"
 
 # ---- environments ---------------------------------------------------------
 $(VENV)/.stamp: requirements/dev.txt pyproject.toml
@@ -48,6 +49,16 @@ $(TOOLS)/%/.stamp: requirements/tool-%.txt
 	$(PYTHON312) -m venv $(TOOLS)/$*
 	$(TOOLS)/$*/bin/python -m pip install -q --disable-pip-version-check -r requirements/tool-$*.txt
 	@touch $@
+
+# The browser tests (tests/browser) drive Debian's headless chromium through its chromedriver, never
+# a downloaded browser. Installed with apt-get when either is missing (as root, or through sudo).
+.PHONY: chromium
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	echo "installing Debian's chromium and chromium-driver (the browser tests drive them)"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -q && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 
 .PHONY: tools
 tools: $(TOOLS)/aws-sam-cli/.stamp $(TOOLS)/cfn-lint/.stamp $(TOOLS)/checkov/.stamp $(TOOLS)/awscli/.stamp $(TOOLS)/hadolint/.stamp
@@ -79,7 +90,7 @@ validate: tools
 
 
 .PHONY: pytest
-pytest: venv tools
+pytest: venv tools chromium
 	MODELOPS_AWS_CLI=$(CURDIR)/$(TOOLS)/awscli/bin/aws $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test

@@ -1,4 +1,4 @@
-"""``modelops``: the command line of the bundle (registry, twin, predict, monitor, status).
+"""``modelops``: the command line of the bundle (registry, twin, predict, monitor, status, ui).
 
 Exit codes (docs/cli.md): 0 ok, 1 error, 2 usage (click's), 3 drift found (``monitor run
 --fail-on-drift``).
@@ -16,6 +16,7 @@ from modelops_cli.models import models
 from modelops_cli.monitor import monitor
 from modelops_cli.predict import predict
 from modelops_cli.status import status
+from modelops_cli.ui.command import ui
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
 _ARGV = "modelops.argv"
@@ -88,6 +89,7 @@ cli.add_command(monitor)
 cli.add_command(predict)
 cli.add_command(local)
 cli.add_command(status)
+cli.add_command(ui)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -3,7 +3,8 @@
 spec + data (scikit-learn's breast cancer table, shipped inside the package) → training job → convert
 and parity → registry v1 in production → predictions over HTTP → a second, larger dataset → v2 and
 the promotion gate's decision → traffic with one feature shifted → monitor → drift alarm → one alert
-on an SQS queue subscribed to AlertsTopic. Leaves nothing running.
+on an SQS queue subscribed to AlertsTopic; ends by writing the fleet page as files (``modelops ui
+build``'s site) and printing its ``file://`` URL. Leaves nothing running.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import TextIO
 
 import numpy as np
 
+from modelops_cli.status import StackAlarms
+from modelops_cli.ui.data import FleetData
+from modelops_cli.ui.site import Site
 from modelops_local.lifecycle import Life, sklearn_table
 from modelops_local.twin import Twin
 
@@ -191,7 +195,18 @@ def main() -> int:
             '`eval "$(modelops local env)"`, then `modelops models list`, `modelops status`, '
             "`curl -X POST $MODELOPS_API_URL/models/NAME/predict -d ...` (README: Quick tour)"
         )
-        say(f"done in {time.monotonic() - started:.0f} s; the twin is stopped, nothing is left running")
+        # the fleet page, written as files while the twin still holds the registry (docs/ui.md)
+        site = Site(
+            FleetData(
+                life.registry(),
+                StackAlarms(twin.client("cloudwatch"), twin.stack_name),
+                stack=twin.stack_name,
+                source="make demo (the twin is stopped: this is a copy)",
+            )
+        ).build(out / "site")
+    say(f"done in {time.monotonic() - started:.0f} s; the twin is stopped, nothing is left running")
+    say("the live fleet page: `make local`, then `modelops ui` in another shell (docs/ui.md)")
+    print(f"fleet page: {Path(site['index']).as_uri()}", flush=True)
     return 0
 
 
