@@ -187,6 +187,8 @@ def test_traffic_from_the_training_distribution_is_not_drift(world: dict[str, An
     ratio = world["cw"].list_metrics(Namespace=NAMESPACE, MetricName="MaxPsiRatio")["Metrics"]
     assert [r["Dimensions"] for r in ratio] == [[]]
     assert metric_values(world["cw"], "MaxPsiRatio") == [pytest.approx(summary["max_psi_ratio"])]
+    assert "max_new_category_ratio" not in summary  # a numeric model: nothing categorical published
+    assert metric_values(world["cw"], "MaxNewCategoryRatio") == []
     latest = json.loads(
         world["s3"].get_object(Bucket="registry", Key="monitoring/demo/latest.json")["Body"].read()
     )
@@ -501,3 +503,98 @@ def test_a_corrupt_manifest_is_reported_and_the_run_goes_on(world: dict[str, Any
     )
     v7 = next(v for v in report["versions"] if v["version"] == 7)
     assert "manifest_error" in v7["problem"]
+
+
+# ---------------------------------------------------------------------------------------------- categorical
+PLAN_VOCAB = ["basic", "pro", "<script>alert(1)</script>"]
+
+
+def publish_categorical(s3: Any, model: str = "shop") -> None:
+    """A version whose schema has a numeric ``age`` and a categorical ``plan`` (index matrix: 0..2 the
+    vocabulary, 3 OOV), with the baseline the trainer writes for it."""
+    from modelops.domain.encoding import InputSchema
+
+    schema = {
+        "task": "regression",
+        "target": "y",
+        "classes": None,
+        "features": [
+            {"name": "age", "type": "numeric", "dtype": "float32"},
+            {"name": "plan", "type": "categorical", "dtype": "string", "vocabulary": PLAN_VOCAB},
+        ],
+    }
+    rng = np.random.default_rng(11)
+    x = np.column_stack([rng.normal(40, 10, 4000), rng.choice(4, 4000, p=[0.5, 0.3, 0.18, 0.02])])
+    baseline = compute_baseline(x, ["age", "plan"], x[:, 0] / 10, schema=InputSchema.from_dict(schema))
+    reg = Registry(s3, "registry")
+    m = reg.publish_version(
+        model,
+        {
+            "tflite": ("model.tflite", b"TFL3 not a real model"),
+            "baseline": ("baseline.json", json.dumps(baseline).encode()),
+        },
+        {
+            "task": "regression",
+            "schema": schema,
+            "spec": {"task": "regression", "target": "y", "monitoring": {"psi_threshold": 0.2}},
+            "metrics": {"rmse": 0.5},
+        },
+    )
+    reg.promote(model, m.version)
+
+
+def test_new_categories_drift_a_categorical_feature_with_event_report_and_metrics(
+    world: dict[str, Any],
+) -> None:
+    # Given a model with a categorical feature, and traffic where 12% of the plans are unknown (OOV 3)
+    publish_categorical(world["s3"])
+    rng = np.random.default_rng(12)
+    x = np.column_stack([rng.normal(40, 10, 1000), rng.choice(4, 1000, p=[0.46, 0.26, 0.16, 0.12])])
+    x[:3, 1] = [7.0, -1.0, 0.5]  # corrupt indices: counted, not compared
+    ts = time.time() - 120
+    rows = x.astype(np.float32)
+    lines = [
+        encode_record("shop", 1, uuid.uuid4().hex, ts, rows[i : i + 10], rows[i : i + 10, :1] / 10)
+        for i in range(0, 1000, 10)
+    ]
+    put_captures(world["s3"], lines)
+
+    # When
+    summary = run(world)
+
+    # Then the feature drifts on its new-category rate, with the numbers everywhere
+    (m,) = summary["models"]
+    assert m["verdict"] == "drift" and m["drifted_features"] == ["plan"]
+    (event,) = events_of(world, "DriftDetected")
+    (plan,) = event["detail"]["features"]
+    assert plan["type"] == "categorical" and "new_category_rate" in plan["reasons"]
+    assert 0.1 < plan["new_category_rate"] < 0.14 and plan["baseline_new_category_rate"] < 0.03
+    assert event["detail"]["new_category_threshold"] == 0.05
+
+    dims = [
+        {"Name": "Model", "Value": "shop"},
+        {"Name": "Version", "Value": "1"},
+        {"Name": "Feature", "Value": "plan"},
+    ]
+    assert metric_values(world["cw"], "NewCategoryRate", dims) == [pytest.approx(plan["new_category_rate"])]
+    assert metric_values(world["cw"], "KS", dims) == []  # no numeric statistics on a categorical column
+    age = [*dims[:2], {"Name": "Feature", "Value": "age"}]
+    assert metric_values(world["cw"], "NewCategoryRate", age) == []
+    mv = dims[:2]
+    assert metric_values(world["cw"], "MaxNewCategoryRise", mv)[0] > 0.05
+
+    key = event["detail"]["report"].removeprefix("s3://registry/")
+    report = json.loads(world["s3"].get_object(Bucket="registry", Key=key)["Body"].read())
+    feats = {f["name"]: f for f in report["versions"][0]["features"]}
+    assert feats["plan"]["invalid"] == 3 and sum(feats["plan"]["counts"]) == 997
+    assert feats["age"]["ks"] is not None and "type" not in feats["age"]
+    html = (
+        world["s3"].get_object(Bucket="registry", Key=key.replace(".json", ".html"))["Body"].read().decode()
+    )
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+    assert "(new / missing)" in html
+    # the dimensionless ratio an alarm can watch beside MaxPsiRatio (rise 0.1 / threshold 0.05 = 2)
+    assert summary["max_new_category_ratio"] > 1
+    assert metric_values(world["cw"], "MaxNewCategoryRatio") == [
+        pytest.approx(summary["max_new_category_ratio"])
+    ]

@@ -518,3 +518,143 @@ def test_a_long_body_is_cut_for_chat_but_not_for_e_mail() -> None:
     assert len(chat["content"]["description"]) <= alerts.CHAT_DESCRIPTION_MAX
     assert "(see the e-mail)" in chat["content"]["description"]
     assert chat["content"]["nextSteps"][0].startswith("Find the sender")
+
+
+# ---------------------------------------------------------------------------------------------- categorical features
+def test_categorical_drift_names_the_new_category_rate_with_its_numbers() -> None:
+    event = {
+        "source": "modelops",
+        "detail-type": "DriftDetected",
+        "detail": {
+            "model": "shop",
+            "version": 3,
+            "psi_threshold": 0.2,
+            "samples": 1000,
+            "features": [
+                {
+                    "name": "plan",
+                    "type": "categorical",
+                    "psi": 0.08,
+                    "ks": None,
+                    "reasons": ["new_category_rate"],
+                    "new_category_rate": 0.12,
+                    "baseline_new_category_rate": 0.02,
+                    "new_category_threshold": 0.05,
+                },
+                {"name": "age", "psi": 0.31, "ks": 0.2, "wasserstein_norm": 0.4},
+            ],
+        },
+    }
+    alert = alerts.from_event(event)
+    assert alert.kind == "drift" and alert.subject == "[WARNING] Input drift: shop v3 - plan, age"
+    assert (
+        "- feature plan (categorical): PSI 0.08 (threshold 0.2); new categories 12% of rows (baseline 2%): "
+        "new-category rate rose more than 5% over the baseline" in alert.body
+    )
+    assert "- feature age: PSI 0.31 (threshold 0.2), KS 0.2\n" in alert.body  # numeric: as before
+    # a categorical PSI breach without a new-category breach gives the rates but no breach sentence
+    event["detail"]["features"][0].update(psi=0.5, reasons=["psi"], new_category_rate=0.03)
+    body = alerts.from_event(event).body
+    assert "plan (categorical): PSI 0.5 (threshold 0.2); new categories 3% of rows (baseline 2%)\n" in body
+
+
+def _dataset_event(detail_type: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": "modelops",
+        "detail-type": detail_type,
+        "detail": {"model": "churn", "reason": "class_coverage: class 'yes' has 1 row", **extra},
+    }
+
+
+@pytest.mark.parametrize("detail_type", ["DatasetRejected", "TrainingJobStarted"])
+def test_warnings_of_a_dataset_are_listed_in_the_alert(detail_type: str) -> None:
+    warnings = ["class 'no' is missing from this dataset", "class 'maybe' has 3 rows (floor 10)"]
+    alert = alerts.from_event(_dataset_event(detail_type, warnings=warnings))
+    assert (
+        "Warnings:\n- class 'no' is missing from this dataset\n- class 'maybe' has 3 rows (floor 10)\n"
+        in (alert.body)
+    )
+    assert "warnings:" not in alert.body  # not listed a second time as a raw field
+    assert "(2 warnings)" in alert.subject
+
+
+@pytest.mark.parametrize("detail_type", ["DatasetRejected", "TrainingJobStarted"])
+def test_an_event_without_warnings_reads_as_before(detail_type: str) -> None:
+    plain = alerts.from_event(_dataset_event(detail_type))
+    assert "Warnings" not in plain.body and "warning" not in plain.subject.removeprefix("[WARNING]")
+    assert plain.body.startswith(f"{detail_type} for churn.\nReason: class_coverage: class 'yes' has 1 row\n")
+    # an empty list changes nothing either
+    empty = alerts.from_event(_dataset_event(detail_type, warnings=[]))
+    assert (empty.subject, empty.body) == (plain.subject, plain.body)
+
+
+def test_hostile_warnings_are_cleaned_capped_and_cannot_open_chat_links() -> None:
+    evil = "\x1b[31m<https://evil.example|click> <!channel>\u202e" + "w" * 5000
+    alert = alerts.from_event(_dataset_event("DatasetRejected", warnings=[evil] * 50))
+    lines = alert.body.splitlines()
+    assert lines.count(lines[lines.index("Warnings:") + 1]) == alerts.FEATURES_MAX
+    assert f"- ... and {50 - alerts.FEATURES_MAX} more warnings" in lines
+    assert "\x1b" not in alert.body and "\u202e" not in alert.body
+    assert max(len(line) for line in lines) <= alerts.TEXT_MAX + 2
+    content = alerts.chatbot_payload(alert)["content"]
+    assert content["description"].startswith("```\n") and content["description"].count("```") == 2
+    assert "<" not in content["title"]
+
+
+def test_the_alert_stage_publishes_the_warnings_of_a_training_job_started() -> None:
+    a, sns = alerter()
+    event = _dataset_event(
+        "TrainingJobStarted", warnings=["class 'maybe' has 3 rows (floor 10)"], version=None
+    )
+    assert a.handle(event)["alerts"][0]["status"] == "published"
+    (msg,) = sns.published
+    assert "- class 'maybe' has 3 rows (floor 10)" in json.loads(msg["Message"])["default"]
+    assert msg["Subject"].startswith("[INFO] TrainingJobStarted: churn (1 warning)")
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        {"MetricName": "MaxNewCategoryRatio", "Dimensions": []},
+        {  # one metric-math alarm over both ratios
+            "Metrics": [
+                {"Id": "p", "MetricStat": {"Metric": {"MetricName": "MaxPsiRatio"}}},
+                {"Id": "n", "MetricStat": {"Metric": {"MetricName": "MaxNewCategoryRatio"}}},
+                {"Id": "worst", "Expression": "MAX([p, n])"},
+            ]
+        },
+    ],
+)
+def test_an_alarm_on_the_new_category_ratio_reads_as_the_drift_alarm(trigger: dict[str, Any]) -> None:
+    alarm = {
+        "AlarmName": "modelops-NewCategoryAlarm",
+        "NewStateValue": "ALARM",
+        "OldStateValue": "OK",
+        "StateChangeTime": "2026-01-01T00:00:00.000+0000",
+        "Trigger": trigger,
+    }
+    report = {
+        "model": "shop",
+        "report_html": "s3://registry/monitoring/shop/x/report.html",
+        "drifted_versions": [
+            {
+                "version": 2,
+                "psi_threshold": 0.2,
+                "drifted_features": [
+                    {
+                        "name": "plan",
+                        "type": "categorical",
+                        "psi": 0.05,
+                        "reasons": ["new_category_rate"],
+                        "new_category_rate": 0.2,
+                        "baseline_new_category_rate": 0.01,
+                        "new_category_threshold": 0.05,
+                    }
+                ],
+            }
+        ],
+    }
+    got = alerts.from_alarm(alarm, lambda _when: [report])
+    assert got.kind == "drift" and got.severity == "warning" and got.targets == [("shop", 2)]
+    assert got.subject == "[WARNING] Input drift: shop v2 - plan"
+    assert "new categories 20% of rows (baseline 1%): new-category rate rose more than 5%" in got.body

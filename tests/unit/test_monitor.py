@@ -290,3 +290,120 @@ def test_the_feature_metric_cap_is_a_setting_with_a_default_of_20(monkeypatch: p
     cap = monitor.Settings(data_bucket="d", registry_bucket="r").monitor_feature_metrics
     data = monitor.metric_data([_wide_result(50)], {"bad_lines": 0}, time.time(), feature_metrics=cap)
     assert len({d["Dimensions"][-1]["Value"] for d in data if d["MetricName"] == "Psi"}) == 5
+
+
+# ---------------------------------------------------------------------------------------------- categorical
+PLANS = ["basic", "pro", "team"]
+CAT_SCHEMA = {
+    "task": "regression",
+    "target": "y",
+    "features": [
+        {"name": "age", "type": "numeric", "dtype": "float32"},
+        {"name": "plan", "type": "categorical", "dtype": "string", "vocabulary": PLANS},
+    ],
+}
+
+
+def _publish_categorical(world: World, *, schema: dict[str, Any] = CAT_SCHEMA, retrain: bool = False) -> None:
+    from modelops.domain.encoding import InputSchema
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(40, 10, 3000), rng.choice(4, 3000, p=[0.5, 0.3, 0.19, 0.01])])
+    baseline = compute_baseline(x, ["age", "plan"], x[:, 0], schema=InputSchema.from_dict(CAT_SCHEMA))
+    m = world.registry.publish_version(
+        "shop",
+        {"tflite": ("model.tflite", b"TFL3"), "baseline": ("baseline.json", json.dumps(baseline).encode())},
+        {
+            "task": "regression",
+            "schema": schema,
+            "spec": {"task": "regression", "target": "y", "monitoring": {"retrain_on_drift": retrain}},
+        },
+    )
+    world.registry.promote("shop", m.version)
+
+
+def _capture_plans(world: World, plans: np.ndarray) -> np.ndarray:
+    n = plans.size
+    x = np.column_stack([np.random.default_rng(1).normal(40, 10, n), plans]).astype(np.float32)
+    lines = [
+        encode_record("shop", 1, f"r{i}", world.now - 120, x[i : i + 1], x[i : i + 1, :1]) for i in range(n)
+    ]
+    t = time.gmtime(world.now - 120)
+    world.data.put(f"captures/{time.strftime('%Y/%m/%d/%H', t)}/shop", b"".join(lines))
+    return x
+
+
+def test_a_categorical_version_is_monitored_on_its_category_shares(world: World) -> None:
+    _publish_categorical(world)
+    _capture_plans(world, np.random.default_rng(2).choice(4, 400, p=[0.5, 0.3, 0.19, 0.01]))
+
+    summary = world.run()
+
+    (m,) = summary["models"]
+    assert m["verdict"] == "ok"
+    report = json.loads(world.reg_objects.objects[m["report"].removeprefix("s3://registry/")][0])
+    plan = report["versions"][0]["features"][1]
+    assert plan["type"] == "categorical" and plan["vocabulary"] == PLANS and sum(plan["counts"]) == 400
+    assert plan["psi"] < 0.2 and plan["ks"] is None
+
+
+def test_a_schema_that_disagrees_with_the_baseline_is_a_baseline_error(world: World) -> None:
+    numeric = {**CAT_SCHEMA, "features": [{"name": "age"}, {"name": "plan"}]}
+    _publish_categorical(world, schema=numeric)
+    _capture_plans(world, np.zeros(200))
+    (m,) = world.run()["models"]
+    assert m["verdict"] == "baseline_error"
+    latest = world.reports.latest("shop")
+    assert latest is not None and latest["verdict"] == "baseline_error"
+    report = json.loads(world.reg_objects.objects[m["report"].removeprefix("s3://registry/")][0])
+    assert "'plan' is numeric in the schema but not in the baseline" in report["versions"][0]["problem"]
+
+
+def test_a_retrain_dataset_writes_categories_back_as_their_values(world: World) -> None:
+    _publish_categorical(world, retrain=True)
+    x = _capture_plans(world, np.array([0, 1, 2, 3, 1] * 60, dtype=np.float32))  # 20% OOV: drift
+    labels = "\n".join(json.dumps({"request_id": f"r{i}", "row": 0, "label": i}) for i in range(300))
+    world.data.put("labels/shop/truth.jsonl", labels.encode())
+
+    (m,) = world.run(min_samples=100)["models"]
+
+    assert m["verdict"] == "drift" and m["retrain"]["started"] is True
+    (key,) = world.data.keys("datasets/shop/")
+    rows = world.data.objects[key][0].decode().splitlines()
+    assert rows[0] == "age,plan,y"
+    assert [r.split(",")[1] for r in rows[1:6]] == ["basic", "pro", "team", "", "pro"]  # OOV: missing
+    assert float(rows[1].split(",")[0]) == pytest.approx(float(x[0, 0]))
+
+
+def test_new_category_breaches_get_their_metric_first() -> None:
+    r = _wide_result(30)
+    r["features"].append(
+        {"name": "plan", "psi": 0.0001, "ks": None, "new_category_rate": 0.3, "new_category_rise": 0.29}
+    )
+    r["max_new_category_rise"] = 0.29
+    r["new_category_threshold"] = 0.05
+    data = monitor.metric_data([r], {"bad_lines": 0}, time.time(), feature_metrics=3)
+    (rate,) = [d for d in data if d["MetricName"] == "NewCategoryRate"]
+    assert rate["Value"] == 0.3 and rate["Dimensions"][-1] == {"Name": "Feature", "Value": "plan"}
+    assert len({d["Dimensions"][-1]["Value"] for d in data if d["MetricName"] == "Psi"}) == 3
+    (rise,) = [d for d in data if d["MetricName"] == "MaxNewCategoryRise"]
+    assert rise["Value"] == 0.29 and [x["Name"] for x in rise["Dimensions"]] == ["Model", "Version"]
+    # without a breach, a categorical feature with a low PSI is not among the top 3
+    r["features"][-1]["new_category_rise"] = 0.01
+    data = monitor.metric_data([r], {"bad_lines": 0}, time.time(), feature_metrics=3)
+    assert not [d for d in data if d["MetricName"] == "NewCategoryRate"]
+
+
+def test_the_new_category_threshold_comes_from_the_spec_when_it_has_one() -> None:
+    from types import SimpleNamespace
+
+    from modelops.domain.drift import NEW_CATEGORY_THRESHOLD
+    from modelops.stages.monitor.run import _new_category_threshold
+
+    assert _new_category_threshold(None) == NEW_CATEGORY_THRESHOLD == 0.05
+    assert _new_category_threshold(SimpleNamespace(monitoring=SimpleNamespace())) == 0.05
+    spec = SimpleNamespace(monitoring=SimpleNamespace(new_category_threshold=0.1))
+    assert _new_category_threshold(spec) == 0.1
+    for bad in (0, -1, 2, True, "0.1"):
+        spec = SimpleNamespace(monitoring=SimpleNamespace(new_category_threshold=bad))
+        assert _new_category_threshold(spec) == 0.05

@@ -66,6 +66,9 @@ _NEXT_HEADING = "\nWhat to do next:\n"
 # Unicode categories never repeated: control, format (bidi overrides, zero-width), line/paragraph separators
 _UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 DRIFT_METRIC = "MaxPsiRatio"
+NEW_CATEGORY_METRIC = "MaxNewCategoryRatio"
+"""The monitor's new-category counterpart of :data:`DRIFT_METRIC` (rise over baseline / threshold); an
+alarm on it (alone, or with ``MaxPsiRatio`` in one metric-math alarm) reads as the drift alarm."""
 REPORT_MAX_AGE_SECONDS = 6 * 3600
 """A ``latest.json`` older than this (at the alarm's time) is not named by the drift alarm's message."""
 
@@ -302,11 +305,12 @@ def from_alarm(a: dict[str, Any], drift_reports: DriftReports) -> Alert:
         f"Reason: {reason or '-'}\n"
         + (f"Description: {clip(a['AlarmDescription'])}\n" if a.get("AlarmDescription") else "")
     )
+    drift_alarm = DRIFT_METRIC in metric or NEW_CATEGORY_METRIC in metric
     if state == "ALARM":
-        severity = "warning" if metric in (DRIFT_METRIC, "Duration") else "critical"
+        severity = "warning" if drift_alarm or metric == "Duration" else "critical"
     else:
         severity = "info"
-    if metric == DRIFT_METRIC or DRIFT_METRIC in metric:
+    if drift_alarm:
         if state != "ALARM":
             return _drift_alarm(name, state, header, fp, severity, [])
         return _drift_alarm(name, state, header, fp, severity, drift_reports(parse_time(when)))
@@ -457,13 +461,21 @@ def from_event(e: dict[str, Any]) -> Alert:
         comparison = _gate_comparison(d)
         shown_apart = _GATE_FIELDS
     summary = clip(d.get("reason") or d.get("message") or d.get("error") or "")
+    warnings = _warnings(d)
+    if isinstance(d.get("warnings"), list):  # listed apart (an empty list: no line at all)
+        shown_apart = (*shown_apart, "warnings")
+    n_warnings = len(d["warnings"]) if warnings else 0
     subject = (
-        f"[{severity.upper()}] {dt}" + (f": {what}" if what else "") + (f" - {summary}" if summary else "")
+        f"[{severity.upper()}] {dt}"
+        + (f": {what}" if what else "")
+        + (f" ({n_warnings} warning{'s' if n_warnings > 1 else ''})" if n_warnings else "")
+        + (f" - {summary}" if summary else "")
     )
     lines = [f"{dt}" + (f" for {what}" if what else "") + "."]
     if summary:
         lines.append(f"Reason: {summary}")
     lines.extend(comparison)
+    lines.extend(warnings)
     fields = [
         k
         for k in numbers
@@ -595,10 +607,16 @@ def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) 
         + ":"
     ]
     for f in feats[:FEATURES_MAX]:
+        if not isinstance(f, dict):
+            continue
+        categorical = f.get("type") == "categorical"
         lines.append(
-            f"- feature {clip(f.get('name'), NAME_MAX)}: PSI {_fmt(f.get('psi'))}"
+            f"- feature {clip(f.get('name'), NAME_MAX)}"
+            + (" (categorical)" if categorical else "")
+            + f": PSI {_fmt(f.get('psi'))}"
             + (f" (threshold {_fmt(v.get('psi_threshold'))})" if v.get("psi_threshold") is not None else "")
             + (f", KS {_fmt(f.get('ks'))}" if f.get("ks") is not None else "")
+            + (_new_categories(f) if categorical else "")
         )
     if len(feats) > FEATURES_MAX:
         lines.append(f"- ... and {len(feats) - FEATURES_MAX} more features")
@@ -611,6 +629,40 @@ def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) 
     if js:
         lines.append(f"Report data: {clip(js)}")
     return "\n".join(lines) + "\n"
+
+
+def _pct(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "n/a"
+    return f"{100 * v:.3g}%"
+
+
+def _new_categories(f: dict[str, Any]) -> str:
+    """A categorical feature's new-category numbers, saying when they are what drifted."""
+    rate, base, limit = (
+        f.get("new_category_rate"),
+        f.get("baseline_new_category_rate"),
+        f.get("new_category_threshold"),
+    )
+    raw = f.get("reasons")
+    reasons: list[Any] = raw if isinstance(raw, list) else []
+    text = f"; new categories {_pct(rate)} of rows (baseline {_pct(base)})"
+    if "new_category_rate" in reasons:
+        text += f": new-category rate rose more than {_pct(limit)} over the baseline"
+    return text
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    """The ``warnings`` of an event's detail (a list of texts: a dataset's class coverage, ...) as
+    alert lines, each :func:`clip`-ped; at most :data:`FEATURES_MAX` (the rest counted)."""
+    raw = d.get("warnings")
+    if not isinstance(raw, list) or not raw:
+        return []
+    lines = ["Warnings:"]
+    lines.extend(f"- {clip(w)}" for w in raw[:FEATURES_MAX])
+    if len(raw) > FEATURES_MAX:
+        lines.append(f"- ... and {len(raw) - FEATURES_MAX} more warnings")
+    return lines
 
 
 def _alarm_steps(name: str, metric: str, state: str) -> str:

@@ -1,10 +1,11 @@
 """The monitoring baseline: what the training data looked like, so the monitor can compare traffic.
 
 Computed by the trainer on the training rows (numpy only), stored in the registry as ``baseline.json``
-beside the model, and read by the monitor. Format (``schema_version`` 1)::
+beside the model, and read by the monitor. Format (``schema_version`` 1, or 2 when a feature is
+categorical)::
 
-    {"schema_version": 1, "n_rows": int, "n_bins": int,
-     "features": {name: STATS, ...},  "prediction": STATS}
+    {"schema_version": 1 | 2, "n_rows": int, "n_bins": int,
+     "features": {name: STATS | CATEGORICAL, ...},  "prediction": STATS}
 
     STATS = {"count", "missing", "min", "max", "mean", "std",
              "edges": [...],         # interior bin edges, strictly increasing (len = bins - 1)
@@ -13,15 +14,34 @@ beside the model, and read by the monitor. Format (``schema_version`` 1)::
 
 A value x falls into bin ``searchsorted(edges, x, side="right")``: the outer bins are open-ended,
 so every finite value has a bin. Edges are quantiles of the training data (deciles by default).
+
+A categorical feature (``modelops/domain/encoding.py``: its column holds the vocabulary index, and
+``len(vocabulary)`` is the out-of-vocabulary bucket, OOV, where unknown and missing values go) has
+category shares instead::
+
+    CATEGORICAL = {"type": "categorical", "count": int,
+                   "missing": 0,              # a missing category is OOV, never NaN
+                   "vocabulary": [...],       # the schema's vocabulary, in index order
+                   "proportions": [...],      # share of each index 0 .. len(vocabulary), OOV last
+                   "oov_rate": float}         # = proportions[-1]
+
+A ``STATS`` block has no ``type`` (numeric), so a version-1 baseline reads as before; the monitor
+reads both versions. Version 2 only says that a reader must understand ``CATEGORICAL`` blocks: a
+baseline without categorical features is still written as version 1.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from modelops.domain.encoding import Feature, InputSchema
+
 SCHEMA_VERSION = 1
+CATEGORICAL_SCHEMA_VERSION = 2
+"""The version of a baseline with at least one categorical feature."""
 DEFAULT_BINS = 10
 SAMPLE_SIZE = 2000
 
@@ -67,6 +87,33 @@ def column_stats(values: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0) 
     }
 
 
+def categorical_stats(values: np.ndarray, feature: Feature) -> dict[str, Any]:
+    """Baseline shares of one categorical column of vocabulary indices (OOV = ``len(vocabulary)``).
+
+    Raises ``ValueError`` on a value that is not an index (NaN, a fraction, outside
+    ``0 .. len(vocabulary)``): the trainer encodes every training cell, so such a value is a bug.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    buckets = feature.buckets
+    valid = np.isfinite(v) & (v == np.round(v)) & (v >= 0) & (v <= feature.oov_index)
+    if not valid.all():
+        bad = v[~valid][:3].tolist()
+        raise ValueError(
+            f"feature {feature.name!r}: {int((~valid).sum())} value(s) are not vocabulary indices "
+            f"0..{feature.oov_index} (first: {bad})"
+        )
+    counts = np.bincount(v.astype(np.int64), minlength=buckets).astype(np.float64)
+    props = counts / counts.sum() if v.size else np.concatenate([np.zeros(buckets - 1), [1.0]])
+    return {
+        "type": "categorical",
+        "count": int(v.size),
+        "missing": 0,
+        "vocabulary": list(feature.vocabulary),
+        "proportions": [float(p) for p in props],
+        "oov_rate": float(props[-1]),
+    }
+
+
 def _between_values(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Move each edge that sits exactly on a training value to the midpoint below that value.
 
@@ -83,21 +130,38 @@ def _between_values(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def compute_baseline(
-    x: np.ndarray, feature_names: list[str], prediction: np.ndarray, n_bins: int = DEFAULT_BINS, seed: int = 0
+    x: np.ndarray,
+    feature_names: list[str],
+    prediction: np.ndarray,
+    n_bins: int = DEFAULT_BINS,
+    seed: int = 0,
+    schema: InputSchema | None = None,
 ) -> dict[str, Any]:
     """Baseline of a feature matrix ``x`` (rows x features, schema order) and the model's prediction.
 
     ``prediction`` is the regression output, or the positive-class probability (binary), or the
-    predicted class index (multiclass): one number per row.
+    predicted class index (multiclass): one number per row. ``schema`` (the version's input schema)
+    says which features are categorical (``x`` then holds their vocabulary indices); without it every
+    feature is numeric. Its feature names must be ``feature_names``, in order.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(feature_names):
         raise ValueError(f"x has shape {x.shape}, expected (rows, {len(feature_names)})")
+    if schema is not None and list(schema.names) != list(feature_names):
+        raise ValueError(f"the schema's features {list(schema.names)} are not {list(feature_names)}")
+    features: dict[str, Any] = {}
+    for i, name in enumerate(feature_names):
+        feature = schema.features[i] if schema is not None else None
+        if feature is not None and feature.categorical:
+            features[name] = categorical_stats(x[:, i], feature)
+        else:
+            features[name] = column_stats(x[:, i], n_bins, seed + i)
+    categorical = schema is not None and schema.categorical
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": CATEGORICAL_SCHEMA_VERSION if categorical else SCHEMA_VERSION,
         "n_rows": int(x.shape[0]),
         "n_bins": n_bins,
-        "features": {name: column_stats(x[:, i], n_bins, seed + i) for i, name in enumerate(feature_names)},
+        "features": features,
         "prediction": column_stats(
             np.asarray(prediction).reshape(x.shape[0], -1)[:, 0], n_bins, seed + 10_007
         ),

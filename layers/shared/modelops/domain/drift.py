@@ -38,6 +38,26 @@ of the values in each cell (``sums``). From these counts:
   ``EXACT_LIMIT`` values of a feature the partial also keeps them and W1 is computed exactly (bound 0);
   a larger window, or a partial that went through ``to_dict``, uses the binned value.
   ``wasserstein_norm = W1 / max(baseline std, 0.001)`` (Evidently's ``wasserstein_distance_norm``).
+
+Categorical features
+--------------------
+A categorical feature's column holds vocabulary indices (``modelops/domain/encoding.py``:
+``0 .. V - 1`` for the ``V`` values of the vocabulary, ``V`` for out-of-vocabulary, OOV). Its
+baseline block (``"type": "categorical"``) holds the share of each of the ``V + 1`` indices. The
+grid is the indices ``0 .. V`` plus the PSI edges ``k + 0.5`` between them, so each index's count is
+the partial's ``ties`` at its grid point, exactly, and the same partials merge as for a numeric feature.
+
+* **PSI** runs over the ``V + 1`` index buckets (OOV last), with the numeric PSI's ``EPSILON`` floor.
+* **New-category rate**: the share of the window's rows in the OOV bucket (a value the vocabulary does
+  not hold, or a missing one), against the baseline's OOV share (``baseline_new_category_rate``). Its
+  own statistic with its own threshold: the window drifts when the rate rises more than
+  ``new_category_threshold`` (absolute, default :data:`NEW_CATEGORY_THRESHOLD`) above the baseline's,
+  whatever the PSI says (a few unknown values in a large vocabulary move PSI little).
+* **Invalid** values (NaN, fractions, indices outside ``0 .. V``: a corrupt capture) are counted
+  (``invalid``; ``missing_rate`` is their share of the rows) and left out of both statistics.
+* KS, Wasserstein, mean/std and out-of-range are numeric statistics: None / 0 for a categorical feature.
+
+The shares (``reference_proportions``, ``current_proportions``) and the rate are over the valid rows.
 """
 
 from __future__ import annotations
@@ -56,6 +76,9 @@ EXACT_LIMIT = 100_000
 """A window with at most this many values of a feature keeps them, so W1 is computed exactly."""
 STD_FLOOR = 0.001
 """Floor of the reference standard deviation that normalises W1 (Evidently's)."""
+NEW_CATEGORY_THRESHOLD = 0.05
+"""Default largest rise of a categorical feature's new-category (OOV) rate over its baseline's, as an
+absolute share of rows (0.05: five more rows in a hundred hold a value the model never saw)."""
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -75,10 +98,19 @@ class FeatureReference:
     mean: float | None
     std: float | None
     missing_rate: float
+    vocabulary: tuple[str, ...] | None = None  # a categorical feature's vocabulary (None: numeric)
+    oov_rate: float = 0.0  # a categorical feature's baseline OOV share
+
+    @property
+    def categorical(self) -> bool:
+        return self.vocabulary is not None
 
     @classmethod
     def from_stats(cls, name: str, stats: dict[str, Any]) -> FeatureReference:
-        """From one ``STATS`` block of ``baseline.json``; raises ``ValueError`` on a malformed block."""
+        """From one ``STATS`` (or ``CATEGORICAL``) block of ``baseline.json``; raises ``ValueError`` on a
+        malformed block."""
+        if isinstance(stats, dict) and stats.get("type", "numeric") != "numeric":
+            return cls.categorical_from_stats(name, stats)
         try:
             edges = np.asarray(stats.get("edges") or [], dtype=np.float64)
             props = np.asarray(stats.get("proportions") or [1.0], dtype=np.float64)
@@ -116,6 +148,51 @@ class FeatureReference:
             std=None if stats.get("std") is None else float(stats["std"]),
             missing_rate=(missing / count) if count else 0.0,
         )
+
+    @classmethod
+    def categorical_from_stats(cls, name: str, stats: dict[str, Any]) -> FeatureReference:
+        """From one ``CATEGORICAL`` block (see the module docstring)."""
+        if stats.get("type") != "categorical":
+            raise ValueError(f"baseline of {name!r}: unknown type {str(stats.get('type'))[:40]!r}")
+        vocab = stats.get("vocabulary")
+        if not isinstance(vocab, list) or not all(isinstance(v, str) for v in vocab):
+            raise ValueError(f"baseline of {name!r}: a categorical block needs a list of strings")
+        try:
+            props = np.asarray(stats.get("proportions"), dtype=np.float64).ravel()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"baseline of {name!r} is malformed: {exc}") from exc
+        if props.size != len(vocab) + 1:
+            raise ValueError(
+                f"baseline of {name!r}: {len(vocab)} categories but {props.size} proportions "
+                "(expected one more, for OOV)"
+            )
+        if not np.all(np.isfinite(props)) or np.any(props < 0):
+            raise ValueError(f"baseline of {name!r}: proportions must be finite and not negative")
+        indices = np.arange(len(vocab) + 1, dtype=np.float64)
+        edges = indices[:-1] + 0.5  # index k is PSI bin k
+        grid = np.unique(np.concatenate([indices, edges]))
+        left = np.concatenate([[-np.inf], grid])
+        return cls(
+            name=name,
+            edges=edges,
+            proportions=props,
+            sample=np.zeros(0),
+            grid=grid,
+            ref_cdf=np.zeros(grid.size),
+            cell_bin=np.searchsorted(edges, left, side="right"),
+            lo=None,
+            hi=None,
+            mean=None,
+            std=None,
+            missing_rate=0.0,
+            vocabulary=tuple(vocab),
+            oov_rate=float(props[-1]),
+        )
+
+    def category_counts(self, part: FeaturePartial) -> np.ndarray:
+        """A categorical feature's current count of each index ``0 .. V`` (exact; invalid values in none)."""
+        assert self.vocabulary is not None
+        return part.ties[0::2].astype(np.int64)  # grid: 0, 0.5, 1, 1.5, ..., V
 
 
 def references(
@@ -333,8 +410,30 @@ class FeatureDrift:
     reference_proportions: list[float]
     current_proportions: list[float]
     edges: list[float]
+    categorical: CategoricalDrift | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.categorical is not None:
+            return {
+                "name": self.name,
+                "type": "categorical",
+                "count": self.count,
+                "n": self.n,
+                "psi": self.psi,
+                "ks": None,
+                "wasserstein": None,
+                "wasserstein_norm": None,
+                "wasserstein_bound": None,
+                "wasserstein_exact": False,
+                "missing_rate": self.missing_rate,
+                "out_of_range_rate": self.out_of_range_rate,
+                "mean": None,
+                "std": None,
+                "edges": [],
+                "reference_proportions": self.reference_proportions,
+                "current_proportions": self.current_proportions,
+                **self.categorical.to_dict(),
+            }
         return {
             "name": self.name,
             "count": self.count,
@@ -355,6 +454,33 @@ class FeatureDrift:
         }
 
 
+@dataclass(frozen=True)
+class CategoricalDrift:
+    """The categorical numbers of one feature (see the module docstring)."""
+
+    vocabulary: list[str]
+    counts: list[int]  # current count of each index 0 .. V (OOV last)
+    new_category_rate: float | None  # OOV share of the valid rows (None: no valid rows)
+    baseline_new_category_rate: float
+    invalid: int  # NaN or not an index 0 .. V
+
+    @property
+    def new_category_rise(self) -> float | None:
+        if self.new_category_rate is None:
+            return None
+        return self.new_category_rate - self.baseline_new_category_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocabulary": self.vocabulary,
+            "counts": self.counts,
+            "new_category_rate": self.new_category_rate,
+            "baseline_new_category_rate": self.baseline_new_category_rate,
+            "new_category_rise": self.new_category_rise,
+            "invalid": self.invalid,
+        }
+
+
 def out_of_range(ref: FeatureReference, part: FeaturePartial) -> int:
     """Current values below the training min or above the training max (exact)."""
     z = ref.grid
@@ -368,8 +494,43 @@ def out_of_range(ref: FeatureReference, part: FeaturePartial) -> int:
     return n_out
 
 
+def compare_categorical(ref: FeatureReference, part: FeaturePartial) -> FeatureDrift:
+    """Every drift number of one categorical feature, from its merged partial."""
+    assert ref.vocabulary is not None
+    counts = ref.category_counts(part)
+    n = int(counts.sum())
+    invalid = part.count - n  # NaN, fractions, indices outside 0 .. V
+    return FeatureDrift(
+        name=ref.name,
+        n=n,
+        count=part.count,
+        psi=psi(ref.proportions, counts) if n else None,
+        ks=None,
+        wasserstein=None,
+        wasserstein_norm=None,
+        wasserstein_bound=None,
+        exact=False,
+        missing_rate=(invalid / part.count) if part.count else 0.0,
+        out_of_range_rate=0.0,
+        mean=None,
+        std=None,
+        reference_proportions=[float(p) for p in ref.proportions],
+        current_proportions=[float(c) / n for c in counts] if n else [0.0] * counts.size,
+        edges=[],
+        categorical=CategoricalDrift(
+            vocabulary=list(ref.vocabulary),
+            counts=[int(c) for c in counts],
+            new_category_rate=(float(counts[-1]) / n) if n else None,
+            baseline_new_category_rate=ref.oov_rate,
+            invalid=invalid,
+        ),
+    )
+
+
 def compare(ref: FeatureReference, part: FeaturePartial) -> FeatureDrift:
     """Every drift number of one feature, from its merged partial."""
+    if ref.categorical:
+        return compare_categorical(ref, part)
     n = part.finite
     bins = psi_bins(ref, part)
     psi_v = ks_v = w = wn = wb = None
@@ -427,6 +588,7 @@ class VersionContext:
     classes: list[Any] | None = None
     target: str = "target"
     psi_threshold: float = 0.2
+    new_category_threshold: float = NEW_CATEGORY_THRESHOLD
     retrain_on_drift: bool = False
     metric: str = "rmse"
     heldout: dict[str, float] = field(default_factory=dict)
@@ -459,8 +621,12 @@ def judge(
 ) -> dict[str, Any]:
     """The verdict of a version's window from its merged partials: ``no_baseline`` /
     ``baseline_error`` (with ``problem``), ``insufficient_samples`` (fewer than ``min_samples`` rows),
-    else ``drift`` when a feature's PSI exceeds the version's threshold, or ``ok``; with every number
-    behind it (per-feature statistics, the prediction's, the worst PSI and its ratio to the threshold)."""
+    else ``drift`` when a feature's PSI exceeds the version's threshold or a categorical feature's
+    new-category rate rises more than ``new_category_threshold`` above its baseline's, or ``ok``; with
+    every number behind it (per-feature statistics, the prediction's, the worst PSI and its ratio to
+    the threshold). A drifted categorical feature's entry also says why (``reasons``) and gives its
+    new-category rates; a version with categorical features has ``max_new_category_rise`` and
+    ``new_category_threshold`` (absent otherwise, so a numeric version's verdict is as before)."""
     out: dict[str, Any] = {
         "drift": False,
         "max_psi": None,
@@ -485,22 +651,47 @@ def judge(
     out["prediction"] = compare(ctx.pred_ref, pred).to_dict()
     psis = [f.psi for f in feats if f.psi is not None]
     max_psi = max(psis) if psis else 0.0
-    drifted = sorted(
-        (f for f in feats if f.psi is not None and f.psi > ctx.psi_threshold), key=lambda f: -(f.psi or 0.0)
-    )
+    drifted = sorted((f for f in feats if drift_reasons(ctx, f)), key=lambda f: -(f.psi or 0.0))
     out.update(
         {
             "verdict": "drift" if drifted else "ok",
             "drift": bool(drifted),
             "max_psi": max_psi,
             "max_psi_ratio": max_psi / ctx.psi_threshold,
-            "drifted_features": [
-                {"name": f.name, "psi": f.psi, "ks": f.ks, "wasserstein_norm": f.wasserstein_norm}
-                for f in drifted
-            ],
+            "drifted_features": [_drifted(ctx, f) for f in drifted],
         }
     )
+    rises = [f.categorical.new_category_rise for f in feats if f.categorical is not None]
+    if rises:
+        known = [r for r in rises if r is not None]
+        out["max_new_category_rise"] = max(known) if known else None
+        out["new_category_threshold"] = ctx.new_category_threshold
     return out
+
+
+def drift_reasons(ctx: VersionContext, f: FeatureDrift) -> list[str]:
+    """Why a feature drifted: ``psi`` (above the version's threshold) and/or ``new_category_rate``
+    (a categorical feature's OOV share rose more than the threshold); empty when it did not."""
+    reasons = ["psi"] if f.psi is not None and f.psi > ctx.psi_threshold else []
+    rise = f.categorical.new_category_rise if f.categorical is not None else None
+    if rise is not None and rise > ctx.new_category_threshold:
+        reasons.append("new_category_rate")
+    return reasons
+
+
+def _drifted(ctx: VersionContext, f: FeatureDrift) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": f.name, "psi": f.psi, "ks": f.ks, "wasserstein_norm": f.wasserstein_norm}
+    if f.categorical is not None:
+        entry.update(
+            {
+                "type": "categorical",
+                "reasons": drift_reasons(ctx, f),
+                "new_category_rate": f.categorical.new_category_rate,
+                "baseline_new_category_rate": f.categorical.baseline_new_category_rate,
+                "new_category_threshold": ctx.new_category_threshold,
+            }
+        )
+    return entry
 
 
 def labelled_quality(ctx: VersionContext, outputs: np.ndarray, labels: list[Any]) -> dict[str, Any] | None:

@@ -135,11 +135,44 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.2f}%"
 
 
-def bar_chart(feature: dict[str, Any], width: int = 560, height: int = 200) -> str:
-    """Grouped bars: the baseline's and the window's share of each PSI bin of one feature."""
+SHOWN_CATEGORIES = 20
+"""A categorical feature's table and chart show this many categories (the largest shares, baseline or
+window), the rest summed in one row, and the OOV bucket."""
+OOV_LABEL = "(new / missing)"
+
+
+def category_shares(feature: dict[str, Any], limit: int = SHOWN_CATEGORIES) -> list[tuple[str, float, float]]:
+    """``(label, baseline share, window share)`` of a categorical feature's ``limit`` largest
+    categories (largest first), one row for the others when there are more, and the OOV bucket last.
+    Labels are the raw category values (the caller escapes them)."""
+    vocab = [str(v) for v in feature.get("vocabulary") or []]
     ref = [float(p) for p in feature.get("reference_proportions") or []]
     cur = [float(p) for p in feature.get("current_proportions") or []]
-    edges = [float(e) for e in feature.get("edges") or []]
+    if len(ref) != len(vocab) + 1 or len(cur) != len(vocab) + 1:
+        return []
+    order = sorted(range(len(vocab)), key=lambda i: (-max(ref[i], cur[i]), i))
+    rows = [(vocab[i], ref[i], cur[i]) for i in order[:limit]]
+    rest = order[limit:]
+    if rest:
+        rows.append((f"({len(rest)} other categories)", sum(ref[i] for i in rest), sum(cur[i] for i in rest)))
+    rows.append((OOV_LABEL, ref[-1], cur[-1]))
+    return rows
+
+
+def bar_chart(feature: dict[str, Any], width: int = 560, height: int = 200) -> str:
+    """Grouped bars: the baseline's and the window's share of each PSI bin of one feature (of each
+    shown category, for a categorical feature: :func:`category_shares`)."""
+    labels: list[str] | None = None
+    if feature.get("type") == "categorical":
+        shares = category_shares(feature)
+        labels = [label for label, _, _ in shares]
+        ref = [r for _, r, _ in shares]
+        cur = [c for _, _, c in shares]
+        edges: list[float] = []
+    else:
+        ref = [float(p) for p in feature.get("reference_proportions") or []]
+        cur = [float(p) for p in feature.get("current_proportions") or []]
+        edges = [float(e) for e in feature.get("edges") or []]
     n = max(len(ref), len(cur))
     if n == 0:
         return ""
@@ -159,11 +192,18 @@ def bar_chart(feature: dict[str, Any], width: int = 560, height: int = 200) -> s
         for j, (vals, colour) in enumerate(((ref, _REF), (cur, _CUR))):
             v = vals[i] if i < len(vals) else 0.0
             h = plot_h * v / top
+            what = f"bin {i}" if labels is None else escape(labels[i])
             parts.append(
                 f'<rect x="{x0 + j * bar:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                f'fill="{colour}"><title>bin {i}: {"baseline" if j == 0 else "window"} {v:.2%}</title></rect>'
+                f'fill="{colour}"><title>{what}: {"baseline" if j == 0 else "window"} {v:.2%}</title></rect>'
             )
-        if i < len(edges):
+        if labels is not None:
+            short = labels[i] if len(labels[i]) <= 12 else labels[i][:11] + "\u2026"
+            parts.append(
+                f'<text x="{pad_l + (i + 0.5) * slot:.1f}" y="{height - pad_b + 14 + 10 * (i % 2)}" '
+                f'font-size="9" text-anchor="middle" fill="#57606a">{escape(short)}</text>'
+            )
+        elif i < len(edges):
             xe = pad_l + (i + 1) * slot
             parts.append(
                 f'<text x="{xe:.1f}" y="{height - pad_b + 14 + 10 * (i % 2)}" font-size="9" '
@@ -225,13 +265,53 @@ def _version_section(r: dict[str, Any]) -> str:
             "<table><tr><th>feature</th><th>PSI</th><th>KS</th><th>Wasserstein (norm.)</th><th>missing</th>"
             f"<th>out of range</th><th>mean</th><th>std</th></tr>{rows}</table>"
         )
+        cats = [f for f in feats if f.get("type") == "categorical"]
+        if cats:
+            out.append(_categorical_section(r, cats, drifted))
         for f in feats:
-            if f["name"] in drifted:
+            if f["name"] in drifted and f.get("type") == "categorical":
+                out.append(
+                    f"<h3>{escape(str(f['name']))}: PSI {_num(f.get('psi'))}, new categories "
+                    f"{_pct(f.get('new_category_rate'))}</h3>"
+                    f"<p class='legend'><span style='background:{_REF}'></span>baseline"
+                    f"<span style='background:{_CUR}'></span>this window</p>{bar_chart(f)}"
+                )
+            elif f["name"] in drifted:
                 out.append(
                     f"<h3>{escape(str(f['name']))}: PSI {_num(f.get('psi'))}, KS {_num(f.get('ks'))}</h3>"
                     f"<p class='legend'><span style='background:{_REF}'></span>baseline"
                     f"<span style='background:{_CUR}'></span>this window</p>{bar_chart(f)}"
                 )
+    return "".join(out)
+
+
+def _categorical_section(r: dict[str, Any], cats: list[dict[str, Any]], drifted: set[str]) -> str:
+    """The categorical features: PSI, new-category rate against the baseline's, invalid values; then
+    each one's shares per category (:func:`category_shares`)."""
+    threshold = r.get("new_category_threshold")
+    rows = "".join(
+        f"<tr class='{'drift' if f['name'] in drifted else ''}'><td>{escape(str(f['name']))}</td>"
+        f"<td>{_num(len(f.get('vocabulary') or []))}</td><td>{_num(f.get('psi'))}</td>"
+        f"<td>{_pct(f.get('new_category_rate'))}</td><td>{_pct(f.get('baseline_new_category_rate'))}</td>"
+        f"<td>{_pct(f.get('new_category_rise'))}</td><td>{_num(f.get('invalid'))}</td></tr>"
+        for f in cats
+    )
+    out = [
+        "<h3>Categorical features</h3>",
+        f"<p class='muted'>New categories: the share of rows whose value is not in the training vocabulary "
+        f"(or is missing); a rise above {_pct(threshold)} over the baseline's share is drift. Invalid: "
+        "captured values that are not a category index (counted, not compared).</p>",
+        "<table><tr><th>feature</th><th>categories</th><th>PSI</th><th>new categories</th>"
+        f"<th>baseline</th><th>rise</th><th>invalid</th></tr>{rows}</table>",
+    ]
+    for f in cats:
+        shares = "".join(
+            f"<tr><td>{escape(label)}</td><td>{_pct(ref)}</td><td>{_pct(cur)}</td></tr>"
+            for label, ref, cur in category_shares(f)
+        )
+        out.append(
+            f"<table><tr><th>{escape(str(f['name']))}</th><th>baseline</th><th>window</th></tr>{shares}</table>"
+        )
     return "".join(out)
 
 
@@ -251,7 +331,8 @@ def render_html(report: dict[str, Any]) -> str:
         f"{_num(report.get('max_psi'))}; {_num(report.get('samples'))} rows.</p>",
         "<p class='muted'>PSI on the training baseline's decile bins (empty bins floored at 1e-4); KS is the "
         "two-sample statistic against the baseline's reference sample; Wasserstein is W1 divided by the "
-        "training standard deviation.</p>",
+        "training standard deviation. A categorical feature's PSI is over its categories plus one bucket "
+        "for new (or missing) values.</p>",
     ]
     body.extend(_version_section(r) for r in report.get("versions") or [])
     return head + "".join(body) + "</body></html>"

@@ -94,6 +94,15 @@ class ReportStore:
                 yield model, doc
 
 
+def _cell(value: float, vocabulary: tuple[str, ...] | None) -> str:
+    if not math.isfinite(value):
+        return ""
+    if vocabulary is None:
+        return repr(float(value))
+    k = int(value)
+    return vocabulary[k] if k == value and 0 <= k < len(vocabulary) else ""
+
+
 class RetrainDatasets:
     """The datasets the monitor writes to retrain a drifted version (data bucket)."""
 
@@ -108,16 +117,20 @@ class RetrainDatasets:
         columns: list[str],
         x: np.ndarray,
         labels: list[Any],
+        vocabularies: list[tuple[str, ...] | None] | None = None,
     ) -> tuple[bool, str]:
         """Write ``x`` (rows of the feature ``columns[:-1]``) and ``labels`` (the last column) as
         ``datasets/{model}/retrain-v{version}-{YYYYMMDD}.csv``, create-only. Returns ``(created, uri)``:
         False when that day's dataset of the version already exists. Non-finite values are written
-        empty (the dataset validation decides what they mean)."""
+        empty (the dataset validation decides what they mean). ``vocabularies`` (one per feature, None
+        for a numeric one) turns a categorical column's indices back into its values; the OOV index,
+        and anything that is not an index, is written empty (missing): captures keep no raw value."""
+        vocabs = vocabularies or [None] * (len(columns) - 1)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(columns)
         for row, lab in zip(x.tolist(), labels, strict=True):
-            w.writerow([*(repr(float(v)) if math.isfinite(v) else "" for v in row), lab])
+            w.writerow([*(_cell(v, vocab) for v, vocab in zip(row, vocabs, strict=True)), lab])
         key = keys.retrain_dataset(model, version, datetime.fromtimestamp(ts, UTC))
         created = self.objects.create(key, buf.getvalue().encode(), "text/csv")
         return created, f"s3://{self.objects.bucket}/{key}"

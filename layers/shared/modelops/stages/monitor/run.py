@@ -28,6 +28,7 @@ from modelops import aws
 from modelops.domain import drift
 from modelops.domain import report as reports
 from modelops.domain.drift import VersionContext
+from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import (
     CorruptDocumentError,
     IntegrityError,
@@ -177,6 +178,7 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
         classes=schema.get("classes"),
         target=str(schema.get("target") or (spec.target if spec else "target")),
         psi_threshold=spec.monitoring.psi_threshold if spec else 0.2,
+        new_category_threshold=_new_category_threshold(spec),
         retrain_on_drift=spec.monitoring.retrain_on_drift if spec else False,
         metric=spec.metric if spec else ("rmse" if task == "regression" else "accuracy"),
         heldout={
@@ -191,11 +193,42 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
         if not ctx.features:
             ctx.features = list(baseline["features"])
         ctx.refs, ctx.pred_ref = drift.references(baseline, ctx.features)
+        _check_kinds(schema, ctx.refs)
     except IntegrityError as exc:
         ctx.problem = f"baseline_integrity: {exc}"
     except (ValueError, KeyError, TypeError, CorruptDocumentError) as exc:
         ctx.problem = f"baseline_error: {exc}"
     return ctx
+
+
+def _new_category_threshold(spec: Any) -> float:
+    """The spec's ``monitoring.new_category_threshold`` when the spec has that field, else the default
+    (:data:`modelops.domain.drift.NEW_CATEGORY_THRESHOLD`)."""
+    value = getattr(getattr(spec, "monitoring", None), "new_category_threshold", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    return drift.NEW_CATEGORY_THRESHOLD
+
+
+def _check_kinds(schema: dict[str, Any], refs: list[drift.FeatureReference]) -> None:
+    """The manifest's schema and the baseline agree on which features are categorical, and on their
+    vocabularies (an index means nothing against another vocabulary); ``ValueError`` otherwise. A
+    schema of the first versions (names only) says nothing about kinds: the baseline is taken as is."""
+    try:
+        parsed = InputSchema.from_dict(schema)
+    except SchemaError:
+        return
+    for ref in refs:
+        try:
+            feature = parsed.feature(ref.name)
+        except KeyError:
+            continue
+        want = feature.vocabulary if feature.categorical else None
+        if want != ref.vocabulary:
+            if feature.categorical and ref.vocabulary is not None:
+                raise ValueError(f"feature {ref.name!r}: the baseline's vocabulary is not the schema's")
+            kind = "categorical" if feature.categorical else "numeric"
+            raise ValueError(f"feature {ref.name!r} is {kind} in the schema but not in the baseline")
 
 
 def _roles(registry: Registry, model: str) -> dict[int, str]:
@@ -269,6 +302,11 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
                 )
 
     ratios = [r["max_psi_ratio"] for r in results if r.get("max_psi_ratio") is not None]
+    new_ratios = [
+        r["max_new_category_rise"] / r["new_category_threshold"]
+        for r in results
+        if r.get("max_new_category_rise") is not None and r.get("new_category_threshold")
+    ]
     summary = scan.summary()
     summary.update(
         {
@@ -293,6 +331,8 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
             ],
         }
     )
+    if new_ratios:  # a version with categorical features was judged
+        summary["max_new_category_ratio"] = max(new_ratios)
     if stores.cloudwatch is not None and settings.publish:
         publish_metrics(
             stores.cloudwatch, settings.namespace, results, summary, end, settings.feature_metrics
@@ -323,6 +363,7 @@ def _drift_detail(r: dict[str, Any], uris: dict[str, str], window: dict[str, Any
         "window_start": window["start"],
         "window_end": window["end"],
         "retrain": r.get("retrain"),
+        **{k: r[k] for k in ("max_new_category_rise", "new_category_threshold") if k in r},
         **uris,
     }
 
@@ -340,18 +381,31 @@ def _metric(name: str, value: float, unit: str, ts: float, **dims: str) -> dict[
     return d
 
 
-def top_features(features: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """The ``n`` features with the highest PSI (those without one last, then by name: stable)."""
-    return sorted(features, key=lambda f: (f["psi"] is None, -(f["psi"] or 0.0), f["name"]))[: max(0, n)]
+def top_features(
+    features: list[dict[str, Any]], n: int, new_category_threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """The ``n`` features with the highest PSI (those without one last, then by name: stable).
+    Categorical features whose new-category rate rose past ``new_category_threshold`` come first, so a
+    breach always has its metric whatever its PSI."""
+
+    def breached(f: dict[str, Any]) -> bool:
+        rise = f.get("new_category_rise")
+        return new_category_threshold is not None and rise is not None and rise > new_category_threshold
+
+    return sorted(features, key=lambda f: (not breached(f), f["psi"] is None, -(f["psi"] or 0.0), f["name"]))[
+        : max(0, n)
+    ]
 
 
 def metric_data(
     results: list[dict[str, Any]], summary: dict[str, Any], ts: float, feature_metrics: int = FEATURE_METRICS
 ) -> list[dict[str, Any]]:
-    """Every metric of a run (see docs/monitoring.md for the names and dimensions). ``Psi`` and ``KS``
-    (``Feature`` dimension) only for the ``feature_metrics`` features of each version with the highest
-    PSI: a 10,000-column model would otherwise make 20,000 custom metrics per version. The aggregates
-    (``MaxPsi``, ``MaxPsiRatio``, ...) that the alarms and the dashboard use cover every feature."""
+    """Every metric of a run (see docs/monitoring.md for the names and dimensions). ``Psi``, ``KS`` and
+    (categorical features) ``NewCategoryRate`` (``Feature`` dimension) only for the ``feature_metrics``
+    features of each version with the highest PSI (new-category breaches first): a 10,000-column model
+    would otherwise make 20,000 custom metrics per version. The aggregates (``MaxPsi``,
+    ``MaxNewCategoryRise``, ``MaxPsiRatio``, ...) that the alarms and the dashboard use cover every
+    feature."""
     data: list[dict[str, Any]] = []
     for r in results:
         dims = {"Model": r["model"], "Version": str(r["version"])}
@@ -360,12 +414,16 @@ def metric_data(
             data.append(_metric("MissingRate", r["missing_rate"], "None", ts, **dims))
         if r["max_psi"] is not None:
             data.append(_metric("MaxPsi", r["max_psi"], "None", ts, **dims))
-        for f in top_features(r["features"], feature_metrics):
+        if r.get("max_new_category_rise") is not None:
+            data.append(_metric("MaxNewCategoryRise", r["max_new_category_rise"], "None", ts, **dims))
+        for f in top_features(r["features"], feature_metrics, r.get("new_category_threshold")):
             fd = {**dims, "Feature": f["name"]}
             if f["psi"] is not None:
                 data.append(_metric("Psi", f["psi"], "None", ts, **fd))
             if f["ks"] is not None:
                 data.append(_metric("KS", f["ks"], "None", ts, **fd))
+            if f.get("new_category_rate") is not None:
+                data.append(_metric("NewCategoryRate", f["new_category_rate"], "None", ts, **fd))
         pred = r.get("prediction")
         if pred and pred.get("psi") is not None:
             data.append(_metric("PredictionPsi", pred["psi"], "None", ts, **dims))
@@ -380,6 +438,8 @@ def metric_data(
             data.append(_metric("LabelledCount", q["labelled"], "Count", ts, **dims))
     if summary.get("max_psi_ratio") is not None:
         data.append(_metric("MaxPsiRatio", summary["max_psi_ratio"], "None", ts))
+    if summary.get("max_new_category_ratio") is not None:
+        data.append(_metric("MaxNewCategoryRatio", summary["max_new_category_ratio"], "None", ts))
     data.append(_metric("BadCaptureLines", summary["bad_lines"], "Count", ts))
     return data
 
@@ -411,8 +471,15 @@ def maybe_retrain(
     n = len(g.label_v)
     if n < max(1, min_rows) or not g.label_x:
         return {"started": False, "reason": f"{n} labelled rows in the window, {min_rows} needed to retrain"}
+    vocabularies = [r.vocabulary for r in ctx.refs] if ctx.refs is not None else None
     created, uri = datasets.create(
-        ctx.model, ctx.version, ts, [*ctx.features, ctx.target], np.concatenate(g.label_x), g.label_v
+        ctx.model,
+        ctx.version,
+        ts,
+        [*ctx.features, ctx.target],
+        np.concatenate(g.label_x),
+        g.label_v,
+        vocabularies,
     )
     if not created:
         return {
