@@ -927,3 +927,213 @@ def test_an_evaluation_set_before_any_production_uses_the_spec(stack: Stack) -> 
         {"Records": [stack.put("datasets/demo/eval/f.csv", b"a,z,y\n1,2,no\n")]}
     )["results"]
     assert bad["status"] == "rejected" and bad["code"] == "extra_columns"
+
+
+# ---------------------------------------------------------------------------- issue 16: formats
+def staged_rows(stack: Stack, job: str) -> list[list[str]]:
+    split = stack.json("registry", f"jobs/{job}.json")["split"]
+    return csv_rows(stack.s3.get_object(Bucket="registry", Key=split["train"]["key"])["Body"].read())
+
+
+def test_a_gzip_dataset_trains_on_plain_csv_rows(stack: Stack) -> None:
+    import gzip
+
+    stack.put_spec(SPEC)
+    packed = gzip.compress(good_csv(40))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv.gz", packed)]})[
+        "results"
+    ]
+    assert res["status"] == "started", res
+    doc = stack.json("registry", f"jobs/{res['job']}.json")
+    assert doc["dataset"]["sha256"] == hashlib.sha256(packed).hexdigest()  # the stored bytes
+    assert doc["validation"]["format"] == "csv.gz"
+    rows = staged_rows(stack, res["job"])
+    assert rows[0] == ["a", "b", "y"] and len(rows) - 1 == doc["split"]["train"]["rows"]
+
+
+def test_a_truncated_gzip_dataset_is_quarantined(stack: Stack) -> None:
+    import gzip
+
+    stack.put_spec(SPEC)
+    packed = gzip.compress(good_csv(400))
+    record = stack.put("datasets/demo/d.csv.gz", packed[: len(packed) // 2])
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "bad_gzip"
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["code"] == "bad_gzip"
+
+
+def test_a_parquet_dataset_trains_on_plain_csv_rows(stack: Stack, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stack.put_spec(SPEC)
+    n = 40
+    table = pa.table(
+        {
+            "a": pa.array([None if i == 7 else i for i in range(n)], pa.int64()),
+            "b": pa.array([float((i * 7) % 11) for i in range(n)]),
+            "y": pa.array([float(2 * i + (i * 7) % 11) for i in range(n)]),
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=8)
+    body = (tmp_path / "d.parquet").read_bytes()
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.parquet", body)]})["results"]
+    assert res["status"] == "started", res
+    doc = stack.json("registry", f"jobs/{res['job']}.json")
+    assert doc["dataset"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert doc["validation"]["missing"]["a"] == 1
+    assert staged_rows(stack, res["job"])[0] == ["a", "b", "y"]
+
+
+def test_a_european_csv_trains_on_plain_csv_rows(stack: Stack) -> None:
+    stack.put_spec({**SPEC, "csv": {"delimiter": ";", "decimal": ",", "encoding": "latin-1"}})
+    text = "größe;b;y\n" + "".join(f"{i},5;{(i * 7) % 11};{2 * i},25\n" for i in range(40))
+    [res] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/eu.csv", text.encode("latin-1"))]}
+    )["results"]
+    assert res["status"] == "started", res
+    rows = staged_rows(stack, res["job"])
+    assert rows[0] == ["größe", "b", "y"] and all("," not in c for r in rows[1:] for c in r)
+    assert any(r[0].endswith(".5") for r in rows[1:])
+
+
+# ---------------------------------------------------------------------------- issue 16: continuity
+PROD_FEATURES = [
+    {"name": "a", "type": "numeric", "dtype": "float32"},
+    {"name": "plan", "type": "categorical", "dtype": "string", "vocabulary": ["basic", "pro"]},
+]
+
+
+def put_typed_production(
+    stack: Stack, features: list[Any], classes: list[Any] | None = None, spec: Any = None
+) -> None:
+    manifest = {
+        "model": "demo",
+        "version": 3,
+        "artifacts": {},
+        "schema": {"features": features, "classes": classes, "task": "regression", "target": "y"},
+        "spec": spec if spec is not None else SPEC,
+    }
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/versions/3/manifest.json", Body=json.dumps(manifest)
+    )
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/aliases/production.json", Body=json.dumps({"version": 3})
+    )
+
+
+def plan_csv(header: str = "a,plan,y", n: int = 60, cell: Any = None) -> bytes:
+    cell = cell or (
+        lambda i, name: {"a": str(i), "plan": ("basic", "pro")[i % 2], "y": str(2 * i + i % 2)}[name]
+    )
+    names = header.split(",")
+    return (header + "\n" + "".join(",".join(cell(i, c) for c in names) + "\n" for i in range(n))).encode()
+
+
+def test_a_renamed_column_is_schema_changed_quarantined_and_alerted(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    put_typed_production(stack, PROD_FEATURES)
+    body = plan_csv("a,tier,y", cell=lambda i, c: {"a": str(i), "tier": "pro", "y": str(i)}[c])
+    record = stack.put("datasets/demo/renamed.csv", body)
+    [res] = stack.trigger().handle_event({"Records": [record]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "schema_changed"
+    assert "column 'plan' of production v3 is missing and 'tier' is new" in res["reason"]
+    version = record["s3"]["object"]["versionId"]
+    assert f"quarantine/demo/renamed.csv/{version}/reason.json" in stack.keys("data", "quarantine/")
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["code"] == "schema_changed"
+    assert stack.jobs() == [] and stack.keys("registry", "inputs/") == []
+
+
+def test_a_column_numeric_in_production_and_text_now_is_schema_changed(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    put_typed_production(stack, PROD_FEATURES)
+    body = plan_csv(cell=lambda i, c: {"a": f"x{i % 3}", "plan": "pro", "y": str(i)}[c])
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["code"] == "schema_changed"
+    assert "column 'a' is numeric in production v3, text here" in res["reason"]
+
+
+def test_reordered_columns_train_on_productions_schema(stack: Stack) -> None:
+    stack.put_spec(SPEC)
+    put_typed_production(stack, PROD_FEATURES)
+    [res] = stack.trigger().handle_event(
+        {"Records": [stack.put("datasets/demo/d.csv", plan_csv("y,plan,a"))]}
+    )["results"]
+    assert res["status"] == "started", res
+    job = res["job"]
+    # production's schema beside the train rows, and the channel carries both
+    kept = stack.json("registry", f"inputs/demo/{job}/input_schema.json")
+    assert kept == {"features": PROD_FEATURES}
+    assert stack.keys("registry", f"inputs/demo/{job}/") == [
+        f"inputs/demo/{job}/input_schema.json",
+        f"inputs/demo/{job}/train.csv",
+    ]
+    desc = stack.sm.describe_training_job(TrainingJobName=job)
+    assert (
+        desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+        == f"s3://registry/inputs/demo/{job}/"
+    )
+    assert desc["HyperParameters"]["dataset_uri"] == f"s3://registry/inputs/demo/{job}/train.csv"
+    assert desc["HyperParameters"]["input_schema_uri"] == f"s3://registry/inputs/demo/{job}/input_schema.json"
+    # the evaluation rows are in production's order
+    split = stack.json("registry", f"jobs/{job}.json")["split"]
+    assert split["evaluation"]["columns"] == ["a", "plan", "y"]
+    [(kind, detail)] = stack.events()
+    assert kind == "TrainingJobStarted" and detail["input_schema"] == "production v3"
+    assert detail["warnings"] == []
+
+
+def test_a_spec_that_resets_the_schema_trains_a_new_one(stack: Stack) -> None:
+    stack.put_spec({**SPEC, "schema": "reset"})
+    put_typed_production(stack, PROD_FEATURES)
+    body = plan_csv("a,tier,y", cell=lambda i, c: {"a": str(i), "tier": ("x", "z")[i % 2], "y": str(i)}[c])
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["status"] == "started", res
+    assert stack.keys("registry", f"inputs/demo/{res['job']}/") == [f"inputs/demo/{res['job']}/train.csv"]
+    desc = stack.sm.describe_training_job(TrainingJobName=res["job"])
+    assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith("/train.csv")
+    assert "input_schema_uri" not in desc["HyperParameters"]
+
+
+def test_a_spec_listing_new_features_trains_a_new_schema(stack: Stack) -> None:
+    stack.put_spec({**SPEC, "features": ["a", "tier"]})
+    put_typed_production(stack, PROD_FEATURES, spec={**SPEC, "features": ["a", "plan"]})
+    body = plan_csv("a,tier,y", cell=lambda i, c: {"a": str(i), "tier": ("x", "z")[i % 2], "y": str(i)}[c])
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["status"] == "started", res
+
+
+# ---------------------------------------------------------------------------- issue 16: labels
+MULTI = {"task": "multiclass", "target": "y", "training": {"instance_type": "ml.g5.2xlarge"}}
+
+
+def test_59_rows_of_one_class_and_1_of_another_is_class_coverage(stack: Stack) -> None:
+    stack.put_spec(MULTI)
+    body = b"a,b,y\n" + b"".join(f"{i},{i * 3 % 7},{'b' if i == 0 else 'a'}\n".encode() for i in range(60))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["status"] == "rejected" and res["code"] == "class_coverage"
+    assert "b: 1" in res["reason"] and "a: 59" in res["reason"]
+    [(kind, detail)] = stack.events()
+    assert kind == "DatasetRejected" and detail["warnings"] == ["class b has 1 rows (fewer than 10)"]
+
+
+def test_a_class_with_few_rows_starts_the_job_with_a_warning(stack: Stack) -> None:
+    stack.put_spec(MULTI)
+    body = b"a,b,y\n" + b"".join(f"{i},{i * 3 % 7},{'b' if i < 4 else 'a'}\n".encode() for i in range(60))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["status"] == "started", res
+    [(kind, detail)] = stack.events()
+    assert kind == "TrainingJobStarted" and detail["warnings"] == ["class b has 4 rows (fewer than 10)"]
+    assert stack.json("registry", f"jobs/{res['job']}.json")["validation"]["warnings"] == detail["warnings"]
+
+
+def test_a_class_production_knows_that_is_missing_now_is_class_coverage(stack: Stack) -> None:
+    stack.put_spec(MULTI)
+    put_typed_production(stack, [{"name": "a"}, {"name": "b"}], classes=["a", "b", "c"], spec=MULTI)
+    body = b"a,b,y\n" + b"".join(f"{i},{i * 3 % 7},{'ab'[i % 2]}\n".encode() for i in range(60))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body)]})["results"]
+    assert res["code"] == "class_coverage" and "c: 0" in res["reason"]
+    [(_, detail)] = stack.events()
+    assert "class c of production v3 has no rows in this dataset" in detail["warnings"]

@@ -75,12 +75,16 @@ def test_last_line_without_newline_counts() -> None:
     assert validate(csv_bytes(20).rstrip(b"\n")).rows == 20
 
 
-def test_inferred_features_exclude_text_columns_and_report_them() -> None:
-    data = csv_bytes(20, header="id,a,name,y", row=lambda i: f"{i},{i * 2},row{i},{i}")
+def test_inferred_features_type_text_columns_as_categorical_and_exclude_empty_ones() -> None:
+    # (issue 16) a text column is a categorical feature now, not silently excluded; a column with no
+    # value at all is still excluded and reported
+    data = csv_bytes(20, header="id,a,name,blank,y", row=lambda i: f"{i},{i * 2},row{i % 4},,{i}")
     report = validate(data)
     assert report.ok, report.reason
-    assert report.features == ["id", "a"]
-    assert report.excluded_columns == ["name"]
+    assert report.features == ["id", "a", "name"]
+    assert report.feature_types == {"id": "numeric", "a": "numeric", "name": "categorical"}
+    assert report.categories["name"]["distinct"] == 4
+    assert report.excluded_columns == ["blank"]
 
 
 # ---------------------------------------------------------------------------- rejected

@@ -191,5 +191,8 @@ def test_an_evaluation_set_without_declared_features_takes_productions() -> None
     assert ok.ok and ok.features == ["a", "b"]
     extra = validate_evaluation_stream([b"a,b,c,y\n1,2,3,4\n"], spec, features=["a", "b"])
     assert extra.code == "extra_columns" and "c" in extra.reason
+    # (issue 16) with no features known, a text column is a categorical feature, not an extra column
     text = validate_evaluation_stream([b"a,name,y\n1,x,3\n"], spec)
-    assert text.code == "extra_columns" and "name" in text.reason
+    assert text.ok and text.feature_types == {"a": "numeric", "name": "categorical"}
+    blank = validate_evaluation_stream([b"a,blank,y\n1,,3\n"], spec)
+    assert blank.code == "extra_columns" and "blank" in blank.reason

@@ -47,6 +47,11 @@ class JobRequest:
     shapes, where the channel is the uploaded dataset itself."""
     train_sha256: str = ""
     train_rows: int = 0
+    input_schema_key: str = ""
+    """Production's input schema the job must keep (``inputs/{model}/{job}/input_schema.json``, beside
+    :attr:`train_key`; issue 16), empty when the job learns its own. With it the ``train`` channel is the
+    job's inputs folder (both files), and the hyperparameter ``input_schema_uri`` names it (a Batch job
+    downloads it beside the rows)."""
 
     @property
     def dataset_uri(self) -> str:
@@ -59,6 +64,14 @@ class JobRequest:
         if self.train_key:
             return f"s3://{self.registry_bucket}/{self.train_key}"
         return self.dataset_uri
+
+    @property
+    def train_channel_uri(self) -> str:
+        """The ``train`` channel's ``S3Uri``: the training rows' key, or, with an input schema, the job's
+        inputs folder (``S3Prefix``: the rows and ``input_schema.json`` land in the channel together)."""
+        if self.train_key and self.input_schema_key:
+            return f"s3://{self.registry_bucket}/{self.train_key.rsplit('/', 1)[0]}/"
+        return self.train_uri
 
     @property
     def output_path(self) -> str:
@@ -86,6 +99,11 @@ class JobRequest:
             # dataset_sha256 pins their bytes
             "dataset_version_id": "" if self.train_key else self.dataset_version_id or "",
             "dataset_sha256": self.train_sha256 if self.train_key else self.dataset_sha256,
+            **(
+                {"input_schema_uri": f"s3://{self.registry_bucket}/{self.input_schema_key}"}
+                if self.input_schema_key
+                else {}
+            ),
         }
 
     def tags(self) -> dict[str, str]:

@@ -275,7 +275,7 @@ def create_training_job_request(
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": req.train_uri,
+                        "S3Uri": req.train_channel_uri,
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },

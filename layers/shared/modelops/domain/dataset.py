@@ -1,22 +1,34 @@
-"""Streaming validation (and loading) of a training CSV against its model spec.
+"""Streaming validation (and loading) of a training dataset against its model spec.
 
 The dataset is read as a stream of byte chunks (``StreamingBody.iter_chunks`` for S3, ``read(1 MiB)``
-for a file) and split into lines here, with a bound on the line length, so memory stays flat whatever
-the object holds: never the whole object, never one unbounded line. The SHA-256 is computed over the
-exact bytes while streaming. What is checked (docs/training.md lists the codes):
+for a file) and turned into rows by ``modelops.domain.formats`` (CSV in the spec's dialect, gzip with a
+bound on the decompressed bytes, Parquet one record batch at a time), with a bound on the line length,
+so memory stays flat whatever the object holds: never the whole object, never one unbounded line. Per
+column the validator keeps counters, at most five example cells and at most ``Limits.max_cardinality``
+distinct values (counting stops past it). The SHA-256 is computed over the object's stored bytes while
+streaming. What is checked (docs/training.md lists the codes):
 
-- UTF-8 (a leading BOM is dropped), CRLF or LF line ends, RFC 4180 quoting (``csv`` module);
+- text (UTF-8 unless the spec's ``csv.encoding`` says otherwise; a leading BOM is dropped), CRLF or LF
+  line ends, RFC 4180 quoting (``csv`` module);
 - a header with unique, non-empty names that holds the target and every listed feature;
 - every row has as many fields as the header;
-- features numeric and finite; an empty cell (or ``NA``, ``N/A``, ``null``) is *missing*, the text
-  ``nan``/``inf`` is *non-finite* and rejected; a missing target is rejected;
+- each feature column is *numeric* or *categorical* (declared in the spec, else inferred: see
+  :func:`infer_kind`); an empty cell (or ``NA``, ``N/A``, ``null``) is *missing* in both; a numeric
+  column holds finite numbers (a stray text cell is ``non_numeric``, naming the cells: the column is
+  never reclassified or dropped); a categorical column holds at most ``max_cardinality`` distinct values
+  of at most ``encoding.MAX_CATEGORY_CHARS`` characters, and is not an identifier (almost every value
+  distinct); a missing target is rejected;
 - at least enough rows for the validation split, at most ``Limits.max_rows`` rows and
-  ``Limits.max_bytes`` bytes (reading stops at the limit);
+  ``Limits.max_bytes`` bytes (decompressed, for ``.csv.gz``; reading stops at the limit);
 - per-feature missing rate and the duplicate-row rate within limits (both reported);
-- classification: the target's distinct values are the classes (2 for ``binary``).
+- classification: the target's distinct values are the classes (2 for ``binary``); every class, and
+  every class production knows, has at least ``Limits.min_class_rows`` rows (``class_coverage``);
+  fewer than ``Limits.warn_class_rows`` is a warning;
+- with production's input schema given (the stage decides when it applies): the dataset's features
+  are production's, by name, with the same types and no frequent new category (``schema_changed``).
 
-When the spec names no features, every column but the target whose non-missing values are all
-numbers is a feature (columns with text are reported as excluded).
+When the spec names no features, every column but the target is a feature, except a column with no
+value at all (reported as excluded) and a text ``training.split_key`` column (an identifier).
 
 Nothing here imports TensorFlow: the Lambda validates with it, and the trainer loads with it
 (``load_csv``), so whatever validated is exactly what trains. Kept Python 3.10 compatible
@@ -29,19 +41,20 @@ import csv
 import hashlib
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
+from modelops.domain.encoding import MAX_CATEGORY_CHARS, MISSING_TOKENS, InputSchema
+from modelops.domain.formats import PLAIN, Dialect, FormatError, csv_rows, format_of, gunzip, parquet_rows
 from modelops.domain.spec import ModelSpec
-
-MISSING_TOKENS = frozenset({"", "na", "n/a", "null"})
-"""Cell texts (stripped, case-insensitive) that mean "missing"."""
 
 CHUNK = 1024 * 1024
 _EXAMPLES = 5
 _FULL = 1 << 64
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class Limits:
     """What a dataset may be. The Lambda reads these from its environment (template.yaml)."""
 
     max_bytes: int = 100 * 1024 * 1024
+    """Largest dataset in bytes (decompressed, for ``.csv.gz``)."""
     max_rows: int = 5_000_000
     min_rows: int = 10
     max_missing_rate: float = 0.05
@@ -59,6 +73,20 @@ class Limits:
     max_classes: int = 1000
     duplicate_sample: int = 1 << 15
     """Distinct row hashes kept for the duplicate count; beyond it the count is an estimate."""
+    max_cardinality: int = 1000
+    """Most distinct values a categorical column may hold (counting stops past it)."""
+    unique_share: float = 0.5
+    """A text column with more distinct values than this share of its values is an identifier..."""
+    unique_min_rows: int = 50
+    """... once it has at least this many values (fewer rows cannot tell)."""
+    min_class_rows: int = 2
+    """Fewest rows a class (seen here, or known to production) may have: fewer is ``class_coverage``."""
+    warn_class_rows: int = 10
+    """A class with fewer rows than this is a warning in the report and the event."""
+    new_category_share: float = 0.01
+    """Under schema continuity, a value outside production's vocabulary on more than this share of the
+    rows (and on more rows than the vocabulary's least frequent value here, when it is full) is a
+    change of the served schema."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +105,18 @@ class DatasetReport:
     problems: list[Problem] = field(default_factory=list)
     rows: int = 0
     bytes_read: int = 0
+    """Stored bytes read (compressed, for ``.csv.gz``)."""
     sha256: str | None = None
-    """SHA-256 of the whole object; None when reading stopped early (a limit, a fatal problem)."""
+    """SHA-256 of the whole stored object; None when reading stopped early (a limit, a fatal problem)."""
     complete: bool = False
+    format: str = "csv"
     columns: list[str] = field(default_factory=list)
     target: str = ""
     features: list[str] = field(default_factory=list)
+    feature_types: dict[str, str] = field(default_factory=dict)
+    """Each feature's kind: ``numeric`` or ``categorical``."""
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per categorical feature: ``{"distinct": n, "top": [[value, rows], ...]}`` (at most 10 values)."""
     excluded_columns: list[str] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)
     max_missing_rate: float = 0.0
@@ -91,6 +125,8 @@ class DatasetReport:
     duplicates_exact: bool = True
     classes: list[Any] | None = None
     class_counts: list[int] | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What is worth a look but does not reject the dataset (a class with few rows, ...)."""
 
     @property
     def ok(self) -> bool:
@@ -114,9 +150,12 @@ class DatasetReport:
             "bytes_read": self.bytes_read,
             "sha256": self.sha256,
             "complete": self.complete,
+            "format": self.format,
             "columns": self.columns[:200],
             "target": self.target,
             "features": self.features,
+            "feature_types": self.feature_types,
+            "categories": self.categories,
             "excluded_columns": self.excluded_columns,
             "missing": self.missing,
             "max_missing_rate": round(self.max_missing_rate, 6),
@@ -125,6 +164,7 @@ class DatasetReport:
             "duplicates_exact": self.duplicates_exact,
             "classes": self.classes,
             "class_counts": self.class_counts,
+            "warnings": self.warnings,
         }
 
 
@@ -134,9 +174,14 @@ class LoadedDataset:
 
     report: DatasetReport
     features: list[str]
-    x: Any  # numpy float64 (rows, features)
+    x: Any  # numpy float64 (rows, features); NaN in a categorical feature's column
     y: Any  # numpy: float64 targets (regression) or int64 class indices (classification)
     classes: list[Any] | None
+    kinds: list[str] = field(default_factory=list)
+    """Per feature (``features`` order): ``"numeric"`` or ``"categorical"``."""
+    categories: dict[str, list[str | None]] = field(default_factory=dict)
+    """Per categorical feature: each row's value as ``encoding.category`` normalizes it (None: missing).
+    ``x`` holds NaN in a categorical feature's column."""
 
 
 def split_sizes(n_rows: int, validation_split: float) -> tuple[int, int]:
@@ -149,6 +194,23 @@ def min_rows(spec: ModelSpec, limits: Limits) -> int:
     """Fewest rows that still give the training and the held-out split two rows each."""
     split = spec.training.validation_split
     return max(limits.min_rows, 4, math.ceil(2 / split), math.ceil(2 / (1 - split)))
+
+
+def infer_kind(values: int, numbers: int) -> str:
+    """The kind of an undeclared column with ``values`` non-missing cells, ``numbers`` of them numbers:
+    numeric when more than half are numbers (a minority of text cells is then ``non_numeric``, never a
+    reason to call the column text), categorical otherwise."""
+    return NUMERIC if numbers * 2 > values else CATEGORICAL
+
+
+@dataclass(frozen=True)
+class Production:
+    """Production's input schema and classes, for schema continuity and label sanity."""
+
+    version: int | str
+    schema: InputSchema | None = None
+    """None: compare classes only (continuity does not apply: ``"schema": "reset"`` or new features)."""
+    classes: list[Any] | None = None
 
 
 class _Stop(Exception):
@@ -171,6 +233,47 @@ def _label_value(key: float | str) -> Any:
     return key
 
 
+class _Column:
+    """What the scanner keeps about one candidate feature column: counters, a few example cells, and
+    its distinct values (with their row counts) until there are more than ``cap``."""
+
+    __slots__ = (
+        "i",
+        "name",
+        "declared",
+        "missing",
+        "numbers",
+        "texts",
+        "non_finite",
+        "text_examples",
+        "long_value",
+        "counts",
+        "index",
+        "overflow",
+        "values",
+        "codes",
+    )
+
+    def __init__(self, i: int, name: str, declared: str | None, collect: bool):
+        self.i = i
+        self.name = name
+        self.declared = declared
+        self.missing = self.numbers = self.texts = self.non_finite = 0
+        self.text_examples: list[tuple[int, str]] = []
+        self.long_value: tuple[int, int] | None = None  # (line, length) of the first over-long value
+        self.counts: dict[str, int] | None = {} if declared != NUMERIC else None
+        """Rows per distinct value (a category's text: ``encoding.category`` of the cell), first seen first."""
+        self.index: dict[str, int] = {}
+        """Collecting: each distinct value's code (its position in ``counts``)."""
+        self.overflow = False
+        self.values: array[float] | None = array("d") if collect and declared != CATEGORICAL else None
+        self.codes: array[int] | None = array("l") if collect and declared != NUMERIC else None
+
+    @property
+    def distinct(self) -> int:
+        return len(self.counts) if self.counts is not None else 0
+
+
 class _Scanner:
     def __init__(
         self,
@@ -180,6 +283,10 @@ class _Scanner:
         collect: bool,
         evaluation: bool = False,
         classes: list[Any] | None = None,
+        dialect: Dialect = PLAIN,
+        fmt: str = "csv",
+        sink: IO[str] | None = None,
+        production: Production | None = None,
     ):
         self.spec = spec
         self.limits = limits
@@ -188,17 +295,19 @@ class _Scanner:
         """A pinned evaluation set: exactly the features and the target, labels within ``classes``, no
         minimum row count, a constant target or one class allowed."""
         self.allowed_classes = classes
+        self.dialect = dialect
+        self.fmt = fmt
+        self.sink = csv.writer(sink, lineterminator="\n") if sink is not None else None
+        """Where the rows go as plain CSV (``,``, ``.``, UTF-8), for the platform's split."""
+        self.production = production
         self.y_min = math.inf
         self.y_max = -math.inf
-        self.report = DatasetReport(target=spec.target)
+        self.report = DatasetReport(target=spec.target, format=fmt)
         self.hash = hashlib.sha256()
         self.classification = spec.task != "regression"
         self.header: list[str] | None = None
         self.target_idx = -1
-        self.cols: list[int] = []  # candidate feature column indexes
-        self.missing: dict[int, int] = {}
-        self.non_numeric: dict[int, int] = {}
-        self.non_finite: dict[int, int] = {}
+        self.columns: list[_Column] = []
         self.examples: dict[str, list[str]] = {}
         self.ragged = 0
         self.target_missing = 0
@@ -207,57 +316,47 @@ class _Scanner:
         self.too_many_classes = False
         self.dups: set[int] = set()
         self.dup_threshold = _FULL
-        self.values: dict[int, array[float]] = {}
         self.y_num: array[float] = array("d")
         self.y_keys: list[float | str] = []
         self.key_order: list[float | str] = []
+        self.features: list[_Column] = []
+        self.kinds: list[str] = []
 
-    # ------------------------------------------------------------------ bytes -> lines
-    def _lines(self, chunks: Iterable[bytes]) -> Iterator[str]:
-        pending = b""
-        lineno = 0
-        limits = self.limits
+    # ------------------------------------------------------------------ bytes
+    def _stored(self, chunks: Iterable[bytes], limit: int | None) -> Iterator[bytes]:
+        """The stored bytes, hashed and counted (``limit``: at most that many)."""
         for chunk in chunks:
             if not chunk:
                 continue
             self.report.bytes_read += len(chunk)
             self.hash.update(chunk)
-            if self.report.bytes_read > limits.max_bytes:
-                raise _Stop("too_large", f"the file is larger than the limit of {limits.max_bytes} bytes")
-            pieces = chunk.split(b"\n")
-            if pending:
-                pieces[0] = pending + pieces[0]
-            pending = pieces.pop()
-            if len(pending) > limits.max_line_bytes:
-                raise _Stop(
-                    "line_too_long",
-                    f"line {lineno + len(pieces) + 1} is longer than {limits.max_line_bytes} bytes",
-                )
-            for raw in pieces:
-                lineno += 1
-                if len(raw) > limits.max_line_bytes:
-                    raise _Stop(
-                        "line_too_long", f"line {lineno} is longer than {limits.max_line_bytes} bytes"
-                    )
-                yield self._decode(raw, lineno) + "\n"
-        if pending:
-            yield self._decode(pending, lineno + 1)
+            if limit is not None and self.report.bytes_read > limit:
+                raise _Stop("too_large", f"the file is larger than the limit of {limit} bytes")
+            yield chunk
 
-    @staticmethod
-    def _decode(raw: bytes, lineno: int) -> str:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Stop("not_utf8", f"line {lineno} is not UTF-8 text (byte {exc.start})") from None
-        if lineno == 1 and text.startswith("\ufeff"):
-            text = text[1:]
-        return text
+    def _text_bytes(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """The text's bytes: the stored bytes, decompressed for ``csv.gz`` (both bounded)."""
+        limit = self.limits.max_bytes
+        if self.fmt == "csv.gz":
+            return gunzip(self._stored(chunks, None), limit)
+        return self._stored(chunks, limit)
 
     # ------------------------------------------------------------------ rows
     def _note(self, kind: str, text: str) -> None:
         ex = self.examples.setdefault(kind, [])
         if len(ex) < _EXAMPLES:
             ex.append(text)
+
+    def _declared(self, name: str) -> str | None:
+        kind: str | None = self.spec.feature_types.get(name)
+        if kind is None and self.production is not None and self.production.schema is not None:
+            # a categorical column of production stays categorical even when its values read as numbers
+            try:
+                if self.production.schema.feature(name).categorical:
+                    kind = CATEGORICAL
+            except KeyError:
+                pass
+        return kind
 
     def _header(self, cells: list[str]) -> None:
         names = [c.strip() for c in cells]
@@ -286,7 +385,7 @@ class _Scanner:
                 raise _Stop(
                     "missing_features", f"feature columns not in the header: {', '.join(absent[:10])}"
                 )
-            self.cols = [names.index(f) for f in spec.features]
+            cols = [names.index(f) for f in spec.features]
             if self.evaluation:
                 extra = [n for n in names if n != spec.target and n not in spec.features]
                 if extra:
@@ -296,7 +395,7 @@ class _Scanner:
                         + ", ".join(extra[:10]),
                     )
         else:
-            self.cols = [i for i, n in enumerate(names) if n != spec.target]
+            cols = [i for i, n in enumerate(names) if n != spec.target]
         key = spec.training.split_key
         if key is not None and not self.evaluation and key not in names:
             raise _Stop(
@@ -305,10 +404,9 @@ class _Scanner:
             )
         self.target_idx = names.index(spec.target)
         self.header = names
-        for i in self.cols:
-            self.missing[i] = self.non_numeric[i] = self.non_finite[i] = 0
-            if self.collect:
-                self.values[i] = array("d")
+        self.columns = [_Column(i, names[i], self._declared(names[i]), self.collect) for i in cols]
+        if self.sink is not None:
+            self.sink.writerow(names)
 
     def _row(self, cells: list[str], lineno: int) -> None:
         assert self.header is not None
@@ -320,6 +418,11 @@ class _Scanner:
         report.rows += 1
         if report.rows > self.limits.max_rows:
             raise _Stop("too_many_rows", f"more than {self.limits.max_rows} rows (the limit)")
+        comma = self.dialect.decimal == ","
+        if comma:
+            cells = [_point(c) for c in cells]
+        if self.sink is not None:
+            self.sink.writerow(cells)
         # duplicates: adaptive distinct sampling on a 64-bit hash of the row's text
         h = int.from_bytes(hashlib.blake2b("\x1f".join(cells).encode(), digest_size=8).digest(), "little")
         if h < self.dup_threshold:
@@ -327,32 +430,55 @@ class _Scanner:
             while len(self.dups) > self.limits.duplicate_sample:
                 self.dup_threshold //= 2
                 self.dups = {d for d in self.dups if d < self.dup_threshold}
-        names = self.header
-        collect = self.collect
-        explicit = self.spec.features is not None
-        for i in self.cols:
-            if not explicit and self.non_numeric[i]:
-                continue  # already known not to be a feature
-            text = cells[i].strip()
+        cap = self.limits.max_cardinality
+        for col in self.columns:
+            raw = cells[col.i]
+            text = raw.strip()
             if text.lower() in MISSING_TOKENS:
-                self.missing[i] += 1
+                col.missing += 1
+                if col.values is not None:
+                    col.values.append(math.nan)
+                if col.codes is not None:
+                    col.codes.append(-1)
+                continue
+            try:
+                v = float(text)
+            except ValueError:
                 v = math.nan
+                col.texts += 1
+                if len(col.text_examples) < _EXAMPLES:
+                    col.text_examples.append((lineno, text))
             else:
-                try:
-                    v = float(text)
-                except ValueError:
-                    self.non_numeric[i] += 1
-                    self._note("non_numeric", f"row {lineno}, column {names[i]!r}: {text[:40]!r}")
-                    if not explicit:
-                        self.values.pop(i, None)  # not a feature: stop collecting it
-                        continue
-                    v = math.nan
-                else:
-                    if not math.isfinite(v):
-                        self.non_finite[i] += 1
-                        self._note("non_finite", f"row {lineno}, column {names[i]!r}: {text[:40]!r}")
-            if collect:
-                self.values[i].append(v)  # explicit features, or columns numeric so far
+                col.numbers += 1
+                if not math.isfinite(v):
+                    col.non_finite += 1
+                    self._note("non_finite", f"row {lineno}, column {col.name!r}: {text[:40]!r}")
+            if col.values is not None:
+                col.values.append(v)
+            counts = col.counts
+            if counts is None:
+                continue
+            if len(text) > MAX_CATEGORY_CHARS:
+                if col.long_value is None:
+                    col.long_value = (lineno, len(text))
+                if col.codes is not None:
+                    col.codes.append(-1)
+                continue
+            n = counts.get(text)
+            if n is None:
+                if len(counts) >= cap:  # not a category column, or too many: stop counting
+                    col.overflow = True
+                    col.counts = col.codes = None
+                    col.index = {}
+                    continue
+                counts[text] = 1
+                if col.codes is not None:
+                    col.index[text] = len(col.index)
+                    col.codes.append(col.index[text])
+            else:
+                counts[text] = n + 1
+                if col.codes is not None:
+                    col.codes.append(col.index[text])
         text = cells[self.target_idx].strip()
         if text.lower() in MISSING_TOKENS:
             self.target_missing += 1
@@ -383,7 +509,7 @@ class _Scanner:
                         self.y_min = key
                     if key > self.y_max:
                         self.y_max = key
-        if collect:
+        if self.collect:
             if self.classification:
                 self.y_keys.append(key)
             else:
@@ -391,26 +517,58 @@ class _Scanner:
 
     # ------------------------------------------------------------------ driver
     def run(self, chunks: Iterable[bytes]) -> DatasetReport:
+        """Validate CSV (or ``.csv.gz``) bytes."""
+        return self._drive(
+            lambda: csv_rows(
+                self._text_bytes(chunks), self.dialect, max_line_bytes=self.limits.max_line_bytes
+            )
+        )
+
+    def run_parquet(self, path: Path) -> DatasetReport:
+        """Validate a Parquet file (local: its footer comes first): hashed, then read by record batch."""
+
+        def rows() -> Iterator[tuple[list[str], int]]:
+            with open(path, "rb") as fh:
+                for _ in self._stored(iter_file_chunks(fh), self.limits.max_bytes):
+                    pass
+            yield from parquet_rows(path, max_columns=self.limits.max_columns)
+
+        return self._drive(rows)
+
+    def _drive(self, rows: Any) -> DatasetReport:
         report = self.report
         try:
-            reader = csv.reader(self._lines(chunks))
-            for cells in reader:
+            for cells, lineno in rows():
                 if not cells or (self.header is None and not "".join(cells).strip()):
                     continue  # blank lines
                 if self.header is None:
                     self._header(cells)
                 else:
-                    self._row(cells, reader.line_num)
+                    self._row(cells, lineno)
             report.complete = True
             report.sha256 = self.hash.hexdigest()
         except _Stop as stop:
             report.problems.append(stop.problem)
             return report
-        except csv.Error as exc:
-            report.problems.append(Problem("bad_csv", f"not a valid CSV near line {reader.line_num}: {exc}"))
+        except FormatError as exc:
+            report.problems.append(Problem(exc.code, str(exc)))
             return report
         self._finish()
         return report
+
+    # ------------------------------------------------------------------ verdict
+    def _kind(self, col: _Column) -> str | None:
+        """The column's kind, or None when it is no feature (no value at all, or a text split key)."""
+        if col.declared is not None:
+            return col.declared
+        values = col.numbers + col.texts
+        explicit = self.spec.features is not None
+        if values == 0:
+            return None if not explicit else NUMERIC
+        kind = infer_kind(values, col.numbers)
+        if kind == CATEGORICAL and not explicit and col.name == self.spec.training.split_key:
+            return None  # an identifier that decides the split, not a feature
+        return kind
 
     def _finish(self) -> None:
         report, spec, limits = self.report, self.spec, self.limits
@@ -418,20 +576,22 @@ class _Scanner:
         if self.header is None:
             problems.append(Problem("empty_file", "the file is empty (no header, no rows)"))
             return
-        names = self.header
-        if self.spec.features is not None:
-            feats = list(self.cols)
-        else:
-            feats = []
-            for i in self.cols:
-                if self.non_numeric[i] or self.missing[i] == report.rows:
-                    report.excluded_columns.append(names[i])
-                else:
-                    feats.append(i)
-        self.cols = feats
-        report.features = [names[i] for i in feats]
-        report.missing = {names[i]: self.missing[i] for i in feats}
+        for col in self.columns:
+            kind = self._kind(col)
+            if kind is None:
+                report.excluded_columns.append(col.name)
+            else:
+                self.features.append(col)
+                self.kinds.append(kind)
+        feats = self.features
+        report.features = [c.name for c in feats]
+        report.feature_types = dict(zip(report.features, self.kinds, strict=True))
+        report.missing = {c.name: c.missing for c in feats}
         report.missing[spec.target] = self.target_missing
+        for col, kind in zip(feats, self.kinds, strict=True):
+            if kind == CATEGORICAL and col.counts is not None:
+                top = sorted(col.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+                report.categories[col.name] = {"distinct": col.distinct, "top": [[v, n] for v, n in top]}
 
         def add(code: str, message: str) -> None:
             ex = self.examples.get(code)
@@ -452,22 +612,19 @@ class _Scanner:
                 )
             )
         if not feats:
-            problems.append(Problem("no_features", "no numeric feature columns (besides the target)"))
+            problems.append(Problem("no_features", "no feature columns (besides the target)"))
         if self.evaluation and report.excluded_columns:
             problems.append(
                 Problem(
                     "extra_columns",
-                    "an evaluation set holds only numeric features and the target; these columns are not: "
-                    + ", ".join(report.excluded_columns[:10]),
+                    "an evaluation set holds only the model's features and the target; these columns are "
+                    "not: " + ", ".join(report.excluded_columns[:10]),
                 )
             )
-        bad_num = [names[i] for i in feats if self.non_numeric[i]]
-        if bad_num:
-            add(
-                "non_numeric",
-                f"feature columns with text where numbers are expected: {', '.join(bad_num[:10])}",
-            )
-        bad_fin = [names[i] for i in feats if self.non_finite[i]]
+        if self.production is not None and self.production.schema is not None and feats:
+            self._continuity(self.production.schema, self.production.version)
+        self._cells()
+        bad_fin = [c.name for c, k in zip(feats, self.kinds, strict=True) if k == NUMERIC and c.non_finite]
         if bad_fin:
             add("non_finite", f"feature columns with NaN or infinite values: {', '.join(bad_fin[:10])}")
         if self.target_missing:
@@ -491,7 +648,7 @@ class _Scanner:
                     "nothing)",
                 )
             )
-        rates = {names[i]: self.missing[i] / report.rows for i in feats}
+        rates = {c.name: c.missing / report.rows for c in feats}
         report.max_missing_rate = max(rates.values(), default=0.0)
         over = [n for n, r in rates.items() if r > limits.max_missing_rate]
         if over:
@@ -517,6 +674,122 @@ class _Scanner:
             )
         if self.classification:
             self._classes()
+
+    def _cells(self) -> None:
+        """Per-column cell problems: text in a numeric column (the cells named), a categorical column
+        with too many distinct values, or with an over-long value."""
+        problems, limits = self.report.problems, self.limits
+        stray: list[str] = []
+        wide: list[str] = []
+        long: list[str] = []
+        for col, kind in zip(self.features, self.kinds, strict=True):
+            if kind == NUMERIC:
+                if col.texts:
+                    cells = "; ".join(
+                        f"row {ln}, column {col.name!r}: {v[:40]!r}" for ln, v in col.text_examples
+                    )
+                    more = f" and {col.texts - len(col.text_examples)} more" if col.texts > _EXAMPLES else ""
+                    share = col.numbers / max(col.numbers + col.texts, 1)
+                    why = "declared numeric" if col.declared == NUMERIC else f"{share:.0%} of its values are"
+                    stray.append(f"{cells}{more} ({why} numbers)")
+                continue
+            values = col.numbers + col.texts
+            if col.long_value is not None:
+                line, length = col.long_value
+                long.append(
+                    f"column {col.name!r}, row {line}: a {length}-character value (at most "
+                    f"{MAX_CATEGORY_CHARS})"
+                )
+            elif col.overflow:
+                wide.append(f"column {col.name!r} has more than {limits.max_cardinality} distinct values")
+            elif values >= limits.unique_min_rows and col.distinct > limits.unique_share * values:
+                wide.append(
+                    f"column {col.name!r} has {col.distinct} distinct values in {values} rows "
+                    "(an identifier, not a category)"
+                )
+        if stray:
+            problems.append(
+                Problem(
+                    "non_numeric",
+                    "text where numbers are expected (a numeric column stays numeric: correct or empty "
+                    "these cells): " + "; ".join(stray[:10]),
+                )
+            )
+        if wide:
+            problems.append(
+                Problem(
+                    "high_cardinality",
+                    "; ".join(wide[:10])
+                    + ": too many values to be a categorical feature; list the features in the spec "
+                    "without it, or derive a coarser column",
+                )
+            )
+        if long:
+            problems.append(Problem("category_too_long", "; ".join(long[:10])))
+
+    def _continuity(self, schema: InputSchema, version: int | str) -> None:
+        """``schema_changed`` when this dataset's features would not give production's input schema:
+        names (by name; the order may differ), types, or a frequent value outside a vocabulary."""
+        report = self.report
+        v = f"production v{version}"
+        mine = {c.name: (c, k) for c, k in zip(self.features, self.kinds, strict=True)}
+        theirs = schema.names
+        changes: list[str] = []
+        gone = [n for n in theirs if n not in mine]
+        new = [n for n in mine if n not in theirs]
+        if len(gone) == 1 and len(new) == 1:
+            changes.append(f"column {gone[0]!r} of {v} is missing and {new[0]!r} is new (renamed?)")
+        else:
+            if gone:
+                changes.append(f"columns of {v} missing here: {', '.join(map(repr, gone[:10]))}")
+            if new:
+                changes.append(f"columns not in {v}: {', '.join(map(repr, new[:10]))}")
+        for f in schema.features:
+            if f.name not in mine:
+                continue
+            col, kind = mine[f.name]
+            if kind != f.kind:
+                seen = "text" if kind == CATEGORICAL else "numbers"
+                example = f" (e.g. row {col.text_examples[0][0]}: {col.text_examples[0][1][:40]!r})"
+                changes.append(
+                    f"column {f.name!r} is {f.kind} in {v}, {seen} here"
+                    + (example if kind == CATEGORICAL and col.text_examples else "")
+                )
+            elif f.categorical and col.counts is not None:
+                changes.extend(self._new_categories(f.name, f.vocabulary, col.counts, v))
+        if changes:
+            report.problems.append(
+                Problem(
+                    "schema_changed",
+                    "this dataset would change the input schema "
+                    + v
+                    + " serves: "
+                    + "; ".join(changes)
+                    + ' (to train a new schema, say so in the spec: "schema": "reset", or a new features list)',
+                )
+            )
+            return
+        # accepted under continuity: production's feature order (columns are mapped by name)
+        order = {n: k for k, n in enumerate(theirs)}
+        pairs = sorted(zip(self.features, self.kinds, strict=True), key=lambda p: order[p[0].name])
+        self.features = [p[0] for p in pairs]
+        self.kinds = [p[1] for p in pairs]
+        report.features = [c.name for c in self.features]
+        report.feature_types = dict(zip(report.features, self.kinds, strict=True))
+
+    def _new_categories(
+        self, name: str, vocabulary: tuple[str, ...], counts: Mapping[str, int], v: str
+    ) -> list[str]:
+        rows = self.report.rows
+        known = set(vocabulary)
+        floor = self.limits.new_category_share * rows
+        if vocabulary and len(vocabulary) >= self.spec.training.max_categories:
+            floor = max(floor, min(counts.get(x, 0) for x in vocabulary))
+        frequent = sorted(((n, x) for x, n in counts.items() if x not in known and n > floor), reverse=True)
+        if not frequent:
+            return []
+        shown = ", ".join(f"{x[:40]!r} ({n / rows:.1%} of rows)" for n, x in frequent[:5])
+        return [f"column {name!r} has values {v}'s vocabulary does not hold: {shown}"]
 
     def _classes(self) -> None:
         report, spec, problems = self.report, self.spec, self.report.problems
@@ -561,6 +834,39 @@ class _Scanner:
                     f"a multiclass task needs at least 2 distinct target values, found {len(keys)}",
                 )
             )
+        else:
+            self._coverage(keys, labels)
+
+    def _coverage(self, keys: list[float | str], labels: list[Any]) -> None:
+        """Label sanity: every class here, and every class production knows, has enough rows."""
+        report, limits = self.report, self.limits
+        counts = {str(label): int(self.labels[k][1]) for k, label in zip(keys, labels, strict=True)}
+        known: list[str] = []
+        prod = self.production
+        if prod is not None and prod.classes is not None:
+            seen = set(keys)
+            for c in prod.classes:
+                if _label_key(str(c)) not in seen:
+                    known.append(str(c))
+            for c in known:
+                report.warnings.append(f"class {c} of production v{prod.version} has no rows in this dataset")
+        few = [(c, n) for c, n in counts.items() if n < limits.warn_class_rows]
+        for c, n in few:
+            report.warnings.append(f"class {c} has {n} rows (fewer than {limits.warn_class_rows})")
+        # a class production knows may go only when the spec resets the schema (no continuity then)
+        binding = known if prod is not None and prod.schema is not None else []
+        under = [(c, n) for c, n in counts.items() if n < limits.min_class_rows] + [(c, 0) for c in binding]
+        if under:
+            shown = ", ".join(f"{c}: {n}" for c, n in under[:10])
+            everyone = ", ".join(f"{c}: {n}" for c, n in list(counts.items())[:20])
+            report.problems.append(
+                Problem(
+                    "class_coverage",
+                    f"classes with fewer than {limits.min_class_rows} rows: {shown} (rows per class: "
+                    f"{everyone}): add rows of those classes"
+                    + (' (or, to drop a class production knows, "schema": "reset")' if binding else ""),
+                )
+            )
 
     def _evaluation_labels(self, keys: list[float | str]) -> None:
         """An evaluation set's labels: within the model's classes when they are known; otherwise at most
@@ -587,6 +893,18 @@ class _Scanner:
             )
 
 
+def _point(cell: str) -> str:
+    """A cell of a ``,``-decimal file as plain CSV writes it: a number's ``,`` becomes ``.``."""
+    if "," not in cell or "." in cell:
+        return cell
+    candidate = cell.replace(",", ".")
+    try:
+        float(candidate)
+    except ValueError:
+        return cell
+    return candidate
+
+
 def _too_large(spec: ModelSpec, limits: Limits, size: int | None) -> DatasetReport | None:
     """An object known (``size``) to be over ``limits.max_bytes`` is refused before a byte is read."""
     if size is None or size <= limits.max_bytes:
@@ -599,14 +917,50 @@ def _too_large(spec: ModelSpec, limits: Limits, size: int | None) -> DatasetRepo
 
 
 def validate_stream(
-    chunks: Iterable[bytes], spec: ModelSpec, limits: Limits | None = None, *, size: int | None = None
+    chunks: Iterable[bytes],
+    spec: ModelSpec,
+    limits: Limits | None = None,
+    *,
+    size: int | None = None,
+    fmt: str = "csv",
+    sink: IO[str] | None = None,
+    production: Production | None = None,
 ) -> DatasetReport:
-    """Validate a CSV given as byte chunks. ``size`` (for example S3's ContentLength), when known,
-    rejects an over-large object before a byte is read."""
+    """Validate a CSV (``fmt`` ``csv``, in the spec's dialect) or gzip-compressed CSV (``csv.gz``) given
+    as byte chunks. ``size`` (for example S3's ContentLength), when known, rejects an over-large object
+    before a byte is read. ``sink``: the rows are also written there as plain CSV (the platform's split
+    reads them). ``production``: its schema and classes, for continuity and label sanity."""
     limits = limits or Limits()
     if (too_large := _too_large(spec, limits, size)) is not None:
         return too_large
-    return _Scanner(spec, limits, collect=False).run(chunks)
+    if fmt not in ("csv", "csv.gz"):
+        raise ValueError(f"validate_stream reads csv and csv.gz, not {fmt!r} (use validate_file)")
+    scanner = _Scanner(
+        spec, limits, collect=False, dialect=Dialect.of(spec.csv), fmt=fmt, sink=sink, production=production
+    )
+    return scanner.run(chunks)
+
+
+def validate_file(
+    path: str | Path,
+    spec: ModelSpec,
+    limits: Limits | None = None,
+    *,
+    fmt: str | None = None,
+    sink: IO[str] | None = None,
+    production: Production | None = None,
+) -> DatasetReport:
+    """:func:`validate_stream` for a local file, in any format (``fmt`` defaults to the file name's:
+    Parquet needs a file, its footer comes first)."""
+    limits = limits or Limits()
+    fmt = fmt or format_of(str(path)) or "csv"
+    if fmt == "parquet":
+        if (too_large := _too_large(spec, limits, Path(path).stat().st_size)) is not None:
+            return too_large
+        scanner = _Scanner(spec, limits, collect=False, fmt=fmt, sink=sink, production=production)
+        return scanner.run_parquet(Path(path))
+    with open(path, "rb") as fh:
+        return validate_stream(iter_file_chunks(fh), spec, limits, fmt=fmt, sink=sink, production=production)
 
 
 def validate_evaluation_stream(
@@ -617,20 +971,45 @@ def validate_evaluation_stream(
     size: int | None = None,
     features: list[str] | None = None,
     classes: list[Any] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    fmt: str = "csv",
+    sink: IO[str] | None = None,
+    path: Path | None = None,
 ) -> DatasetReport:
     """Validate a pinned evaluation set (``datasets/{model}/eval/*.csv``) like a dataset, with what
     differs for one: its columns are exactly ``features`` (the spec's, else production's, else every
-    numeric column) and the target (``extra_columns``), its labels are among ``classes`` when those are
-    known (``unknown_labels``), one row is enough, a constant target or a single class is allowed, and
-    ``training.split_key`` does not apply."""
+    column) of the types ``kinds`` (production's) and the target (``extra_columns``), its labels are among
+    ``classes`` when those are known (``unknown_labels``), one row is enough, a constant target or a
+    single class is allowed, and ``training.split_key`` does not apply. ``path``: the spooled file
+    (needed for Parquet, whose ``chunks`` are then ignored)."""
     limits = limits or Limits()
     if (too_large := _too_large(spec, limits, size)) is not None:
         return too_large
     feats = features if features is not None else spec.features
+    types: dict[str, str] = dict(spec.feature_types)
+    if kinds:
+        types.update({k: v for k, v in kinds.items() if feats is not None and k in feats})
     view = spec.model_copy(
-        update={"features": feats, "training": spec.training.model_copy(update={"split_key": None})}
+        update={
+            "features": feats,
+            "feature_types": types if feats is not None else {},
+            "training": spec.training.model_copy(update={"split_key": None}),
+        }
     )
-    return _Scanner(view, limits, collect=False, evaluation=True, classes=classes).run(chunks)
+    scanner = _Scanner(
+        view,
+        limits,
+        collect=False,
+        evaluation=True,
+        classes=classes,
+        dialect=Dialect.of(spec.csv),
+        fmt=fmt,
+        sink=sink,
+    )
+    if fmt == "parquet":
+        assert path is not None, "a Parquet evaluation set is read from its spooled file"
+        return scanner.run_parquet(path)
+    return scanner.run(chunks)
 
 
 def iter_file_chunks(fh: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -638,21 +1017,55 @@ def iter_file_chunks(fh: BinaryIO, chunk_size: int = CHUNK) -> Iterator[bytes]:
         yield chunk
 
 
-def load_csv(path: str | Path, spec: ModelSpec, limits: Limits | None = None) -> LoadedDataset:
-    """Validate and load a CSV file in one pass (the trainer's reader). Raises ``DatasetRejectedError``
-    with the validator's reasons when the file is not acceptable."""
+def load_csv(
+    path: str | Path,
+    spec: ModelSpec,
+    limits: Limits | None = None,
+    *,
+    schema: InputSchema | None = None,
+    dialect: Dialect | None = None,
+) -> LoadedDataset:
+    """Validate and load a dataset file in one pass (the trainer's reader). Raises
+    ``DatasetRejectedError`` with the validator's reasons when the file is not acceptable.
+
+    The platform hands every job plain CSV (``inputs/{model}/{job}/train.csv``), so the spec's ``csv``
+    dialect is not applied here unless ``dialect`` says so. ``schema`` (production's input schema, the
+    job's ``input_schema.json``): load exactly its features, by name, in its order and of its types."""
     import numpy as np
 
     from modelops.domain.errors import DatasetRejectedError
 
-    scanner = _Scanner(spec, limits or Limits(max_bytes=1 << 62, max_rows=1 << 62), collect=True)
-    with open(path, "rb") as fh:
-        report = scanner.run(iter_file_chunks(fh))
+    if schema is not None:
+        spec = spec.model_copy(
+            update={
+                "features": list(schema.names),
+                "feature_types": {f.name: f.kind for f in schema.features},
+            }
+        )
+    scanner = _Scanner(
+        spec,
+        limits or Limits(max_bytes=1 << 62, max_rows=1 << 62),
+        collect=True,
+        dialect=dialect or PLAIN,
+        fmt=format_of(str(path)) or "csv",
+    )
+    if scanner.fmt == "parquet":
+        report = scanner.run_parquet(Path(path))
+    else:
+        with open(path, "rb") as fh:
+            report = scanner.run(iter_file_chunks(fh))
     if not report.ok:
         raise DatasetRejectedError(f"dataset rejected ({report.code}): {report.reason}")
-    x = np.empty((report.rows, len(scanner.cols)), dtype=np.float64)
-    for j, i in enumerate(scanner.cols):
-        x[:, j] = np.frombuffer(scanner.values[i], dtype=np.float64)
+    x = np.full((report.rows, len(scanner.features)), np.nan, dtype=np.float64)
+    categories: dict[str, list[str | None]] = {}
+    for j, (col, kind) in enumerate(zip(scanner.features, scanner.kinds, strict=True)):
+        if kind == CATEGORICAL:
+            assert col.codes is not None and col.counts is not None
+            names = list(col.counts)
+            categories[col.name] = [names[c] if c >= 0 else None for c in col.codes]
+        else:
+            assert col.values is not None
+            x[:, j] = np.frombuffer(col.values, dtype=np.float64)
     if spec.task == "regression":
         y = np.frombuffer(scanner.y_num, dtype=np.float64).copy()
         classes = None
@@ -660,4 +1073,12 @@ def load_csv(path: str | Path, spec: ModelSpec, limits: Limits | None = None) ->
         index = {k: n for n, k in enumerate(scanner.key_order)}
         y = np.fromiter((index[k] for k in scanner.y_keys), dtype=np.int64, count=len(scanner.y_keys))
         classes = report.classes
-    return LoadedDataset(report=report, features=list(report.features), x=x, y=y, classes=classes)
+    return LoadedDataset(
+        report=report,
+        features=list(report.features),
+        x=x,
+        y=y,
+        classes=classes,
+        kinds=list(scanner.kinds),
+        categories=categories,
+    )

@@ -8,16 +8,21 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelops.domain.encoding import DEFAULT_MAX_CATEGORIES, MAX_CATEGORIES
 from modelops.domain.errors import InvalidNameError, SpecError, SpendLimitError
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 """Model names: lower-case letters, digits and dashes, at most 40 characters (they go into job names)."""
 
 Task = Literal["regression", "binary", "multiclass"]
+FeatureKind = Literal["numeric", "categorical"]
+SchemaMode = Literal["keep", "reset"]
+CSV_ENCODINGS = ("utf-8", "latin-1", "iso-8859-15", "cp1252")
+"""The text encodings a spec's ``csv.encoding`` may name (``utf-8`` also drops a leading BOM)."""
 Metric = Literal["rmse", "mae", "accuracy", "auc"]
 LOWER_IS_BETTER: dict[str, bool] = {"rmse": True, "mae": True, "accuracy": False, "auc": False}
 
@@ -175,6 +180,12 @@ class TrainingSpec(_Strict):
     split_key: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         default=None, exclude_if=lambda v: v is None
     )
+    max_categories: Annotated[int, Field(ge=1, le=MAX_CATEGORIES)] = Field(
+        default=DEFAULT_MAX_CATEGORIES, exclude_if=lambda v: v == DEFAULT_MAX_CATEGORIES
+    )
+    """Vocabulary size of each categorical feature (its most frequent training values; the rest go to
+    the out-of-vocabulary bucket). Left out of the spec's JSON at its default (job names of existing
+    specs do not change)."""
     """The column whose value decides a row's side in the platform's split (docs/training.md "The
     platform's split"): rows sharing it (one customer, one day) land on the same side. Absent: the
     whole row's content decides. Must be a column of the dataset (checked against its header), never
@@ -204,16 +215,76 @@ class MonitoringSpec(_Strict):
     retrain_on_drift: bool = False
 
 
+class CsvDialect(_Strict):
+    """``csv``: how a CSV (or ``.csv.gz``) dataset is written, for exports that are not ``,``/``.``/UTF-8
+    (a European spreadsheet: ``{"delimiter": ";", "decimal": ",", "encoding": "cp1252"}``)."""
+
+    delimiter: Literal[",", ";", "\t", "|"] = ","
+    decimal: Literal[".", ","] = "."
+    encoding: Literal["utf-8", "latin-1", "iso-8859-15", "cp1252"] = "utf-8"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvDialect:
+        if self.delimiter == self.decimal:
+            raise ValueError(
+                f"the decimal mark {self.decimal!r} cannot also be the delimiter (use ';' with a ',' decimal)"
+            )
+        return self
+
+
 class ModelSpec(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
     task: Task
     target: Annotated[str, Field(min_length=1, max_length=256)]
     features: (
         Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(min_length=1)] | None
     ) = None
+    """The feature names, in order (an entry of the document may be ``{"name", "type"}``: its type goes
+    to :attr:`feature_types`)."""
+    feature_types: dict[str, FeatureKind] = Field(default_factory=dict, exclude_if=lambda v: not v)
+    """The types ``features`` declares (``{"name": "plan", "type": "categorical"}``); a feature listed
+    by name alone is typed by inference (docs/training.md "Feature types"). Left out of the JSON when
+    empty."""
     training: TrainingSpec = TrainingSpec()
     conversion: ConversionSpec = ConversionSpec()
     promotion: PromotionSpec = PromotionSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    schema_mode: SchemaMode = Field(default="keep", alias="schema", exclude_if=lambda v: v == "keep")
+    """``"schema"`` in the document: ``keep`` (a dataset may not change production's input schema) or
+    ``reset`` (this spec allows a new one). Left out of the JSON at ``keep``."""
+    csv: CsvDialect | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_features(cls, data: Any) -> Any:
+        """``features`` entries may be names or ``{"name", "type"}`` objects: split them into the names
+        and :attr:`feature_types`."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+            return data
+        raw = data["features"]
+        if not any(isinstance(item, dict) for item in raw):
+            return data
+        names: list[Any] = []
+        types: dict[str, Any] = dict(data.get("feature_types") or {})
+        for n, item in enumerate(raw):
+            if isinstance(item, dict):
+                unknown = sorted(set(item) - {"name", "type"})
+                if unknown:
+                    raise ValueError(f"features.{n}: unknown key {unknown[0]!r} (an entry has name and type)")
+                name = item.get("name")
+                if not isinstance(name, str):
+                    raise ValueError(f"features.{n}: an entry needs a name")
+                kind = item.get("type", "numeric")
+                if kind not in ("numeric", "categorical"):
+                    raise ValueError(
+                        f"features.{n}: type must be 'numeric' or 'categorical' (got {str(kind)[:40]!r})"
+                    )
+                types[name] = kind
+                names.append(name)
+            else:
+                names.append(item)
+        return {**data, "features": names, "feature_types": types}
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -222,6 +293,9 @@ class ModelSpec(_Strict):
                 raise ValueError("features: duplicate names")
             if self.target in self.features:
                 raise ValueError("features: the target column cannot also be a feature")
+        stray = [n for n in self.feature_types if self.features is None or n not in self.features]
+        if stray:
+            raise ValueError(f"feature_types: not among the features: {', '.join(stray[:10])}")
         if self.training.split_key is not None and self.training.split_key == self.target:
             raise ValueError(
                 "training.split_key: the target column cannot decide the split (every row of one "
@@ -238,6 +312,10 @@ class ModelSpec(_Strict):
                     f"promotion.metric: {metric!r} does not apply to {self.task} (use accuracy or auc)"
                 )
         return self
+
+    def kind_of(self, name: str) -> str | None:
+        """The declared type of feature ``name`` (None: inferred from the data)."""
+        return self.feature_types.get(name)
 
     @property
     def metric(self) -> str:

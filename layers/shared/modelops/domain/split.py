@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelops.domain.dataset import MISSING_TOKENS, Limits, Problem, _label_key, _label_value, min_rows
+from modelops.domain.dataset import Limits, Problem, _label_key, _label_value, min_rows
+from modelops.domain.encoding import MISSING_TOKENS
 from modelops.domain.spec import ModelSpec
 
 METHOD = "sha256-row-v1"

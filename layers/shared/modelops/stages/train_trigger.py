@@ -2,9 +2,13 @@
 
 For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
 
-1. The key must be ``datasets/{model}/....csv``; the spec is ``datasets/{model}/model.json``
-   (missing or invalid: the dataset is rejected with that reason).
-2. The object version named by the record is streamed and validated (``modelops.domain.dataset``).
+1. The key must be ``datasets/{model}/....csv`` (or ``.csv.gz``, ``.parquet``); the spec is
+   ``datasets/{model}/model.json`` (missing or invalid: the dataset is rejected with that reason).
+2. The object version named by the record is streamed and validated (``modelops.domain.dataset``),
+   against production's input schema and classes when the model has a production version (schema
+   continuity: ``schema_changed`` unless the spec says ``"schema": "reset"`` or lists new features;
+   label sanity: ``class_coverage``). Its rows are spooled as plain CSV for the split (a Parquet object
+   is spooled as stored first: its footer comes last).
 3. Rejected: the object is copied to ``quarantine/{model}/{rest of key}/{version}/`` beside a
    ``reason.json``, the original is left alone, and a ``DatasetRejected`` event goes out. No job.
 4. Accepted: the job name is derived from the stack, the model and the dataset's and the spec's SHA-256
@@ -13,7 +17,9 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
    ``evaluation/{model}/heldout/{sha256}.csv`` (the gate's); the job record ``jobs/{job}.json`` is
    created (create-only) in the registry bucket with both SHA-256s, the backend (``modelops.compute``)
    starts the job, a ``TrainingJobStarted`` event goes out, and ``jobs/{job}.started.json`` marks it
-   done. A ``datasets/{model}/eval/*.csv`` upload is a pinned evaluation set instead: validated against
+   done. Under schema continuity, production's input schema goes beside the train rows
+   (``inputs/{model}/{job}/input_schema.json``, in the job's ``train`` channel): the job keeps it.
+   A ``datasets/{model}/eval/*.csv`` upload is a pinned evaluation set instead: validated against
    the model's columns and classes, stored, pointed at by ``evaluation/{model}/pinned.json``; no job.
 5. The backend refuses the request itself (``JobRejectedError``: SageMaker's ``ValidationException`` for an
    instance type it does not offer or a name it does not take): the job record is marked ``rejected``
@@ -40,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote_plus
 
 from pydantic import Field
@@ -61,9 +67,12 @@ from modelops.domain.dataset import (
     CHUNK,
     DatasetReport,
     Limits,
+    Production,
     validate_evaluation_stream,
+    validate_file,
     validate_stream,
 )
+from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import (
     AliasNotFoundError,
     BackendNotConfiguredError,
@@ -71,7 +80,9 @@ from modelops.domain.errors import (
     SearchNotSupportedError,
     SpecError,
     SpecMissingError,
+    VersionNotFoundError,
 )
+from modelops.domain.formats import format_of
 from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, SpendPolicy, parse_spec
 from modelops.domain.split import SplitPlan, check_split, project_csv, split_csv
 from modelops.stages.runtime import StageSettings, idempotent, logger
@@ -320,15 +331,19 @@ class TrainTrigger:
         if obj.event_name and not obj.event_name.startswith("ObjectCreated"):
             return {"status": "ignored", "reason": f"event {obj.event_name[:60]}", "key": obj.key}
         if not self.datasets.is_dataset(obj.key):
-            return {"status": "ignored", "reason": "not a datasets/{model}/*.csv object", "key": obj.key}
+            return {
+                "status": "ignored",
+                "reason": "not a datasets/{model}/*.csv, *.csv.gz or *.parquet object",
+                "key": obj.key,
+            }
         model = self.datasets.model_of(obj.key)
         if not model or not MODEL_NAME_RE.match(model):
             return self._reject(
                 obj,
                 model,
                 "bad_key",
-                "datasets must be uploaded as datasets/{model}/NAME.csv with a model name of "
-                f"lower-case letters, digits and dashes (got {obj.key[:120]!r})",
+                "datasets must be uploaded as datasets/{model}/NAME.csv (.csv.gz, .parquet) with a model "
+                f"name of lower-case letters, digits and dashes (got {obj.key[:120]!r})",
             )
         evaluation_set = self.datasets.is_eval_dataset(obj.key)
         try:
@@ -343,7 +358,17 @@ class TrainTrigger:
             work = Path(tmp)
             if evaluation_set:
                 return self._pin(obj, model, spec, work)
-            report = self._validate(obj, spec, work / "dataset.csv")
+            try:
+                production = self._production(model, spec)
+            except SchemaError as exc:
+                return self._reject(
+                    obj,
+                    model,
+                    "schema_unreadable",
+                    f"production's input schema cannot be read ({exc}), so this dataset cannot be checked "
+                    'against it; to train a new schema, say "schema": "reset" in the spec',
+                )
+            report = self._validate(obj, spec, work / "dataset.csv", production=production)
             if report is None:
                 logger.warning(
                     "object is gone; nothing to train", extra={"key": obj.key, "version_id": obj.version_id}
@@ -351,7 +376,7 @@ class TrainTrigger:
                 return {"status": "gone", "model": model, "key": obj.key}
             if not report.ok:
                 return self._reject(obj, model, report.code or "invalid_dataset", report.reason, report)
-            return self._accept(obj, model, spec, report, work)
+            return self._accept(obj, model, spec, report, work, production)
 
     # ------------------------------------------------------------------ steps
     def _load_spec(self, bucket: str, model: str) -> ModelSpec:
@@ -377,23 +402,57 @@ class TrainTrigger:
         validate: Callable[..., DatasetReport] = validate_stream,
         **kwargs: Any,
     ) -> DatasetReport | None:
-        """Stream the object version through ``validate``, copying its bytes to ``spool``; None when the
-        version is gone."""
+        """Stream the object version through ``validate``, writing its rows to ``spool`` as plain CSV;
+        None when the version is gone. A Parquet object is first copied as stored (its footer is at the
+        end) beside ``spool``, then validated from there."""
+        fmt = format_of(obj.key) or "csv"
         with self.datasets.open(obj.bucket, obj.key, obj.version_id, CHUNK) as found:
             if found is None:
                 return None
             chunks, size = found
-            with open(spool, "wb") as fh:
-                return validate(_tee(chunks, fh), spec, self.limits, size=size, **kwargs)
+            with open(spool, "w", encoding="utf-8", newline="") as sink:
+                if fmt != "parquet":
+                    return validate(chunks, spec, self.limits, size=size, fmt=fmt, sink=sink, **kwargs)
+                stored = spool.with_suffix(".parquet")
+                with open(stored, "wb") as fh:
+                    for chunk in _bounded(chunks, self.limits.max_bytes + 1):
+                        fh.write(chunk)
+                if validate is validate_stream:
+                    return validate_file(stored, spec, self.limits, fmt=fmt, sink=sink, **kwargs)
+                return validate(
+                    iter(()), spec, self.limits, size=size, fmt=fmt, sink=sink, path=stored, **kwargs
+                )
+
+    def _production_manifest(self, model: str) -> tuple[int, Any] | None:
+        """The version production serves and its manifest, None without one."""
+        try:
+            version = self.registry.resolve(model)
+            return version, self.registry.get_manifest(model, version)
+        except (ModelNotFoundError, AliasNotFoundError, VersionNotFoundError):
+            return None
 
     def _production_schema(self, model: str) -> dict[str, Any] | None:
         """The schema (features, classes) of the version production serves, None without one."""
-        try:
-            version = self.registry.resolve(model)
-            schema = self.registry.get_manifest(model, version).get("schema")
-        except (ModelNotFoundError, AliasNotFoundError):
-            return None
+        found = self._production_manifest(model)
+        schema = found[1].get("schema") if found is not None else None
         return schema if isinstance(schema, dict) else None
+
+    def _production(self, model: str, spec: ModelSpec) -> Production | None:
+        """What a new dataset is held to (docs/training.md "Schema continuity"): production's input schema,
+        unless the spec resets it (``"schema": "reset"``) or lists other features than production's spec
+        did; and, for classification, production's classes. None without a production version."""
+        found = self._production_manifest(model)
+        if found is None:
+            return None
+        version, manifest = found
+        doc = manifest.get("schema")
+        if not isinstance(doc, dict):
+            return None
+        classes = doc.get("classes") if spec.task != "regression" else None
+        schema: InputSchema | None = None
+        if spec.schema_mode == "keep" and not _features_changed(spec, manifest.get("spec")):
+            schema = InputSchema.from_dict(doc)  # SchemaError: the dataset is rejected, naming it
+        return Production(version, schema, list(classes) if isinstance(classes, list) else None)
 
     def _pin(self, obj: S3Object, model: str, spec: ModelSpec, work: Path) -> dict[str, Any]:
         """A pinned evaluation set (``datasets/{model}/eval/*.csv``): validated against the model's columns
@@ -401,15 +460,19 @@ class TrainTrigger:
         trigger."""
         schema = self._production_schema(model) or {}
         features = spec.features
-        if features is None and isinstance(schema.get("features"), list):
-            # schema.json: [{"name", "dtype"}, ...] (a plain list of names is read too)
-            features = [str(f.get("name")) if isinstance(f, dict) else str(f) for f in schema["features"]]
+        kinds: dict[str, str] = {}
+        if isinstance(schema.get("features"), list):
+            # schema.json: [{"name", "type", ...}, ...] (a plain list of names is read too)
+            named = [f if isinstance(f, dict) else {"name": f} for f in schema["features"]]
+            kinds = {str(f.get("name")): str(f.get("type", "numeric")) for f in named}
+            if features is None:
+                features = [str(f.get("name")) for f in named]
         classes = None
         if spec.task != "regression" and isinstance(schema.get("classes"), list):
             classes = list(schema["classes"])
         spool = work / "eval.csv"
         report = self._validate(
-            obj, spec, spool, validate_evaluation_stream, features=features, classes=classes
+            obj, spec, spool, validate_evaluation_stream, features=features, classes=classes, kinds=kinds
         )
         if report is None:
             return {"status": "gone", "model": model, "key": obj.key}
@@ -478,6 +541,7 @@ class TrainTrigger:
             "rows": report.rows if report else None,
             "duplicate_rate": report.duplicate_rate if report else None,
             "max_missing_rate": report.max_missing_rate if report else None,
+            "warnings": report.warnings[:20] if report else [],
         }
         self.bus.publish("DatasetRejected", detail)
         logger.info("dataset rejected", extra={"model": model, "code": code, "key": obj.key})
@@ -492,7 +556,13 @@ class TrainTrigger:
         }
 
     def _accept(
-        self, obj: S3Object, model: str, spec: ModelSpec, report: DatasetReport, work: Path
+        self,
+        obj: S3Object,
+        model: str,
+        spec: ModelSpec,
+        report: DatasetReport,
+        work: Path,
+        production: Production | None = None,
     ) -> dict[str, Any]:
         assert report.sha256 is not None
         spec_sha = spec_sha256(spec)
@@ -511,6 +581,12 @@ class TrainTrigger:
         if problem is not None:
             return self._reject(obj, model, problem.code, problem.message, report)
         train_key = self.jobs.staging_train_key(model, job)
+        kept = production.schema if production is not None else None
+        schema_key = ""
+        if kept is not None:  # schema continuity: the job trains on exactly production's input schema
+            schema_key = self.datasets.put_input_schema(
+                self.jobs.bucket, model, job, {"features": kept.to_list()}
+            )
         req = JobRequest(
             job=job,
             model=model,
@@ -529,6 +605,7 @@ class TrainTrigger:
             train_key=train_key,
             train_sha256=split.train.sha256,
             train_rows=split.train.rows,
+            input_schema_key=schema_key,
         )
         try:
             search = plan_search(backend, req)  # before the record: a search it cannot run starts nothing
@@ -585,6 +662,12 @@ class TrainTrigger:
                 "split": {"train_rows": split.train.rows, "evaluation_rows": split.evaluation.rows},
                 "duplicate_rate": report.duplicate_rate,
                 "max_missing_rate": report.max_missing_rate,
+                "warnings": report.warnings[:20],
+                **(
+                    {"input_schema": f"production v{production.version}"}
+                    if kept is not None and production
+                    else {}
+                ),
                 **({"search": search} if search is not None else {}),
             },
         )
@@ -595,11 +678,24 @@ class TrainTrigger:
         return {"status": "started", "model": model, "job": job, "backend": backend.name, "id": started.id}
 
 
-def _tee(chunks: Iterable[bytes], fh: IO[bytes]) -> Iterator[bytes]:
-    """The chunks, each also written to ``fh`` (the local spool)."""
+def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The chunks until ``limit`` bytes have passed (the validator then says ``too_large``)."""
+    seen = 0
     for chunk in chunks:
-        fh.write(chunk)
         yield chunk
+        seen += len(chunk)
+        if seen >= limit:
+            return
+
+
+def _features_changed(spec: ModelSpec, production_spec: Any) -> bool:
+    """Does ``spec`` list other features (names or declared types) than production's spec did? Then the
+    spec says the input schema changes (no continuity). A spec listing none changes nothing."""
+    if spec.features is None:
+        return False
+    theirs = production_spec.get("features") if isinstance(production_spec, dict) else None
+    types = production_spec.get("feature_types") if isinstance(production_spec, dict) else None
+    return spec.features != theirs or dict(spec.feature_types) != (types if isinstance(types, dict) else {})
 
 
 def _brief(record: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Datasets, model specs and quarantine in the data bucket (docs/training.md, docs/contracts.md "Buckets and keys").
 
 train_trigger reads ``datasets/{model}/model.json`` and the uploaded ``datasets/{model}/NAME.csv``
-version; a rejected dataset is copied to ``quarantine/{model}/{rest of the key}/{version}/`` beside a
+(``.csv.gz``, ``.parquet``) version; a rejected dataset is copied to ``quarantine/{model}/{rest of the key}/{version}/`` beside a
 ``reason.json``, and the original is left alone. The bucket is the one an S3 event names, so every
 method takes it.
 """
@@ -46,7 +46,7 @@ class DatasetStore:
     # ------------------------------------------------------------------ keys
     @staticmethod
     def is_dataset(key: str) -> bool:
-        """A ``datasets/.../*.csv`` key (uploads of anything else start nothing)."""
+        """A ``datasets/.../*.csv`` (``.csv.gz``, ``.parquet``) key (uploads of anything else start nothing)."""
         return keys.is_dataset(key)
 
     @staticmethod
@@ -91,6 +91,15 @@ class DatasetStore:
             yield body.iter_chunks(chunk_size), int(size) if size is not None else None
         finally:
             body.close()
+
+    # ------------------------------------------------------------------ a job's inputs
+    def put_input_schema(self, bucket: str, model: str, job: str, schema: Mapping[str, Any]) -> str:
+        """Write the input schema job ``job`` must keep (production's) beside its train rows, in its
+        ``train`` channel (``inputs/{model}/{job}/input_schema.json`` of the registry ``bucket``;
+        create-only like the rows: a retry writes the same document). Returns the key."""
+        key = keys.job_input_schema(model, job)
+        self.objects(bucket).create(key, json.dumps(schema, indent=1, sort_keys=True).encode())
+        return key
 
     # ------------------------------------------------------------------ quarantine
     def quarantine(

@@ -3,7 +3,7 @@
 Data bucket (``DataBucket``)::
 
     datasets/{model}/model.json                    the model's spec (uploaded before a dataset)
-    datasets/{model}/{name}.csv                    a dataset: each upload starts one training job
+    datasets/{model}/{name}.csv|.csv.gz|.parquet   a dataset: each upload starts one training job
     quarantine/{rest of the dataset key}/{version}/ a rejected dataset's copy and reason.json
     captures/{YYYY/MM/DD/HH}/...                    predict's captured traffic (Firehose)
     capture-errors/...                              records Firehose could not deliver
@@ -21,6 +21,7 @@ Registry bucket (``RegistryBucket``)::
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
     inputs/{model}/{job}/train.csv                  the train rows the platform hands a job (issue 14)
+    inputs/{model}/{job}/input_schema.json          production's input schema the job keeps (issue 16)
     evaluation/{model}/heldout|pinned/{sha256}.csv  evaluation rows the gate scores on (issue 14)
     monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
     monitoring/{model}/latest.json                  the last window's summary
@@ -33,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from modelops.domain.formats import SUFFIXES
+
 # ---------------------------------------------------------------------------- data bucket
 DATASETS = "datasets/"
 QUARANTINE = "quarantine/"
@@ -42,6 +45,9 @@ LABELS = "labels/"
 MONITORING = "monitoring/"
 SPEC_FILE = "model.json"
 DATASET_SUFFIX = ".csv"
+"""The suffix of the datasets the platform itself writes (the monitor's retraining set)."""
+DATASET_SUFFIXES = SUFFIXES
+"""Every suffix an uploaded dataset may have (``.csv``, ``.csv.gz``, ``.parquet``)."""
 
 
 def spec(model: str) -> str:
@@ -49,7 +55,8 @@ def spec(model: str) -> str:
 
 
 def dataset_model(key: str) -> str | None:
-    """The model of ``datasets/{model}/NAME.csv`` (None for any other key; the name is not validated)."""
+    """The model of ``datasets/{model}/NAME.csv`` (or ``.csv.gz``, ``.parquet``; None for any other key;
+    the name is not validated)."""
     if not key.startswith(DATASETS):
         return None
     parts = key.split("/")
@@ -57,7 +64,7 @@ def dataset_model(key: str) -> str | None:
 
 
 def is_dataset(key: str) -> bool:
-    return key.startswith(DATASETS) and key.endswith(DATASET_SUFFIX)
+    return key.startswith(DATASETS) and key.endswith(DATASET_SUFFIXES)
 
 
 def retrain_dataset(model: str, version: int, day: datetime) -> str:
@@ -206,6 +213,15 @@ def staging_train_rows(model: str, job: str) -> str:
     return f"{INPUTS}{model}/{job}/train.csv"
 
 
+INPUT_SCHEMA_FILE = "input_schema.json"
+
+
+def job_input_schema(model: str, job: str) -> str:
+    """Production's input schema a job must keep (``{"features": [...]}``), beside its train rows, in its
+    ``train`` channel: ``inputs/{model}/{job}/input_schema.json`` (issue 16, schema continuity)."""
+    return f"{INPUTS}{model}/{job}/{INPUT_SCHEMA_FILE}"
+
+
 def evaluation_prefix(model: str) -> str:
     return f"{EVALUATION}{model}/"
 
@@ -230,8 +246,12 @@ def pinned_pointer(model: str) -> str:
 
 
 def is_eval_dataset(key: str) -> bool:
-    """``datasets/{model}/eval/NAME.csv``: a pinned evaluation set, never a training trigger."""
+    """``datasets/{model}/eval/NAME.csv`` (or ``.csv.gz``, ``.parquet``): a pinned evaluation set, never
+    a training trigger."""
     parts = key.split("/")
     return (
-        len(parts) == 4 and parts[0] + "/" == DATASETS and parts[2] == "eval" and key.endswith(DATASET_SUFFIX)
+        len(parts) == 4
+        and parts[0] + "/" == DATASETS
+        and parts[2] == "eval"
+        and key.endswith(DATASET_SUFFIXES)
     )
