@@ -7,9 +7,10 @@ It adapts where the job runs to the one training-container contract (:mod:`model
   in ``/opt/ml/input/config/hyperparameters.json`` or ``SM_HPS``. SageMaker passes ``train`` as the
   argument; it is accepted and ignored.
 - AWS Batch runs it with ``--batch``: the same hyperparameters come in ``SM_HPS``; the job downloads the
-  dataset version from S3, trains, and uploads the model dir as ``model.tar.gz`` to
-  ``MODELOPS_OUTPUT_S3`` (``s3://RegistryBucket/staging/{model}/{job}/output/model.tar.gz``), which is
-  exactly where SageMaker would have put it. A failed Batch job leaves its reason beside it
+  dataset version from S3 (and production's input schema, ``input_schema_uri``, when the job has one),
+  trains, and uploads the model dir as ``model.tar.gz`` to ``MODELOPS_OUTPUT_S3``
+  (``s3://RegistryBucket/staging/{model}/{job}/output/model.tar.gz``), which is exactly where SageMaker
+  would have put it. A failed Batch job leaves its reason beside it
   (``.../output/failure``).
 - A child of a Batch array job (a search: ``search_mode=array`` in ``SM_HPS``, index
   ``AWS_BATCH_JOB_ARRAY_INDEX``) trains one trial and writes under
@@ -34,6 +35,7 @@ from typing import Any
 
 from modelops.domain import search as searching
 from modelops.ml.job import run_sagemaker, write_failure
+from modelops.ml.trainer import INPUT_SCHEMA_FILE
 from modelops.storage import keys
 
 
@@ -74,6 +76,7 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
             bucket, key = _split_s3(str(hps["dataset_uri"]))
             extra = {"VersionId": str(hps["dataset_version_id"])} if hps.get("dataset_version_id") else {}
             s3.download_file(bucket, key, str(channel / key.rsplit("/", 1)[-1]), ExtraArgs=extra or None)
+            _download_input_schema(s3, hps, channel)
         except Exception as exc:  # noqa: BLE001 - reported below, the job fails
             message = f"training_failed: could not set up the Batch job: {type(exc).__name__}: {exc}"
             print(message, file=sys.stderr, flush=True)
@@ -105,6 +108,17 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
             if failure.is_file():
                 s3.put_object(Bucket=out_bucket, Key=prefix + "failure", Body=failure.read_bytes())
         return status
+
+
+def _download_input_schema(s3: Any, hps: Mapping[str, Any], channel: Path) -> bool:
+    """Production's ``input_schema.json`` (the ``input_schema_uri`` hyperparameter, when train_trigger
+    wrote one) into the channel beside the rows, where SageMaker's channel holds it; True when it did."""
+    uri = str(hps.get("input_schema_uri") or "")
+    if not uri:
+        return False
+    bucket, key = _split_s3(uri)
+    s3.download_file(bucket, key, str(channel / INPUT_SCHEMA_FILE))
+    return True
 
 
 def _array_output_key(out_key: str, index: str) -> str:

@@ -724,3 +724,102 @@ def test_concurrent_inference_of_mixed_sizes_gets_the_right_answers(
     with ThreadPoolExecutor(max_workers=4) as pool:
         for n, got in pool.map(one, sizes):
             np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+
+
+# ---------------------------------------------------------------------- categorical features (issue 16)
+CATEGORICAL_SCHEMA = {
+    "task": "binary",
+    "target": "y",
+    "classes": [0, 1],
+    "features": [
+        {"name": "sepal_length", "type": "numeric", "dtype": "float32"},
+        {"name": "sepal_width", "type": "numeric", "dtype": "float32"},
+        {"name": "petal_length", "type": "numeric", "dtype": "float32"},
+        {"name": "colour", "type": "categorical", "dtype": "string", "vocabulary": ["red", "green", "blue"]},
+    ],
+}
+
+
+def publish_categorical(env: Env, built: dict[str, BuiltModel]) -> int:
+    """The binary model (4 inputs) with a schema whose last feature is categorical: it sees the index."""
+    m = env.registry.publish_version(
+        "shop",
+        {"tflite": ("model.tflite", built["binary"].tflite)},
+        {
+            "task": "binary",
+            "schema": CATEGORICAL_SCHEMA,
+            "spec": {"monitoring": {"capture_sample_rate": 1.0}},
+        },
+    )
+    env.registry.promote("shop", m.version)
+    return m.version
+
+
+def both_paths(body: str, request_id: str = "req-0001") -> tuple[int, dict[str, Any]]:
+    lean = lambda_handler(api_event("POST", "/models/shop/predict", body=body, request_id=request_id), Ctx())
+    routed = lambda_handler(
+        api_event("POST", "/models/shop/predict", body=body, with_resource=False, request_id=request_id),
+        Ctx(),
+    )
+    assert (routed["statusCode"], routed["body"]) == (lean["statusCode"], lean["body"])
+    return lean["statusCode"], json.loads(lean["body"])
+
+
+def test_categorical_strings_are_served_on_both_paths_and_unknown_values_counted(
+    env: Env, built: dict[str, BuiltModel], capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = publish_categorical(env, built)
+    rows = [[5.1, 3.5, 1.4, "green"], [6.2, 2.9, 4.3, " blue "], [1.0, 2.0, 3.0, "purple"]]
+    index = np.asarray([[5.1, 3.5, 1.4, 1], [6.2, 2.9, 4.3, 2], [1.0, 2.0, 3.0, 3]], dtype=np.float32)
+    capsys.readouterr()
+
+    status, body = both_paths(json.dumps({"instances": rows}))
+    names = [f["name"] for f in CATEGORICAL_SCHEMA["features"]]
+    status_r, body_r = both_paths(json.dumps({"instances": [dict(zip(names, r, strict=True)) for r in rows]}))
+
+    # the model saw the vocabulary indices (OOV = 3 for "purple"), for rows and records alike
+    assert status == status_r == 200 and body["version"] == version
+    expected = built["binary"].keras_predict(index)[:, 0]
+    np.testing.assert_allclose(np.asarray(body["probabilities"])[:, 1], expected, atol=1e-5)
+    assert body_r["probabilities"] == body["probabilities"]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    oov = [d for d in emf if "OutOfVocabulary" in d]
+    assert [(d["Model"], d["Version"], d["Feature"], d["OutOfVocabulary"]) for d in oov] == [
+        ("shop", str(version), "colour", [1.0])
+    ] * 4  # four answered requests (two paths, rows and records), one unknown colour each
+    # captures hold the index matrix (what the monitor compares with the baseline)
+    records = [decode_line(line) for line in captured_lines(env)]
+    assert records and all(np.array_equal(r.x, index) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("instances", "phrase"),
+    [
+        ([[5.1, 3.5, 1.4, 2]], "instances[0][3] ('colour') is a number; expected a category (a string)"),
+        ([["5.1", 3.5, 1.4, "red"]], "instances[0][0] ('sepal_length') is a string; expected a number"),
+        ([[5.1, 3.5, 1.4, "r" * 10_240]], "('colour') is 10240 characters long; a category has at most 200"),
+        ([[5.1, 3.5, 1.4, "NA"]], "('colour') is missing"),
+        ([{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "colour": None}], "colour is null"),
+    ],
+)
+def test_wrong_types_for_a_categorical_model_are_422_on_both_paths(
+    env: Env, built: dict[str, BuiltModel], instances: Any, phrase: str
+) -> None:
+    publish_categorical(env, built)
+    status, body = both_paths(json.dumps({"instances": instances}))
+    assert status == 422
+    assert_error_shape(body, "invalid_instances")
+    assert phrase in body["error"]["message"] and "rrrrrrrr" not in body["error"]["message"]
+
+
+def test_the_model_page_and_openapi_describe_categorical_features(
+    env: Env, built: dict[str, BuiltModel]
+) -> None:
+    publish_categorical(env, built)
+    status, body, _ = call(api_event("GET", "/models/shop"))
+    assert status == 200 and body["schema"]["features"] == CATEGORICAL_SCHEMA["features"]
+    status, doc, _ = call(api_event("GET", "/openapi.json"))
+    assert status == 200
+    validate(doc)
+    request = json.dumps(doc["components"]["schemas"]["PredictRequest"])
+    assert "categorical" in request and '"type": "string"' in request

@@ -377,3 +377,77 @@ def test_a_malformed_artifact_link_raises(
     path.write_bytes(b"x")
     with pytest.raises(CorruptDocumentError, match="artifact link"):
         deps.jobs.link_artifact(JOB, ARTIFACT, path)
+
+
+# ---------------------------------------------------------------------------- categorical schemas
+def categorical_bundle(feature: dict[str, Any], column: list[float]) -> dict[str, bytes]:
+    import io
+
+    import numpy as np
+
+    files = bundle_files()
+    x = np.zeros((4, 2), np.float32)
+    x[:, 1] = column
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=np.zeros(4, np.float32))
+    files["heldout.npz"] = buf.getvalue()
+    files["schema.json"] = json.dumps({"task": "regression", "features": [{"name": "age"}, feature]}).encode()
+    return files
+
+
+@pytest.mark.parametrize(
+    ("feature", "column", "text"),
+    [
+        (
+            {"name": "plan", "type": "categorical", "dtype": "string"},
+            [0, 0, 0, 0],
+            "schema.json does not describe the model's input: feature 'plan': a categorical feature needs a list of strings",
+        ),
+        ({"name": "plan", "type": "text"}, [0, 0, 0, 0], "feature 'plan': unknown type 'text'"),
+        (
+            {"name": "plan", "type": "categorical", "vocabulary": ["a", "a"]},
+            [0, 0, 0, 0],
+            "the vocabulary repeats a value",
+        ),
+        (
+            {"name": "plan", "type": "categorical", "vocabulary": ["a", "b"]},
+            [0, 1, 2, 3],
+            "heldout.npz column 1 ('plan') is categorical and must hold vocabulary indices 0..2",
+        ),
+        (
+            {"name": "plan", "type": "categorical", "vocabulary": ["a", "b"]},
+            [0, 0.5, 1, 2],
+            "must hold vocabulary indices",
+        ),
+    ],
+)
+def test_a_schema_convert_cannot_serve_is_refused_with_the_reason(
+    deps: conversion.Deps,
+    memory_store: MemoryObjectStore,
+    bus: FakeBus,
+    monkeypatch: pytest.MonkeyPatch,
+    feature: dict[str, Any],
+    column: list[float],
+    text: str,
+) -> None:
+    put_record(memory_store)
+    memory_store.create(ARTIFACT, targz(categorical_bundle(feature, column)), "application/gzip")
+    stand_in = StandIn(memory_store)
+    monkeypatch.setattr(conversion, "_convert", stand_in)
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+    assert (res.outcome, res.error_code) == ("conversion_failed", "artifact_invalid")
+    assert text in bus.of("ConversionFailed")[-1]["reason"]
+    assert stand_in.calls == 0 and written(memory_store) == []
+
+
+def test_a_categorical_schema_is_published_as_the_trainer_wrote_it(
+    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feature = {"name": "plan", "type": "categorical", "dtype": "string", "vocabulary": ["basic", "pro"]}
+    put_record(memory_store)
+    memory_store.create(ARTIFACT, targz(categorical_bundle(feature, [0, 1, 2, 1])), "application/gzip")
+    monkeypatch.setattr(conversion, "_convert", StandIn(memory_store))
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+    assert (res.outcome, res.version) == ("published", 1)
+    manifest = deps.registry.get_manifest("demo", 1)
+    assert manifest.get("schema")["features"][1] == feature

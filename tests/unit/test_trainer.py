@@ -148,7 +148,9 @@ def test_diabetes_through_the_entrypoint_beats_the_constant_predictor(
     assert schema == {
         "task": "regression",
         "target": "target",
-        "features": [{"name": n, "dtype": "float32"} for n in load_diabetes().feature_names],
+        "features": [
+            {"name": n, "type": "numeric", "dtype": "float32"} for n in load_diabetes().feature_names
+        ],
         "classes": None,
     }
     with np.load(model_dir / "heldout.npz", allow_pickle=False) as npz:

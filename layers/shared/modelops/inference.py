@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from modelops.domain.encoding import Feature, InputSchema, SchemaError
 from modelops.domain.errors import CorruptDocumentError
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -59,7 +60,12 @@ def litert_interpreter(path: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the API needs to know about a served version (from its manifest)."""
+    """What the API needs to know about a served version (from its manifest).
+
+    ``schema`` is the version's input schema (``modelops.domain.encoding``; every feature numeric
+    when not given, as for versions before categorical features); ``categorical`` says whether any
+    feature takes categories (predict's string path), kept as a field: the numeric path reads it once
+    per request."""
 
     model: str
     version: int
@@ -69,10 +75,27 @@ class ModelInfo:
     capture_sample_rate: float
     role: str
     sha256: str
+    schema: InputSchema | None = None
+    categorical: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        schema = self.schema
+        if schema is None:
+            schema = InputSchema(tuple(Feature(name) for name in self.features))
+            object.__setattr__(self, "schema", schema)
+        elif schema.names != self.features:
+            raise ValueError("the schema's features are not the model's features")
+        object.__setattr__(self, "categorical", schema.categorical)
 
     @property
     def n_features(self) -> int:
         return len(self.features)
+
+    @property
+    def input_schema(self) -> InputSchema:
+        """``schema``, typed as set (``__post_init__`` always sets it)."""
+        assert self.schema is not None
+        return self.schema
 
 
 def model_info(manifest: ManifestLike) -> ModelInfo:
@@ -84,17 +107,10 @@ def model_info(manifest: ManifestLike) -> ModelInfo:
     task = manifest.get("task") or schema.get("task")
     if task not in TASKS:
         raise CorruptDocumentError(f"{where}: unknown task {str(task)[:40]!r}")
-    raw = schema.get("features")
-    if not isinstance(raw, list) or not raw:
-        raise CorruptDocumentError(f"{where}: schema.features must be a non-empty list")
-    names: list[str] = []
-    for item in raw:
-        name = item.get("name") if isinstance(item, dict) else item
-        if not isinstance(name, str) or not name:
-            raise CorruptDocumentError(f"{where}: schema.features has an entry without a name")
-        names.append(name)
-    if len(set(names)) != len(names):
-        raise CorruptDocumentError(f"{where}: schema.features has duplicate names")
+    try:
+        input_schema = InputSchema.from_dict(schema)
+    except SchemaError as exc:
+        raise CorruptDocumentError(f"{where}: {exc}") from None
     classes = schema.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) < 2):
         raise CorruptDocumentError(f"{where}: schema.classes must be a list of at least two labels or null")
@@ -111,11 +127,12 @@ def model_info(manifest: ManifestLike) -> ModelInfo:
         model=manifest.model,
         version=manifest.version,
         task=str(task),
-        features=tuple(names),
+        features=input_schema.names,
         classes=tuple(classes) if classes is not None else None,
         capture_sample_rate=float(rate),
         role=role,
         sha256=manifest.artifacts[role].sha256,
+        schema=input_schema,
     )
 
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by encode() only: the spec imports this module, and the
+    import numpy as np  # gate's rules and the spec stay numpy-free (tests/unit/test_gate.py)
 
 Kind = Literal["numeric", "categorical"]
 KINDS: tuple[str, ...] = ("numeric", "categorical")
@@ -162,6 +163,11 @@ class InputSchema:
                 return f
         raise KeyError(name)
 
+    def lookup(self, name: str) -> Mapping[str, int]:
+        """Categorical feature ``name``'s table: value (stripped) -> index; an absent value is OOV
+        (``len(table)``). KeyError for a numeric or unknown feature."""
+        return self._lookup[name]
+
     def index_of(self, name: str, value: str) -> int:
         """The column value of category ``value`` (stripped; OOV when unknown or missing)."""
         table = self._lookup[name]
@@ -173,6 +179,8 @@ class InputSchema:
         """Rows of raw cells in schema order -> (the model's input matrix, OOV count per categorical
         feature). A numeric cell is a number or a numeric text (missing: NaN); a categorical cell is
         a text (missing or unknown: the OOV index). Callers validate first; this only converts."""
+        import numpy as np
+
         n, width = len(rows), len(self.features)
         x = np.empty((n, width), dtype=np.float32)
         oov: dict[str, int] = {}

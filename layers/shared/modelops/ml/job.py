@@ -3,7 +3,8 @@
 :func:`run_sagemaker` runs one job under SageMaker's training-container contract, the same for every
 backend (SageMaker, Batch via ``modelops_training.entrypoint``, the local twin):
 
-- input: the dataset in the ``train`` channel (``SM_CHANNEL_TRAIN``; :func:`find_dataset`), the
+- input: the dataset in the ``train`` channel (``SM_CHANNEL_TRAIN``; :func:`find_dataset`), beside
+  it, once the model has a production version, that version's input schema (``input_schema.json``); the
   hyperparameters in ``/opt/ml/input/config/hyperparameters.json`` or ``SM_HPS``
   (:func:`read_hyperparameters`), the model dir ``SM_MODEL_DIR`` and ``SM_OUTPUT_DATA_DIR``;
 - output: the model dir (:func:`modelops.ml.trainer.train`), or on failure the reason on stderr and in
@@ -62,10 +63,11 @@ def read_hyperparameters(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def find_dataset(channel: Path, dataset_uri: str = "") -> Path:
-    """The CSV in the ``train`` channel: the file named like the dataset's key, or the only file."""
+    """The CSV in the ``train`` channel: the file named like the dataset's key, or the only file
+    (``input_schema.json``, production's input schema beside the rows, is not a dataset)."""
     if not channel.is_dir():
         raise TrainingError(f"the train channel {channel} does not exist")
-    files = sorted(p for p in channel.rglob("*") if p.is_file())
+    files = sorted(p for p in channel.rglob("*") if p.is_file() and p.name != trainer.INPUT_SCHEMA_FILE)
     name = dataset_uri.rsplit("/", 1)[-1] if dataset_uri else ""
     named = [p for p in files if name and p.name == name]
     if len(named) == 1:

@@ -7,6 +7,14 @@ dir (``saved_model/``, ``metrics.json``, ``schema.json``, ``baseline.json``, ``h
 and metrics are in docs/training.md). A :class:`TrialHook` makes one run a search trial. The training
 container's contract (environment, hyperparameters, failure file) is :mod:`modelops.ml.job`.
 
+Categorical features (``modelops.domain.encoding``): the model's input is the index matrix (a
+categorical column holds the value's index in the feature's vocabulary, OOV = ``len(vocabulary)``).
+The vocabularies come from the job's ``input_schema.json`` (production's schema, written beside the
+training rows by train_trigger: :data:`INPUT_SCHEMA_FILE`) when there is one, else from the training
+split's rows (:func:`input_schema`). Inside the graph each index column becomes a one-hot block with
+LiteRT builtin ops (cast, one_hot, gather, concatenation); the numeric columns are normalized as
+before. A table without categorical features gives exactly the model it gave before.
+
 Kept Python 3.10 compatible: the AWS TensorFlow training image runs 3.10.
 """
 
@@ -28,6 +36,7 @@ import numpy as np
 from modelops.domain import search as searching
 from modelops.domain.baseline import compute_baseline
 from modelops.domain.dataset import Limits, LoadedDataset, load_csv, split_sizes
+from modelops.domain.encoding import Feature, InputSchema, SchemaError, learn_vocabulary
 from modelops.domain.errors import DatasetRejectedError, TrialPrunedError
 from modelops.domain.metrics import classification_metrics, regression_metrics, score
 from modelops.domain.spec import ModelSpec
@@ -35,6 +44,10 @@ from modelops.domain.spec import ModelSpec
 EARLY_STOP_SHARE = 0.15
 """Share of the training rows held back to decide early stopping (the held-out split is never seen)."""
 MIN_ROWS_FOR_EARLY_STOP_SPLIT = 10
+
+INPUT_SCHEMA_FILE = "input_schema.json"
+"""Production's input schema (``{"features": [Feature dicts]}``) beside the training rows: the job
+trains on exactly these features, types and vocabularies (docs/training.md "Schema continuity")."""
 
 Log = Callable[[str], None]
 """Where a job's output lines go (stdout by default: SageMaker's MetricDefinitions parse it)."""
@@ -77,6 +90,82 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def pinned_schema(data_path: Path) -> InputSchema | None:
+    """The ``input_schema.json`` beside the dataset file, or None. ``DatasetRejectedError`` when it is
+    there but does not describe a schema."""
+    path = data_path.parent / INPUT_SCHEMA_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise SchemaError("it is not a JSON object")
+        return InputSchema.from_dict(doc)
+    except (ValueError, SchemaError) as exc:
+        raise DatasetRejectedError(
+            f"{INPUT_SCHEMA_FILE} beside the training rows is unusable: {exc}"
+        ) from None
+
+
+def _check_pinned(pinned: InputSchema, data: LoadedDataset) -> None:
+    """The loaded table holds exactly the pinned features, of the pinned types, in the pinned order."""
+    have = dict(zip(data.features, _kinds(data), strict=True))
+    missing = [f.name for f in pinned.features if f.name not in have]
+    if missing:
+        raise DatasetRejectedError(
+            f"the dataset lacks {', '.join(repr(m) for m in missing[:10])}, which production's input schema "
+            'takes (a new spec version, or "schema": "reset", allows a new schema)'
+        )
+    changed = [
+        f"{f.name!r} ({have[f.name]}, not {f.kind})" for f in pinned.features if have[f.name] != f.kind
+    ]
+    if changed:
+        raise DatasetRejectedError(
+            f"production's input schema types differ in this dataset: {', '.join(changed[:10])}"
+        )
+    if list(data.features) != list(pinned.names):
+        raise DatasetRejectedError("the dataset was not loaded in the order of production's input schema")
+
+
+def _kinds(data: LoadedDataset) -> list[str]:
+    """Each feature's type (a table loaded without types is numeric)."""
+    return list(data.kinds) if len(data.kinds) == len(data.features) else ["numeric"] * len(data.features)
+
+
+def input_schema(
+    data: LoadedDataset, spec: ModelSpec, train_idx: np.ndarray, pinned: InputSchema | None = None
+) -> InputSchema:
+    """The model's input schema: ``pinned`` when given (checked against the table), else the table's
+    features and types, each categorical vocabulary learned from the training rows ``train_idx`` only
+    (the ``training.max_categories`` most frequent values)."""
+    if pinned is not None:
+        _check_pinned(pinned, data)
+        return pinned
+    size = spec.training.max_categories
+    feats = []
+    for name, kind in zip(data.features, _kinds(data), strict=True):
+        if kind == "categorical":
+            values = data.categories[name]
+            train_values = [values[i] for i in train_idx.tolist()]
+            vocab = learn_vocabulary(train_values, size)
+            feats.append(Feature(name, "categorical", vocab))
+        else:
+            feats.append(Feature(name))
+    return InputSchema(tuple(feats))
+
+
+def index_matrix(data: LoadedDataset, schema: InputSchema) -> np.ndarray:
+    """(rows, features) float64 in schema order: numeric columns as loaded (NaN where missing), a
+    categorical column the index of each value in the feature's vocabulary (OOV when unknown or
+    missing)."""
+    x = np.array(data.x, dtype=np.float64, copy=True)
+    for j, f in enumerate(schema.features):
+        if f.categorical:
+            table, oov = schema.lookup(f.name), f.oov_index
+            x[:, j] = [oov if v is None else table.get(v, oov) for v in data.categories[f.name]]
+    return x
+
+
 # ---------------------------------------------------------------------------- model
 def _configure_tf(seed: int, mixed_precision: bool) -> dict[str, Any]:
     import keras
@@ -96,20 +185,31 @@ def _configure_tf(seed: int, mixed_precision: bool) -> dict[str, Any]:
 
 
 def build_model(
-    spec: ModelSpec, x_train: np.ndarray, n_classes: int, y_mean: float = 0.0, y_std: float = 1.0
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    n_classes: int,
+    y_mean: float = 0.0,
+    y_std: float = 1.0,
+    schema: InputSchema | None = None,
 ) -> Any:
     """A Keras model: Normalization (adapted on ``x_train``), dense layers from the spec, a task head.
 
     Regression ends with a fixed rescaling to the target's mean and spread, so the network learns a
-    standardized target while the model answers in the target's own units.
+    standardized target while the model answers in the target's own units. With categorical features
+    in ``schema`` the input is the index matrix: the numeric columns are gathered and normalized (the
+    Normalization adapted on them only), each categorical column becomes a one-hot block of
+    ``len(vocabulary) + 1`` (cast, one_hot: LiteRT builtin ops), and the blocks are concatenated.
     """
     import keras
 
     t = spec.training
     inputs = keras.Input(shape=(x_train.shape[1],), name="features", dtype="float32")
-    norm = keras.layers.Normalization(name="normalize")
-    norm.adapt(x_train.astype(np.float32))
-    h = norm(inputs)
+    if schema is None or not schema.categorical:
+        norm = keras.layers.Normalization(name="normalize")
+        norm.adapt(x_train.astype(np.float32))
+        h = norm(inputs)
+    else:
+        h = _encoded_inputs(inputs, x_train, schema)
     for i, units in enumerate(t.hidden_units):
         h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
         if t.dropout > 0:
@@ -127,6 +227,24 @@ def build_model(
     model = keras.Model(inputs, out, name="modelops")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss)
     return model
+
+
+def _encoded_inputs(inputs: Any, x_train: np.ndarray, schema: InputSchema) -> Any:
+    """The index matrix -> [normalized numeric columns, one-hot block per categorical column]."""
+    import keras
+    from keras import ops
+
+    numeric = [j for j, f in enumerate(schema.features) if not f.categorical]
+    parts = []
+    if numeric:
+        norm = keras.layers.Normalization(name="normalize")
+        norm.adapt(x_train[:, numeric].astype(np.float32))
+        parts.append(norm(ops.take(inputs, np.asarray(numeric, dtype=np.int32), axis=1)))
+    for j, f in enumerate(schema.features):
+        if f.categorical:
+            index = ops.cast(inputs[:, j], "int32")
+            parts.append(ops.one_hot(index, f.buckets, dtype="float32"))
+    return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="encoded")(parts)
 
 
 def _epoch_logger(epochs: int, log: Log) -> Any:
@@ -193,7 +311,8 @@ def _trial_callback(hook: TrialHook, spec: ModelSpec, x: np.ndarray, y: np.ndarr
 
 # ---------------------------------------------------------------------------- the run
 def check_dataset(data_path: Path, spec: ModelSpec, hps: Mapping[str, str]) -> tuple[str, LoadedDataset]:
-    """The file's SHA-256 (checked against ``dataset_sha256``) and the validated table.
+    """The file's SHA-256 (checked against ``dataset_sha256``) and the validated table (exactly the
+    features of the ``input_schema.json`` beside it, when there is one).
 
     Raises ``DatasetRejectedError`` when the file does not validate or is not the dataset the job was
     started for."""
@@ -212,7 +331,15 @@ def check_dataset(data_path: Path, spec: ModelSpec, hps: Mapping[str, str]) -> t
         if expected
         else None
     )
-    return sha, load_csv(data_path, spec, limits)
+    pinned = pinned_schema(data_path)
+    data = (
+        load_csv(data_path, spec, limits)
+        if pinned is None
+        else load_csv(data_path, spec, limits, schema=pinned)
+    )
+    if pinned is not None:
+        _check_pinned(pinned, data)
+    return sha, data
 
 
 def train(
@@ -245,10 +372,12 @@ def train(
     t = spec.training
     n_classes = len(data.classes or [])
     train_idx, val_idx = split_indices(len(data.y), t.validation_split, t.seed)
-    x_raw_train = data.x[train_idx]
+    schema = input_schema(data, spec, train_idx, pinned_schema(data_path))
+    x_all = index_matrix(data, schema) if schema.categorical else data.x
+    x_raw_train = x_all[train_idx]
     means = np.nanmean(np.where(np.isnan(x_raw_train).all(axis=0), 0.0, x_raw_train), axis=0)
     means = np.nan_to_num(means, nan=0.0)
-    x = np.where(np.isnan(data.x), means, data.x).astype(np.float32)
+    x = np.where(np.isnan(x_all), means, x_all).astype(np.float32)
     x_train, x_val = x[train_idx], x[val_idx]
     y = data.y.astype(np.float32) if spec.task == "regression" else data.y.astype(np.int64)
     y_train, y_val = y[train_idx], y[val_idx]
@@ -259,7 +388,7 @@ def train(
     fit_rows, es_rows = np.sort(es_perm[n_es:]), np.sort(es_perm[:n_es])
     y_mean = float(np.mean(y_train[fit_rows])) if spec.task == "regression" else 0.0
     y_std = float(np.std(y_train[fit_rows])) if spec.task == "regression" else 1.0
-    model = build_model(spec, x_train[fit_rows], n_classes, y_mean, y_std if y_std > 0 else 1.0)
+    model = build_model(spec, x_train[fit_rows], n_classes, y_mean, y_std if y_std > 0 else 1.0, schema)
 
     monitor = "val_loss" if n_es else "loss"
     callbacks = [
@@ -328,13 +457,13 @@ def train(
         model.export(str(model_dir / "saved_model"), format="tf_saved_model", verbose=False)
     except TypeError:  # Keras before 3.5 (the AWS TF 2.16 image) has no ``verbose``
         model.export(str(model_dir / "saved_model"), format="tf_saved_model")
-    schema = {
+    schema_doc = {
         "task": spec.task,
         "target": spec.target,
-        "features": [{"name": f, "dtype": "float32"} for f in data.features],
+        "features": schema.to_list(),
         "classes": data.classes,
     }
-    baseline = compute_baseline(x_raw_train, data.features, train_prediction, seed=t.seed)
+    baseline = compute_baseline(x_raw_train, list(schema.names), train_prediction, seed=t.seed, schema=schema)
     # plain float32 arrays: readable with np.load(..., allow_pickle=False)
     np.savez(model_dir / "heldout.npz", x=x_val.astype(np.float32), y=y_val.astype(np.float32))
     report = data.report.to_dict()
@@ -365,7 +494,9 @@ def train(
             "n_val": int(len(val_idx)),
             "n_early_stopping": int(n_es),
         },
-        "imputation": {f: float(m) for f, m in zip(data.features, means, strict=True)},
+        "imputation": {
+            f.name: float(m) for f, m in zip(schema.features, means, strict=True) if not f.categorical
+        },
         "validation": {
             k: report[k]
             for k in ("rows", "duplicate_rate", "max_missing_rate", "missing", "excluded_columns")
@@ -376,7 +507,7 @@ def train(
         record["objective"] = objective
     record.update(record_extra or {})
     write_json(model_dir / "metrics.json", metrics)
-    write_json(model_dir / "schema.json", schema)
+    write_json(model_dir / "schema.json", schema_doc)
     write_json(model_dir / "baseline.json", baseline)
     write_json(model_dir / "training_record.json", record)
     if output_data_dir is not None:

@@ -62,6 +62,7 @@ from pydantic import Field
 from modelops import aws
 from modelops.domain import search as searching
 from modelops.domain.archive import deterministic_targz, safe_extract
+from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import (
     ArtifactInvalidError,
     ConversionError,
@@ -303,9 +304,11 @@ def read_bundle(root: Path, task: str) -> Bundle:
         search = _json_file(root, searching.TRIALS_FILE)
         if not isinstance(search.get("trials"), list):
             raise ArtifactInvalidError(f"{searching.TRIALS_FILE} in the training artifact has no trials list")
-    features = schema.get("features")
-    if not isinstance(features, list) or not features:
-        raise ArtifactInvalidError("schema.json has no features")
+    try:
+        input_schema = InputSchema.from_dict(schema)
+    except SchemaError as exc:
+        raise ArtifactInvalidError(f"schema.json does not describe the model's input: {exc}") from None
+    features = input_schema.features
     if schema.get("task") not in (None, task):
         raise ArtifactInvalidError(f"schema.json says task {schema.get('task')!r}, the spec says {task!r}")
     try:
@@ -318,6 +321,19 @@ def read_bundle(root: Path, task: str) -> Bundle:
         raise ArtifactInvalidError(
             f"heldout.npz x has shape {x.shape} and y {y.shape}; expected (rows > 0, {len(features)}) and (rows,)"
         )
+    for j, feature in enumerate(features):
+        if feature.categorical:
+            col = x[:, j]
+            if not (
+                np.isfinite(col).all()
+                and (col == np.round(col)).all()
+                and 0 <= col.min()
+                and col.max() <= feature.oov_index
+            ):
+                raise ArtifactInvalidError(
+                    f"heldout.npz column {j} ({feature.name!r}) is categorical and must hold vocabulary "
+                    f"indices 0..{feature.oov_index}"
+                )
     return Bundle(root, schema, metrics, baseline, record, x, y, search)
 
 

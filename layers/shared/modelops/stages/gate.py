@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +54,7 @@ from modelops import aws
 from modelops.domain import bootstrap, gate
 from modelops.domain import evaluation as evalrows
 from modelops.domain.alias import AliasDoc
+from modelops.domain.encoding import InputSchema
 from modelops.domain.errors import (
     CorruptDocumentError,
     IntegrityError,
@@ -124,8 +125,8 @@ def _manifest_metrics(manifest: Manifest) -> Mapping[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def _features(manifest: Manifest) -> list[str]:
-    return list(model_info(manifest).features)
+def _schema(manifest: Manifest) -> InputSchema:
+    return model_info(manifest).input_schema
 
 
 def select_rows(
@@ -135,11 +136,14 @@ def select_rows(
     target: str,
     *,
     max_rows: int = evalrows.MAX_ROWS,
+    categorical: Collection[str] = (),
+    numeric: Collection[str] | None = None,
 ) -> tuple[str, evalrows.Rows] | None:
     """``(source, rows)`` the gate scores on: the pinned set when ``pinned.json`` names one, else the
     union of every accepted dataset's evaluation rows (deduplicated, at most ``max_rows``); None when the
-    platform holds none. A stored CSV that fails its SHA-256 raises ``IntegrityError``; one that does not
-    parse raises ``CorruptDocumentError``."""
+    platform holds none. Columns in ``categorical`` are kept as text (``evaluation.combine``). A stored
+    CSV that fails its SHA-256 raises ``IntegrityError``; one that does not parse raises
+    ``CorruptDocumentError``."""
     if evaluation is None:
         return None
     pinned = evaluation.pinned(model)
@@ -157,7 +161,9 @@ def select_rows(
             tables.append(evalrows.parse(digest, body))
         except ValueError as exc:
             raise CorruptDocumentError(f"{key}: {exc}") from exc
-    return source, evalrows.combine(tables, feature_columns, target, max_rows=max_rows)
+    return source, evalrows.combine(
+        tables, feature_columns, target, max_rows=max_rows, categorical=categorical, numeric=numeric
+    )
 
 
 @dataclass
@@ -209,7 +215,7 @@ def score_version(
         raise ArtifactProblem(manifest, role, "checksum_mismatch", exc) from exc
     except (CorruptDocumentError, VersionNotFoundError, ValueError, RuntimeError, OSError) as exc:
         raise ArtifactProblem(manifest, role, "load_failed", exc) from exc
-    outputs = predict_rows(loaded, evalrows.features_of(rows, info.features))
+    outputs = predict_rows(loaded, evalrows.inputs_for(rows, info.input_schema))
     targets = evalrows.targets_for(rows, info.task, info.classes)
     return Scored(manifest.version, role, info.sha256, outputs, targets)
 
@@ -265,7 +271,7 @@ class Comparer:
             "note": "the training jobs' own metrics.json: recorded, never decided on",
         }
         try:
-            columns = list(dict.fromkeys(_features(self.candidate) + _features(prod)))
+            schemas = (_schema(self.candidate), _schema(prod))
         except CorruptDocumentError as exc:
             return gate.Comparison("none", claims=claims, problem=f"the versions cannot be compared: {exc}")
         if (prod.get("task") or self.spec.task) != self.spec.task:
@@ -275,9 +281,17 @@ class Comparer:
                 problem=f"production v{production} is a {prod.get('task')} model, candidate "
                 f"v{self.candidate.version} a {self.spec.task} model: promote by hand if wanted",
             )
+        columns = list(dict.fromkeys(name for s in schemas for name in s.names))
+        kinds = [(f.name, f.categorical) for s in schemas for f in s.features]
         try:
             selected = select_rows(
-                self.evaluation, model, columns, self.spec.target, max_rows=self.max_eval_rows
+                self.evaluation,
+                model,
+                columns,
+                self.spec.target,
+                max_rows=self.max_eval_rows,
+                categorical={name for name, cat in kinds if cat},
+                numeric={name for name, cat in kinds if not cat},
             )
         except IntegrityError as exc:
             self.integrity.append(

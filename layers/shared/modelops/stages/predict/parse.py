@@ -3,6 +3,12 @@
 
 Validated with numpy (one conversion, a Python type check for a few rows), not per-field pydantic
 models; ``_diagnose``, which names the first bad row and field, runs only for bad input.
+
+A model with categorical features (``ModelInfo.categorical``) takes :func:`to_encoded` instead of
+:func:`to_matrix`: one pass in Python that checks every cell (a number for a numeric feature, a
+category string for a categorical one) and writes the model's input matrix, a categorical column
+holding the value's index in the feature's vocabulary (``modelops.domain.encoding``), an unknown
+value the out-of-vocabulary index (answered, and counted). The numeric path never runs it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import orjson
 
 from modelops.domain.alias import ALIAS_RE
+from modelops.domain.encoding import MAX_CATEGORY_CHARS, MISSING_TOKENS
 from modelops.stages.predict.errors import JSON, RequestError
 from modelops.stages.predict.serving import FLOAT32_MAX, ModelInfo
 
@@ -273,6 +280,93 @@ def to_matrix(instances: list[Any], info: ModelInfo, raw: str | bytes) -> np.nda
     if not np.isfinite(x).all():
         raise _diagnose(instances, info, records) or _unexpected()
     return x
+
+
+def to_encoded(instances: list[Any], info: ModelInfo) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows or records of a model with categorical features -> (its (n, f) float32 input matrix, the
+    out-of-vocabulary cells per categorical feature). A numeric feature takes a finite JSON number; a
+    categorical one a JSON string (stripped; at most ``MAX_CATEGORY_CHARS`` characters; empty,
+    whitespace or ``NA`` is missing and refused, as a missing number is). 422 names the first bad
+    row and feature."""
+    schema = info.input_schema
+    features = schema.features
+    f = len(features)
+    first = instances[0]
+    records = type(first) is dict
+    if not records and type(first) is not list:
+        raise RequestError(
+            422,
+            "invalid_instances",
+            f"instances[0]: expected a list of values in schema order or an object keyed by feature name, "
+            f"not {_json_type(first)}",
+        )
+    tables = [schema.lookup(feat.name) if feat.categorical else None for feat in features]
+    known = set(info.features) if records else frozenset()
+    x = np.empty((len(instances), f), dtype=np.float32)
+    oov = [0] * f
+    for i, row in enumerate(instances):
+        if records:
+            if type(row) is not dict:
+                raise _bad(
+                    f"instances[{i}]: expected an object keyed by feature name like instances[0], not {_json_type(row)}"
+                )
+            if len(row) != f or any(k not in known for k in row):
+                raise _bad(_record_keys_problem(i, row, info))
+            cells = [row[name] for name in info.features]
+        else:
+            if type(row) is not list:
+                raise _bad(
+                    f"instances[{i}]: expected a list of {f} values in schema order like instances[0], not {_json_type(row)}"
+                )
+            if len(row) != f:
+                raise _bad(f"instances[{i}]: has {len(row)} values; the model takes {_features_hint(info)}")
+            cells = row
+        for j, v in enumerate(cells):
+            table = tables[j]
+            if table is None:
+                t = type(v)
+                if (t is not float and t is not int) or not -_FLOAT32_FINITE < v < _FLOAT32_FINITE:
+                    raise _bad(f"{_where(i, j, info, records)} {_value_problem(v) or 'is not a number'}")
+                x[i, j] = v
+                continue
+            if type(v) is not str:
+                raise _bad(
+                    f"{_where(i, j, info, records)} is {_json_type(v)}; expected a category (a string)"
+                )
+            text = v.strip()
+            if len(text) > MAX_CATEGORY_CHARS:
+                raise _bad(
+                    f"{_where(i, j, info, records)} is {len(text)} characters long; a category has at most "
+                    f"{MAX_CATEGORY_CHARS}"
+                )
+            if text.lower() in MISSING_TOKENS:
+                raise _bad(
+                    f"{_where(i, j, info, records)} is missing ({v[:8]!r}); send the category, or a value "
+                    "the model does not know (it answers with the out-of-vocabulary bucket)"
+                )
+            k = table.get(text)
+            if k is None:
+                k = len(table)
+                oov[j] += 1
+            x[i, j] = k
+    return x, {features[j].name: n for j, n in enumerate(oov) if tables[j] is not None}
+
+
+def _where(i: int, j: int, info: ModelInfo, records: bool) -> str:
+    return f"instances[{i}].{info.features[j]}" if records else f"instances[{i}][{j}] ({info.features[j]!r})"
+
+
+def _record_keys_problem(i: int, row: dict[str, Any], info: ModelInfo) -> str:
+    for name in info.features:
+        if name not in row:
+            return f"instances[{i}]: missing feature {name!r}"
+    known = set(info.features)
+    unknown = next(k for k in row if k not in known)
+    return f"instances[{i}]: unknown feature {unknown[:60]!r}; the model takes {_features_hint(info)}"
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(422, "invalid_instances", message)
 
 
 def _unexpected() -> RequestError:

@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelops import __version__
+from modelops.domain.encoding import MAX_CATEGORY_CHARS
 from modelops.stages.predict.errors import JSON, RequestError, error_result
 from modelops.stages.predict.proxy import PREDICT_RESOURCE, caller, predict_event, request_id
 from modelops.stages.predict.service import service
@@ -28,21 +29,41 @@ from modelops.stages.predict.telemetry import telemetry
 
 Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 """A value the model's float32 input can hold."""
+Category = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=f"A categorical feature's value (stripped, at most {MAX_CATEGORY_CHARS} characters; "
+        "empty, whitespace or NA is refused as missing; a value the vocabulary lacks is answered with the "
+        "out-of-vocabulary bucket and counted)",
+    ),
+]
+Cell = Float32 | Category
+"""A numeric feature takes a number, a categorical feature a string (GET /models/{name}: each feature's
+type and vocabulary)."""
 
 
 class PredictRequest(BaseModel):
-    """Rows (lists of numbers in the schema's feature order) or records (objects keyed by feature name)."""
+    """Rows (lists of values in the schema's feature order) or records (objects keyed by feature name):
+    numbers for numeric features, strings for categorical ones."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"instances": [[5.1, 3.5, 1.4, 0.2]]}, {"instances": [{"x1": 5.1, "x2": 3.5}]}]
+            "examples": [
+                {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+                {"instances": [{"x1": 5.1, "x2": 3.5}]},
+                {"instances": [{"age": 41, "plan": "pro"}]},
+            ]
         },
     )
     instances: Annotated[
-        Annotated[list[Annotated[list[Float32], Field(min_length=1)]], Field(min_length=1)]
-        | Annotated[list[Annotated[dict[str, Float32], Field(min_length=1)]], Field(min_length=1)],
-        Field(description="At least one and at most MAX_ROWS (10,000) rows; finite numbers only"),
+        Annotated[list[Annotated[list[Cell], Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[Annotated[dict[str, Cell], Field(min_length=1)]], Field(min_length=1)],
+        Field(
+            description="At least one and at most MAX_ROWS (10,000) rows; finite numbers for numeric "
+            "features, category strings for categorical ones"
+        ),
     ]
 
 
@@ -105,7 +126,12 @@ class ModelDetail(BaseModel):
     schema_version: int | None = Field(
         description="The version whose schema and metrics are shown (production)"
     )
-    feature_schema: dict[str, Any] | None = Field(alias="schema")
+    feature_schema: dict[str, Any] | None = Field(
+        alias="schema",
+        description="The shown version's input schema: task, target, classes and its features in input "
+        'order, each {"name", "type": "numeric" | "categorical", "dtype"} and a categorical one\'s '
+        '"vocabulary" (its index in this list is what the model sees; any other value is out of vocabulary)',
+    )
     metrics: dict[str, Any]
 
 

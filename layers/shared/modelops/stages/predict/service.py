@@ -10,6 +10,7 @@ from typing import Any
 
 from modelops import aws
 from modelops.domain.alias import PRODUCTION
+from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import ModelNotFoundError
 from modelops.domain.spec import MODEL_NAME_RE
 from modelops.stages.predict.errors import JSON, RequestError
@@ -20,6 +21,7 @@ from modelops.stages.predict.parse import (
     instances_of,
     parse_json,
     selector,
+    to_encoded,
     to_matrix,
 )
 from modelops.stages.predict.render import answer_bound, render, request_bound
@@ -113,7 +115,12 @@ class PredictService:
         bound = lm.answer_bound or self._answer_bound(lm)
         if rows > bound[2] or len(req.request_id) > _REQUEST_ID_MAX:  # else it fits: no arithmetic
             _check_answer_size(rows, bound, req, settings.max_response_bytes)
-        x = to_matrix(instances, info, raw)
+        if info.categorical:
+            x, oov = to_encoded(instances, info)
+            if any(oov.values()):
+                self.metrics.out_of_vocabulary(req.name, info.version, oov)
+        else:
+            x = to_matrix(instances, info, raw)
         y = lm.predict(x)
         body = render(info, req.name, y, req.request_id)
         sink = self.sink
@@ -190,9 +197,19 @@ class PredictService:
             },
             "versions": versions,
             "schema_version": current,
-            "schema": schema if isinstance(schema, dict) else None,
+            "schema": _typed(schema) if isinstance(schema, dict) else None,
             "metrics": shown["metrics"] if shown else {},
         }
+
+
+def _typed(schema: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's schema with every feature entry in its full form (``Feature.to_dict``: a version
+    written before categorical features lists names or untyped entries, which are numeric)."""
+    try:
+        features = InputSchema.from_dict(schema).to_list()
+    except SchemaError:
+        return schema
+    return {**schema, "features": features}
 
 
 _REQUEST_ID_MAX = 64

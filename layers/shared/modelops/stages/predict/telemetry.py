@@ -6,6 +6,9 @@ Same namespace, metric names, units and dimensions as Powertools Metrics wrote t
 - served: ``Latency`` (Milliseconds) and ``Rows`` (Count), dimensions ``Model``, ``Version``, ``service``;
 - failed: ``Errors`` (Count), dimensions ``Code``, ``service``;
 - ``CaptureFailures`` (Count), ``CatalogueReads`` (Count): dimension ``service``;
+- ``OutOfVocabulary`` (Count): cells of a served request whose category the feature's vocabulary
+  does not hold (answered with the out-of-vocabulary bucket), one line per categorical feature that
+  had any, dimensions ``Model``, ``Version``, ``Feature``, ``service``;
 - the container's first invocation: ``ColdStart`` (Count), dimensions ``function_name``, ``service``.
 
 The line of a request's outcome (served, failed, catalogue read) is also its access log: the
@@ -45,6 +48,7 @@ _ERRORS = (("Errors", "Count"),)
 _CAPTURE_FAILURES = (("CaptureFailures", "Count"),)
 _CATALOGUE_READS = (("CatalogueReads", "Count"),)
 _COLD_START = (("ColdStart", "Count"),)
+_OUT_OF_VOCABULARY = (("OutOfVocabulary", "Count"),)
 _MAX_FRAMES = 1024
 _MAX_NAME = 128
 
@@ -175,6 +179,22 @@ class Telemetry:
             self._frames.get(key) or self._keep(key, {"service": self.service}, _CAPTURE_FAILURES),
             {"CaptureFailures": [float(lost)]},
         )
+
+    def out_of_vocabulary(self, model: str, version: int, counts: dict[str, int]) -> None:
+        """``OutOfVocabulary`` per categorical feature with unknown values in a served request."""
+        for feature, n in counts.items():
+            if not n:
+                continue
+            key = ("oov", model, version, feature)
+            self._emit(
+                self._frames.get(key)
+                or self._keep(
+                    key,
+                    {"Model": model, "Version": str(version), "Feature": feature, "service": self.service},
+                    _OUT_OF_VOCABULARY,
+                ),
+                {"OutOfVocabulary": [float(n)]},
+            )
 
     def catalogue_read(self, request_id: str, caller: str | None, model: str | None = None) -> None:
         """A catalogue route's answer (status 200): ``CatalogueReads`` and the request's log fields."""
