@@ -169,8 +169,9 @@ class Life:
             n += 1
         return n
 
-    def captured_rows(self) -> int:
-        """Rows captured so far under captures/ (Firehose delivers each predict call's record)."""
+    def captured_rows(self, model: str | None = None) -> int:
+        """Rows captured so far under captures/ (Firehose delivers each predict call's record), of
+        ``model`` only when given (other models' traffic on the same twin does not count)."""
         from modelops.domain.capture import CaptureFormatError, decode_line, iter_lines
 
         s3 = self.s3()
@@ -179,15 +180,18 @@ class Life:
             for obj in page.get("Contents", []):
                 for line in iter_lines(s3.get_object(Bucket=self.data_bucket, Key=obj["Key"])["Body"].read()):
                     try:
-                        total += decode_line(line).x.shape[0]
+                        record = decode_line(line)
                     except CaptureFormatError:
                         continue
+                    if model is None or record.model == model:
+                        total += record.x.shape[0]
         return total
 
-    def wait_captured(self, rows: int, timeout: float = 60.0) -> int:
-        """Wait until at least ``rows`` rows have landed in captures/ (capture is asynchronous)."""
+    def wait_captured(self, rows: int, timeout: float = 60.0, model: str | None = None) -> int:
+        """Wait until at least ``rows`` rows (of ``model``, when given) have landed in captures/
+        (capture is asynchronous)."""
         deadline = time.monotonic() + timeout
-        while (got := self.captured_rows()) < rows:
+        while (got := self.captured_rows(model)) < rows:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {got} of {rows} captured rows landed in {timeout:.0f} s")
             time.sleep(0.2)

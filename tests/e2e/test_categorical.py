@@ -118,3 +118,33 @@ def test_categorical_columns_train_serve_strings_and_count_unknown_values(
     assert decision["source"] == "heldout" and decision["evaluation"]["rows"] >= 100, decision
     assert decision["evaluation"]["unusable"] == 0
     assert decision["candidate_value"] > 0.85 and decision["production_value"] > 0.85, decision
+
+    # Traffic like the training data reaches the monitor: its report shows the categorical features
+    # (shares over the vocabulary plus the OOV bucket, the new-category rate) beside the numeric one
+    served = life.production(MODEL)
+    life.wait_serving(MODEL, served, [30, "pro", "de"])
+    normal = table(240, seed=11, flip=0.0)
+    before = life.captured_rows(MODEL)
+    for start in range(0, 240, 20):
+        life.predict(MODEL, [[a, p, c] for a, p, c in normal.rows[start : start + 20]])
+    life.wait_captured(before + 240, model=MODEL)
+    life.run_monitor()
+    s3 = life.s3()
+    latest = json.loads(
+        s3.get_object(Bucket=life.registry_bucket, Key=f"monitoring/{MODEL}/latest.json")["Body"].read()
+    )
+    key = latest["report"].removeprefix(f"s3://{life.registry_bucket}/")
+    report = json.loads(s3.get_object(Bucket=life.registry_bucket, Key=key)["Body"].read())
+    [judged] = [r for r in report["versions"] if r["version"] == served]
+    feats = {f["name"]: f for f in judged["features"]}
+    assert feats["plan"]["type"] == feats["country"]["type"] == "categorical"
+    assert "type" not in feats["age"] and feats["age"]["ks"] is not None
+    # like the training rows: no drift; the three unknown values sent above are a small OOV share
+    assert (
+        feats["plan"]["psi"] < judged["psi_threshold"] and feats["country"]["psi"] < judged["psi_threshold"]
+    )
+    assert feats["plan"]["new_category_rate"] < 0.05, feats["plan"]
+    html = (
+        s3.get_object(Bucket=life.registry_bucket, Key=key.replace(".json", ".html"))["Body"].read().decode()
+    )
+    assert "country" in html and "(new / missing)" in html

@@ -124,7 +124,7 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
     # Traffic like the training data: the monitor sees no drift, the drift alarm stays quiet
     normal = table.x[order[:150]]
     life.send_traffic(MODEL, normal)
-    life.wait_captured(150)
+    life.wait_captured(150, model=MODEL)
     life.run_monitor()
     latest = json.loads(
         life.s3()
@@ -132,7 +132,9 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
         .read()
     )
     assert latest["drift"] is False and latest["samples"] >= 150
-    assert not [a for a in life.alerts() if a.attributes.get("kind") == "drift"]
+    assert not [
+        a for a in life.alerts() if a.attributes.get("kind") == "drift" and a.attributes.get("model") == MODEL
+    ]
 
     # Traffic with one feature shifted: drift alarm, exactly one alert naming model, version, feature
     shifted = table.x[order[150:300]].copy()
@@ -140,10 +142,10 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
     col = table.features.index(feature)
     shifted[:, col] += 3 * table.x[:, col].std()
     life.send_traffic(MODEL, shifted, batch=10)
-    life.wait_captured(300)
+    life.wait_captured(300, model=MODEL)
     life.run_monitor()
     drift = [a for a in life.alerts() if a.attributes.get("kind") == "drift"]
-    assert len(drift) == 1
+    assert len(drift) == 1, [a.subject for a in drift]
     alert = drift[0]
     assert alert.attributes.get("model") == MODEL
     assert f"{MODEL} v{expected}" in alert.subject + alert.body
