@@ -212,3 +212,12 @@ def _compare_text(o: dict[str, Any]) -> str:
     else:
         lines.append("  no bootstrap interval: the metric is undefined on these rows")
     return "\n".join(lines)
+
+
+def _register_config() -> None:
+    from modelops_cli.models_config import config
+
+    models.add_command(config)
+
+
+_register_config()

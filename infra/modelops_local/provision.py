@@ -498,6 +498,9 @@ class Provisioner:
             # moto's Firehose has no buffer: a captured record is in S3 at once, so the monitor's
             # window needs no lag on the twin (docs/local-twin.md)
             env["CAPTURE_BUFFER_SECONDS"] = "0"
+        if "REPORT_BASE_URL" in env and not env["REPORT_BASE_URL"]:
+            # a report's link on the twin opens in the fleet page (`modelops ui`, docs/ui.md)
+            env["REPORT_BASE_URL"] = "http://127.0.0.1:8765"
         invoke_cfg = props.get("EventInvokeConfig") or {}
         dests = invoke_cfg.get("DestinationConfig") or {}
 

@@ -591,6 +591,31 @@ def test_capture_sample_rate_zero_captures_nothing(env: Env, built: dict[str, Bu
     assert captured_lines(env) == []
 
 
+def test_the_models_settings_change_the_capture_sample_rate_without_a_new_version(
+    env: Env, built: dict[str, BuiltModel]
+) -> None:
+    # Given a version trained to capture every request, and predict's settings cache already warm
+    from modelops.storage.s3 import ObjectStore
+    from modelops.storage.settings import SettingsStore
+
+    publish(env.registry, "iris", built["binary"], capture_sample_rate=1.0)
+    assert predict("iris", [GOOD])[0] == 200
+    assert env.service.sink is not None and env.service.sink.flush(10)
+    assert len(captured_lines(env)) == 1
+    # When the owner sets the capture sample rate to 0 (modelops models config iris --capture-sample-rate 0)
+    SettingsStore(ObjectStore(env.s3, env.registry.bucket), actor="test").update(
+        "iris", {"capture_sample_rate": 0.0}
+    )
+    assert predict("iris", [GOOD])[0] == 200  # still within the settings' TTL: the cached value holds
+    assert env.service.overrides is not None
+    env.service.overrides.ttl = 0.0  # the TTL has passed
+    for _ in range(5):
+        assert predict("iris", [GOOD])[0] == 200
+    env.service.sink.flush(10)
+    # Then the version is unchanged and nothing more is captured after the TTL
+    assert len(captured_lines(env)) == 2
+
+
 def test_a_failing_capture_stream_never_fails_the_answer(
     env: Env, built: dict[str, BuiltModel], capsys: pytest.CaptureFixture[str]
 ) -> None:

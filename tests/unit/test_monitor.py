@@ -395,15 +395,11 @@ def test_new_category_breaches_get_their_metric_first() -> None:
 
 
 def test_the_new_category_threshold_comes_from_the_spec_when_it_has_one() -> None:
-    from types import SimpleNamespace
-
     from modelops.domain.drift import NEW_CATEGORY_THRESHOLD
-    from modelops.stages.monitor.run import _new_category_threshold
+    from modelops.domain.settings import manifest_defaults
 
-    assert _new_category_threshold(None) == NEW_CATEGORY_THRESHOLD == 0.05
-    assert _new_category_threshold(SimpleNamespace(monitoring=SimpleNamespace())) == 0.05
-    spec = SimpleNamespace(monitoring=SimpleNamespace(new_category_threshold=0.1))
-    assert _new_category_threshold(spec) == 0.1
+    assert manifest_defaults(None)["new_category_threshold"] == NEW_CATEGORY_THRESHOLD == 0.05
+    assert manifest_defaults({})["new_category_threshold"] == 0.05
+    assert manifest_defaults({"new_category_threshold": 0.1})["new_category_threshold"] == 0.1
     for bad in (0, -1, 2, True, "0.1"):
-        spec = SimpleNamespace(monitoring=SimpleNamespace(new_category_threshold=bad))
-        assert _new_category_threshold(spec) == 0.05
+        assert manifest_defaults({"new_category_threshold": bad})["new_category_threshold"] == 0.05

@@ -168,3 +168,40 @@ def test_parity_that_is_not_gated_is_not_called_failed() -> None:
     assert "float32 <span class='badge ok'>passed</span>" in html
     assert "int8 <span class='badge muted'>not gated</span>" in html and "metric Δ -0.002" in html
     assert "failed" not in html
+
+
+def test_late_labels_are_shown_per_day_of_prediction_from_the_last_window() -> None:
+    # Given two windows: the first counted no labels, the last one found labels for two days
+    first = pages.summarise_window(_report({"a": 0.1}))
+    assert "No labels joined" in pages.drift_page(
+        {"model": "m", "windows": [{"stamp": "20261201T100000Z", "report": first}]}
+    )
+    report = _report({"a": 0.1}, at="2026-12-03T10:00:00Z")
+    report["late_labels"] = {
+        "days": [
+            {
+                "day": "2026-12-01",
+                "version": 2,
+                "captured": 200,
+                "labelled": 150,
+                "coverage": 0.75,
+                "metrics": {"rmse": 1.25},
+            },
+            {
+                "day": "<script>x</script>",
+                "version": 2,
+                "captured": 10,
+                "labelled": 0,
+                "coverage": 0.0,
+                "metrics": {"rmse": None},
+            },
+        ]
+    }
+    last = pages.summarise_window(report)
+    html = pages.drift_page(
+        {"model": "m", "windows": [{"stamp": "a", "report": first}, {"stamp": "b", "report": last}]}
+    )
+    # Then the table holds each day's labelled share and its metric, escaped
+    section = html[html.index("id='late-labels'") :]
+    assert "150 of 200" in section and "1.25" in section and "0 of 10" in section
+    assert "&lt;script&gt;x&lt;/script&gt;" in section and not parse(html).scripts[1:]

@@ -466,6 +466,11 @@ def summarise_window(report: Mapping[str, Any]) -> dict[str, Any]:
             if quality
             else None
         ),
+        "late_labels": [
+            {k: d.get(k) for k in ("day", "version", "captured", "labelled", "coverage", "metrics")}
+            for d in _dict(report.get("late_labels")).get("days") or []
+            if isinstance(d, dict)
+        ],
     }
 
 
@@ -513,7 +518,38 @@ def drift_page(data: Mapping[str, Any]) -> str:
     body.append(_features_section(reps, labels, links, threshold, th_series, top))
     body.append(_windows_table(model, windows))
     body.append(_quality_section(reps, labels, links))
+    body.append(_late_labels_section(reps[-1] if reps else {}))
     return _drift_layout(model, body, data)
+
+
+def _late_labels_section(last: Mapping[str, Any]) -> str:
+    """Labels that arrived after the fact, per day of prediction, as the last window counted them:
+    how many predictions have labels so far, and the quality on those (docs/monitoring.md)."""
+    days = [d for d in last.get("late_labels") or [] if isinstance(d, dict)]
+    out = ["<h2>Labels per day of prediction</h2>"]
+    if not days:
+        out.append(
+            "<p class='empty' id='no-late-labels'>No labels joined to the predictions of the label window "
+            "yet. Labels may arrive days later; each monitor run counts them again.</p>"
+        )
+        return "".join(out)
+    names = sorted({m for d in days for m, v in _dict(d.get("metrics")).items() if v is not None})
+    rows = (
+        f"<tr><td>{e(d.get('day'))}</td><td class='num'>{num(d.get('version'))}</td>"
+        f"<td class='num'>{num(d.get('labelled'))} of {num(d.get('captured'))}</td>"
+        f"<td class='num'>{num(d.get('coverage'))}</td>"
+        + "".join(f"<td class='num'>{num(_dict(d.get('metrics')).get(m))}</td>" for m in names)
+        + "</tr>"
+        for d in days
+    )
+    out.append(
+        _table(
+            ["day", "version", "labelled so far", "coverage", *(e(m) for m in names)],
+            rows,
+            " id='late-labels'",
+        )
+    )
+    return "".join(out)
 
 
 def _drift_layout(model: str, body: list[str], data: Mapping[str, Any]) -> str:

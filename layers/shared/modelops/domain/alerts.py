@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ _VOLATILE = {
     "created_at",
     "report",
     "report_html",
+    "report_url",
+    "report_url_expires_at",
     "window_start",
     "window_end",
     "request_id",
@@ -365,7 +368,14 @@ def _drift_alarm(
             items.append((rep["model"], int(v["version"]), feats))
             targets.append((rep["model"], int(v["version"])))
             sections.append(
-                _drift_text(rep["model"], v, rep.get("report_html"), rep.get("report"), rep.get("window"))
+                _drift_text(
+                    rep["model"],
+                    v,
+                    rep.get("report_html"),
+                    rep.get("report"),
+                    rep.get("window"),
+                    (rep.get("report_url"), rep.get("report_url_expires_at")),
+                )
             )
     first_model, first_version, first_feats = items[0]
     model_attr = first_model if len({m for m, _, _ in items}) == 1 else "multiple"
@@ -438,6 +448,7 @@ def from_event(e: dict[str, Any]) -> Alert:
             d.get("report_html"),
             d.get("report"),
             {"start": d.get("window_start"), "end": d.get("window_end")},
+            (d.get("report_url"), d.get("report_url_expires_at")),
         )
         retrain = d.get("retrain")
         if isinstance(retrain, dict) and retrain.get("dataset"):
@@ -485,6 +496,8 @@ def from_event(e: dict[str, Any]) -> Alert:
         lines.append(f"{clip(k, NAME_MAX)}: {clip(json.dumps(numbers[k], default=str), VALUE_MAX)}")
     if len(fields) > FIELDS_MAX:
         lines.append(f"... and {len(fields) - FIELDS_MAX} more fields")
+    if (href := link(d.get("report_url"))) is not None:
+        lines.append(f"Report link: {href}")
     for k in ("report_html", "report"):
         if d.get(k):
             lines.append(f"{k}: {clip(d[k])}")
@@ -599,7 +612,23 @@ def _gate_comparison(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) -> str:
+URL_MAX = 4096
+"""Longest link an alert repeats; a presigned URL signed with a role's session is ~1,500 characters."""
+_URL_RE = re.compile(r"^https?://[!#-;=?-\[\]_a-z~]+$", re.IGNORECASE)
+
+
+def link(value: Any) -> str | None:
+    """A report link safe to repeat whole: http(s), printable URL characters only (no spaces, quotes,
+    angle brackets or control characters), at most :data:`URL_MAX`; None otherwise (a link is shown
+    whole or not at all: a cut URL opens nothing)."""
+    if not isinstance(value, str) or len(value) > URL_MAX or not _URL_RE.match(value):
+        return None
+    return value
+
+
+def _drift_text(
+    model: str, v: dict[str, Any], html: Any, js: Any, window: Any, url: tuple[Any, Any] = (None, None)
+) -> str:
     feats = v.get("drifted_features") or []
     lines = [
         f"Input drift on {clip(model, NAME_MAX)} v{_fmt(v.get('version'))}"
@@ -624,6 +653,9 @@ def _drift_text(model: str, v: dict[str, Any], html: Any, js: Any, window: Any) 
         lines.append(f"Rows in the window: {_fmt(v['samples'])}")
     if isinstance(window, dict) and window.get("start"):
         lines.append(f"Window: {clip(window.get('start'), NAME_MAX)} to {clip(window.get('end'), NAME_MAX)}")
+    if (href := link(url[0])) is not None:
+        until = f" (link valid until {clip(url[1], NAME_MAX)} at most)" if url[1] else ""
+        lines.append(f"Report link: {href}{until}")
     if html:
         lines.append(f"Report: {clip(html)}")
     if js:

@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from modelops.domain import metrics
+from modelops.domain.encoding import NEW_CATEGORY_THRESHOLD as NEW_CATEGORY_THRESHOLD
 
 EPSILON = 1e-4
 """Floor for an empty bin's share in PSI (Evidently uses the same)."""
@@ -76,9 +77,6 @@ EXACT_LIMIT = 100_000
 """A window with at most this many values of a feature keeps them, so W1 is computed exactly."""
 STD_FLOOR = 0.001
 """Floor of the reference standard deviation that normalises W1 (Evidently's)."""
-NEW_CATEGORY_THRESHOLD = 0.05
-"""Default largest rise of a categorical feature's new-category (OOV) rate over its baseline's, as an
-absolute share of rows (0.05: five more rows in a hundred hold a value the model never saw)."""
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -595,6 +593,9 @@ class VersionContext:
     refs: list[FeatureReference] | None = None
     pred_ref: FeatureReference | None = None
     problem: str | None = None  # "no_baseline", "baseline_error: ..."; None when comparable
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The monitoring settings in force: ``{"values", "sources", "problem"}``
+    (:func:`modelops.domain.settings.effective`); empty when the caller gave none."""
 
     @property
     def n_features(self) -> int:

@@ -44,6 +44,10 @@ DEFAULT_MAX_CATEGORIES = 32
 """Vocabulary size when the spec says nothing: the most frequent values of the training rows."""
 MAX_CATEGORIES = 1000
 """The largest vocabulary a spec may ask for."""
+NEW_CATEGORY_THRESHOLD = 0.05
+"""Default largest rise of a categorical feature's new-category (OOV) rate over its baseline's, as an
+absolute share of rows (0.05: five more rows in a hundred hold a value the model never saw); the
+monitor's (``modelops.domain.drift``), and a model's settings may change it."""
 MAX_CATEGORY_CHARS = 200
 """Longest category value (after stripping) a dataset may hold and predict accepts."""
 

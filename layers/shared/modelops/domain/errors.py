@@ -15,6 +15,13 @@ class SpecError(ModelOpsError):
     code = "invalid_spec"
 
 
+class SettingsError(SpecError):
+    """A monitoring settings value out of range, an unknown field, or a settings document that does not
+    parse (``modelops.domain.settings``)."""
+
+    code = "invalid_settings"
+
+
 class SpendLimitError(SpecError):
     """A spec asks for more than the stack allows (instance type, parallel trials): a rejection, not a retry."""
 

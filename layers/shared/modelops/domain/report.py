@@ -40,7 +40,9 @@ def model_report(
     """``report.json`` of one model: its versions' results (the monitor's ``evaluate``) and the worst
     verdict among them (drift, else ok, else the first of the others by name)."""
     verdicts = {r["verdict"] for r in versions}
-    if "drift" in verdicts:
+    if not verdicts:
+        verdict = "no_traffic"  # a report for its late labels only
+    elif "drift" in verdicts:
         verdict = "drift"
     elif "ok" in verdicts:
         verdict = "ok"
@@ -77,6 +79,7 @@ def latest_summary(report: dict[str, Any]) -> dict[str, Any]:
         "window": report["window"],
         "report": report["report"],
         "report_html": report["report_html"],
+        **{k: report[k] for k in ("report_url", "report_url_expires_at") if report.get(k)},
         "versions": [
             {
                 "version": r["version"],
@@ -115,6 +118,8 @@ td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 .drift{background:#ffebe9}.ok{color:#1a7f37}.bad{color:#cf222e;font-weight:600}.muted{color:#57606a}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}
+.grid{display:flex;flex-wrap:wrap;gap:.5rem}.cell{border:1px solid #d0d7de;padding:.3rem}
+.cell h4{font-size:.8rem;margin:0 0 .2rem 0;word-break:break-all}.cell.driftcell{border-color:#cf222e}
 """
 _REF, _CUR = "#8c959f", "#cf222e"
 
@@ -276,13 +281,224 @@ def _version_section(r: dict[str, Any]) -> str:
                     f"<p class='legend'><span style='background:{_REF}'></span>baseline"
                     f"<span style='background:{_CUR}'></span>this window</p>{bar_chart(f)}"
                 )
-            elif f["name"] in drifted:
-                out.append(
-                    f"<h3>{escape(str(f['name']))}: PSI {_num(f.get('psi'))}, KS {_num(f.get('ks'))}</h3>"
-                    f"<p class='legend'><span style='background:{_REF}'></span>baseline"
-                    f"<span style='background:{_CUR}'></span>this window</p>{bar_chart(f)}"
-                )
+        out.append(data_quality_section(r, feats))
+        out.append(histograms_section(feats, drifted))
     return "".join(out)
+
+
+SHOWN_HISTOGRAMS = 60
+"""A report draws this many numeric features' histograms (drifted first, then by PSI); a wider model's
+others are in the table above (every feature's numbers) and in report.json."""
+
+
+def histograms_section(feats: list[dict[str, Any]], drifted: set[str], limit: int = SHOWN_HISTOGRAMS) -> str:
+    """Small multiples: the baseline's and the window's share of each PSI bin of every numeric feature
+    (and the prediction), drifted features first, then by PSI (at most ``limit``)."""
+    numeric = [f for f in feats if f.get("type") != "categorical" and f.get("reference_proportions")]
+    if not numeric:
+        return ""
+    numeric.sort(key=lambda f: (f["name"] not in drifted, -(f.get("psi") or 0.0), str(f["name"])))
+    shown = numeric[:limit]
+    cells = "".join(
+        f"<div class='cell{' driftcell' if f['name'] in drifted else ''}'><h4>{escape(str(f['name']))}"
+        f"{' (drift)' if f['name'] in drifted else ''}: PSI {_num(f.get('psi'))}</h4>"
+        f"{bar_chart(f, width=300, height=130)}</div>"
+        for f in shown
+    )
+    more = (
+        f"<p class='muted'>{_num(len(numeric) - len(shown))} more numeric features: their numbers are in the "
+        "table above and in report.json.</p>"
+        if len(numeric) > len(shown)
+        else ""
+    )
+    return (
+        f"<h3>Histograms ({_num(len(shown))} of {_num(len(numeric))} numeric features, drifted first)</h3>"
+        f"<p class='legend'><span style='background:{_REF}'></span>baseline"
+        f"<span style='background:{_CUR}'></span>this window (share of rows per PSI bin; ticks: bin edges)</p>"
+        f"<div class='grid'>{cells}</div>{more}"
+    )
+
+
+def data_quality_section(r: dict[str, Any], feats: list[dict[str, Any]]) -> str:
+    """Counts of what was not clean: skipped capture lines by reason, and per feature the missing values
+    (NaN or infinite), the invalid ones (a categorical value that is not an index) and those outside the
+    training range; only the features that have any."""
+    rows = []
+    for f in feats:
+        count = int(f.get("count") or 0)
+        if f.get("type") == "categorical":
+            missing, invalid, outside = 0, int(f.get("invalid") or 0), 0
+        else:
+            missing = round(float(f.get("missing_rate") or 0.0) * count)
+            invalid = 0
+            outside = round(float(f.get("out_of_range_rate") or 0.0) * count)
+        if missing or invalid or outside:
+            rows.append((str(f["name"]), count, missing, invalid, outside))
+    bad = r.get("bad") or {}
+    skipped = sum(int(v) for v in bad.values())
+    head = (
+        f"<h3>Data quality</h3><p>{_num(r.get('samples'))} rows judged; {_num(skipped)} capture lines skipped"
+        + (
+            " (" + ", ".join(f"{escape(str(k))}: {_num(v)}" for k, v in sorted(bad.items())) + ")"
+            if bad
+            else ""
+        )
+        + f"; {_num(len(rows))} of {_num(len(feats))} columns with missing, invalid or out-of-range values.</p>"
+    )
+    if not rows:
+        return head
+    rows.sort(key=lambda t: (-(t[2] + t[3] + t[4]), t[0]))
+    body = "".join(
+        f"<tr><td>{escape(name)}</td><td>{_num(c)}</td><td>{_num(m)}</td><td>{_num(i)}</td><td>{_num(o)}</td></tr>"
+        for name, c, m, i, o in rows[:SHOWN_HISTOGRAMS]
+    )
+    return (
+        head
+        + "<table><tr><th>feature</th><th>rows</th><th>missing</th><th>invalid</th><th>out of range</th></tr>"
+        f"{body}</table>"
+    )
+
+
+def late_labels_section(section: dict[str, Any]) -> str:
+    """Quality per day of prediction from labels that arrived since (the monitor's ``late_labels``)."""
+    counts = section.get("labels") or {}
+    days = section.get("days") or []
+    out = [
+        f"<h2>Quality by day of prediction (labels of the last {_num(section.get('label_window_days'))} days)</h2>",
+        f"<p>Label lines {_num(counts.get('lines'))}: matched {_num(counts.get('matched'))}, unknown request "
+        f"{_num(counts.get('unknown'))}, duplicates {_num(counts.get('duplicates'))}, unreadable "
+        f"{_num(counts.get('bad_lines'))}, wrong type {_num(counts.get('wrong_type'))}"
+        + (f", over the limit {_num(counts.get('over_limit'))}" if counts.get("over_limit") else "")
+        + ". Figures are recomputed on every run, so a day's numbers change as its labels arrive.</p>",
+    ]
+    if not days:
+        out.append("<p class='muted'>No captured predictions in the label window.</p>")
+        return "".join(out)
+    names = sorted({m for d in days for m, v in (d.get("metrics") or {}).items() if v is not None})
+    rows = "".join(
+        f"<tr><td>{escape(str(d.get('day')))}</td><td>v{_num(d.get('version'))}</td>"
+        f"<td>labelled {_num(d.get('labelled'))} of {_num(d.get('captured'))}</td><td>{_pct(d.get('coverage'))}</td>"
+        + "".join(f"<td>{_num((d.get('metrics') or {}).get(m))}</td>" for m in names)
+        + f"<td>{_num(d.get('wrong_type'))}</td></tr>"
+        for d in days
+    )
+    out.append(
+        "<table><tr><th>day</th><th>version</th><th>predictions</th><th>with labels</th>"
+        + "".join(f"<th>{escape(m)}</th>" for m in names)
+        + f"<th>wrong type</th></tr>{rows}</table>"
+    )
+    return "".join(out)
+
+
+TREND_WINDOWS = 12
+"""The report's trend covers this many windows: the previous reports' and this one."""
+TREND_FEATURES = 12
+"""... for this many features: the drifted ones, then the highest PSI of this window."""
+
+
+def trend_of(
+    report: dict[str, Any], previous: list[dict[str, Any]], top: int = TREND_FEATURES
+) -> dict[str, Any]:
+    """The report's ``trend``: per window (oldest first, this one last) its time, verdict and the PSI of
+    the ``top`` features of this window's main version (production, else the most rows) and of the
+    prediction. ``previous`` are earlier ``report.json`` documents (any order; unreadable ones left out)."""
+
+    def main(rep: dict[str, Any]) -> dict[str, Any]:
+        vs = [v for v in rep.get("versions") or [] if isinstance(v, dict)]
+        prod = [v for v in vs if v.get("role") == "production"]
+        return prod[0] if prod else max(vs, key=lambda v: v.get("samples") or 0, default={})
+
+    cur = main(report)
+    drifted = {str(f.get("name")) for f in cur.get("drifted_features") or [] if isinstance(f, dict)}
+    feats = sorted(
+        (f for f in cur.get("features") or [] if isinstance(f, dict)),
+        key=lambda f: (str(f.get("name")) not in drifted, -(f.get("psi") or 0.0), str(f.get("name"))),
+    )
+    names = [str(f.get("name")) for f in feats[:top]]
+    docs = sorted((p for p in previous if isinstance(p, dict)), key=lambda p: str(p.get("at")))
+    docs = [*docs[-(TREND_WINDOWS - 1) :], report]
+    windows = []
+    for doc in docs:
+        v = main(doc)
+        psis = {str(f.get("name")): f.get("psi") for f in v.get("features") or [] if isinstance(f, dict)}
+        windows.append(
+            {
+                "at": doc.get("at"),
+                "verdict": doc.get("verdict"),
+                "psi_threshold": v.get("psi_threshold"),
+                "psi": {n: psis.get(n) for n in names},
+                "prediction_psi": (v.get("prediction") or {}).get("psi")
+                if isinstance(v.get("prediction"), dict)
+                else None,
+            }
+        )
+    return {"features": names, "windows": windows}
+
+
+def trend_section(trend: dict[str, Any]) -> str:
+    """A line per feature (PSI across the windows) against the threshold, and the numbers in a table."""
+    windows = trend.get("windows") or []
+    names = trend.get("features") or []
+    if len(windows) < 2 or not names:
+        return "<h2>Trend</h2><p class='muted'>No earlier window to compare with yet.</p>"
+    series = [(n, [w["psi"].get(n) for w in windows]) for n in names]
+    thresholds = [w.get("psi_threshold") for w in windows if isinstance(w.get("psi_threshold"), int | float)]
+    chart = line_chart(series, thresholds[-1] if thresholds else None)
+    head = "".join(f"<th>{escape(str(w.get('at')))}</th>" for w in windows)
+    rows = "".join(
+        f"<tr><td>{escape(n)}</td>" + "".join(f"<td>{_num(v)}</td>" for v in vals) + "</tr>"
+        for n, vals in series
+    )
+    return (
+        f"<h2>Trend: PSI over the last {_num(len(windows))} windows</h2>{chart}"
+        f"<table><tr><th>feature</th>{head}</tr>{rows}</table>"
+    )
+
+
+_LINE_COLOURS = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#57606a")
+
+
+def line_chart(
+    series: list[tuple[str, list[Any]]], threshold: float | None, width: int = 640, height: int = 220
+) -> str:
+    """PSI per window, one polyline per feature (a gap where a window had no value), the threshold dashed."""
+    n = max((len(v) for _, v in series), default=0)
+    values = [float(x) for _, vals in series for x in vals if isinstance(x, int | float)]
+    top = max([*values, threshold or 0.0, 1e-6]) * 1.1
+    pad_l, pad_r, pad_t, pad_b = 40, 10, 10, 20
+    pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def xy(i: int, v: float) -> str:
+        x = pad_l + (pw * i / (n - 1) if n > 1 else pw / 2)
+        return f"{x:.1f},{pad_t + ph - ph * v / top:.1f}"
+
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="PSI per feature over the windows">',
+        f'<line x1="{pad_l}" y1="{pad_t + ph}" x2="{width - pad_r}" y2="{pad_t + ph}" stroke="#57606a"/>',
+        f'<text x="4" y="{pad_t + 10}" font-size="10" fill="#57606a">{top:.3g}</text>',
+    ]
+    if threshold:
+        y = pad_t + ph - ph * threshold / top
+        parts.append(
+            f'<line x1="{pad_l}" y1="{y:.1f}" x2="{width - pad_r}" y2="{y:.1f}" stroke="#cf222e" '
+            f'stroke-dasharray="4 3"><title>threshold {threshold:.3g}</title></line>'
+        )
+    for k, (name, vals) in enumerate(series):
+        colour = _LINE_COLOURS[k % len(_LINE_COLOURS)]
+        run: list[str] = []
+        for i, v in enumerate([*vals, None]):
+            if isinstance(v, int | float):
+                run.append(xy(i, float(v)))
+                continue
+            if run:
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(run)}">'
+                    f"<title>{escape(name)}</title></polyline>"
+                )
+            run = []
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _categorical_section(r: dict[str, Any], cats: list[dict[str, Any]], drifted: set[str]) -> str:
@@ -334,5 +550,11 @@ def render_html(report: dict[str, Any]) -> str:
         "training standard deviation. A categorical feature's PSI is over its categories plus one bucket "
         "for new (or missing) values.</p>",
     ]
+    if not report.get("versions"):
+        body.append("<p class='muted'>No captured traffic in this window.</p>")
     body.extend(_version_section(r) for r in report.get("versions") or [])
+    if report.get("trend"):
+        body.append(trend_section(report["trend"]))
+    if report.get("late_labels"):
+        body.append(late_labels_section(report["late_labels"]))
     return head + "".join(body) + "</body></html>"

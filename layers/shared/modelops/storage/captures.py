@@ -76,3 +76,52 @@ class CaptureStore:
                 target[(rid, row)] = lab
                 total += 1
         return {m: v for m, v in labels.items() if v}, bad
+
+    def label_models(self) -> list[str]:
+        """The models with a ``labels/{model}/`` folder, sorted (one LIST with a delimiter)."""
+        prefix = keys.labels_prefix()
+        found = (
+            e["Prefix"][len(prefix) :].rstrip("/")
+            for e in self.objects.iter_keys(prefix, delimiter="/")
+            if "Prefix" in e
+        )
+        return sorted(m for m in found if m)
+
+    def late_labels(
+        self, since: float, model: str | None = None, limit: int = MAX_LABELS
+    ) -> tuple[Labels, dict[str, dict[str, int]]]:
+        """Ground truth of the label files written since ``since`` (the label window), for matching to
+        the predictions of those days: ``{model: {(request_id, row): label}}`` and per model the counts
+        ``{"lines", "bad_lines", "duplicates", "over_limit"}``. A ``(request_id, row)`` given twice is
+        kept once (the first read, files in key order) and counted under ``duplicates``; bad lines
+        (:func:`~modelops.domain.capture.decode_label`) are counted, never fatal."""
+        labels: Labels = {}
+        counts: dict[str, dict[str, int]] = {}
+        total = 0
+        for obj in self.objects.iter_keys(keys.labels_prefix(model)):
+            name = keys.label_model(obj.get("Key", ""))
+            if name is None or obj["LastModified"].timestamp() < since:
+                continue
+            got = self.objects.get(obj["Key"])
+            if got is None:
+                continue
+            target = labels.setdefault(name, {})
+            c = counts.setdefault(name, {"lines": 0, "bad_lines": 0, "duplicates": 0, "over_limit": 0})
+            for line in got["Body"].iter_lines():
+                if not line.strip():
+                    continue
+                c["lines"] += 1
+                try:
+                    rid, row, lab = decode_label(line)
+                except CaptureFormatError:
+                    c["bad_lines"] += 1
+                    continue
+                if (rid, row) in target:
+                    c["duplicates"] += 1
+                    continue
+                if total >= limit:
+                    c["over_limit"] += 1
+                    continue
+                target[(rid, row)] = lab
+                total += 1
+        return {m: v for m, v in labels.items() if v}, counts

@@ -16,6 +16,8 @@ Registry bucket (``RegistryBucket``)::
     models/{model}/aliases/{alias}.json             aliases, moved by compare-and-swap
     models/{model}/history/{alias}/{stamp}-{id}.json append-only alias history
     models/{model}/dedup/{sha256(key)}.json         publish claims (one version per job)
+    models/{model}/config.json                      monitoring settings, moved by compare-and-swap
+    models/{model}/config-history/{stamp}-{id}.json append-only settings history
     jobs/{job}.json, jobs/{job}.started.json        job records (create-only) and started markers
     jobs/{job}.artifact.json                        the job's archive as convert first read it (create-only)
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
@@ -122,6 +124,16 @@ ARTIFACT_FILE = "model.tar.gz"
 
 def model_prefix(model: str) -> str:
     return f"{MODELS}{model}/"
+
+
+def model_config(model: str) -> str:
+    """The model's monitoring settings (``modelops.storage.settings``), moved by compare-and-swap."""
+    return f"{MODELS}{model}/config.json"
+
+
+def model_config_history(model: str) -> str:
+    """Append-only history of the settings (not under ``history/``, whose folders are alias names)."""
+    return f"{MODELS}{model}/config-history/"
 
 
 def blob(model: str, digest: str) -> str:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from botocore.config import Config
 
 from modelops.aws import AwsError
 from modelops.domain import report as reports
@@ -28,12 +31,67 @@ from modelops.domain.errors import CorruptDocumentError
 from modelops.storage import keys
 from modelops.storage.s3 import ObjectStore
 
+SIGNING_CONFIG = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 5})
+"""The config of the client that presigns report links: SigV4 (its 7-day limit, the region in the URL)."""
+REPORT_LINK_SECONDS = 12 * 3600
+"""Default lifetime asked of a presigned report link (see :class:`ReportLinks`)."""
+MAX_REPORT_LINK_SECONDS = 7 * 24 * 3600
+"""SigV4's longest presigned lifetime."""
+_REPORT_HTML = re.compile(r"^monitoring/(?P<model>[^/]+)/(?P<stamp>\d{8}T\d{6}Z)/report\.html$")
+
+
+class ReportLinkError(ValueError):
+    """A link asked for a key that is not a monitor report (only ``monitoring/`` keys are linked)."""
+
+
+class ReportLinks:
+    """HTTPS links that open a report. With ``base_url`` (``REPORT_BASE_URL``: the fleet page, served by
+    ``modelops ui`` or published from ``modelops ui build``) the page's route
+    ``{base_url}/models/{model}/reports/{stamp}/report.html``; without it an S3 presigned GET of
+    ``lifetime`` seconds (at most 7 days), signed with the caller's credentials: a Lambda role's are
+    temporary, and a presigned URL stops working when the credentials that signed it expire, so the
+    link may die before ``lifetime`` (docs/monitoring.md "Report links"). Only keys under
+    ``monitoring/`` are linked; any other key raises :class:`ReportLinkError`."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        *,
+        base_url: str | None = None,
+        lifetime: int = REPORT_LINK_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 1 <= lifetime <= MAX_REPORT_LINK_SECONDS:
+            raise ValueError(f"a report link's lifetime must be 1 to {MAX_REPORT_LINK_SECONDS} seconds")
+        if base_url and not re.match(r"^https?://[^\s]+$", base_url):
+            raise ValueError("REPORT_BASE_URL must be an http(s) URL")
+        self.s3, self.bucket = s3, bucket
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.lifetime, self.clock = lifetime, clock
+
+    def link(self, key: str) -> tuple[str, str | None]:
+        """``(url, expires_at)`` of a report key; ``expires_at`` (ISO) for a presigned link, None for
+        the fleet page's."""
+        if not key.startswith(keys.MONITORING) or ".." in key.split("/") or "//" in key:
+            raise ReportLinkError(f"only monitor reports (monitoring/...) get a link, not {key[:80]!r}")
+        if self.base_url is not None:
+            m = _REPORT_HTML.match(key)
+            if m is None:
+                raise ReportLinkError(f"the fleet page links report.html pages only, not {key[:80]!r}")
+            return f"{self.base_url}/models/{m['model']}/reports/{m['stamp']}/report.html", None
+        url = self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.lifetime
+        )
+        return str(url), reports.iso_of(self.clock() + self.lifetime)
+
 
 class ReportStore:
     """Monitor reports in the registry bucket."""
 
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, links: ReportLinks | None = None) -> None:
         self.objects = objects
+        self.links = links
 
     def uri(self, key: str) -> str:
         return f"s3://{self.objects.bucket}/{key}"
@@ -42,9 +100,15 @@ class ReportStore:
     def write(self, report: dict[str, Any], stamp: str) -> dict[str, str]:
         """``report.json``, ``report.html`` and ``latest.json`` of one model's window (``report`` as
         :func:`modelops.domain.report.model_report` builds it); returns ``{"report": uri, "report_html":
-        uri}``, which both documents also carry."""
+        uri}`` (with links: ``report_url`` and, presigned, ``report_url_expires_at``), which both
+        documents also carry."""
         base = keys.monitoring_window(report["model"], stamp)
         uris = {"report": self.uri(base + "report.json"), "report_html": self.uri(base + "report.html")}
+        if self.links is not None:
+            url, expires = self.links.link(base + "report.html")
+            uris["report_url"] = url
+            if expires is not None:
+                uris["report_url_expires_at"] = expires
         full = {**report, **uris}
         self.objects.put(base + "report.json", reports.to_json(full), "application/json")
         self.objects.put(base + "report.html", reports.render_html(full).encode(), "text/html")
@@ -66,6 +130,33 @@ class ReportStore:
         if not isinstance(doc, dict):
             raise CorruptDocumentError("latest.json is not an object")
         return doc
+
+    def previous(self, model: str, before: str, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` earlier ``report.json`` documents of ``model`` (windows stamped before
+        ``before``), newest first; unreadable ones are skipped. One LIST of the model's folders (they
+        sort by time) and ``n`` GETs, whatever the model's history."""
+        prefix = keys.monitoring_prefix(model)
+        stamps = sorted(
+            (
+                e["Prefix"][len(prefix) :].rstrip("/")
+                for e in self.objects.iter_keys(prefix, delimiter="/")
+                if "Prefix" in e
+            ),
+            reverse=True,
+        )
+        out: list[dict[str, Any]] = []
+        for stamp in (s for s in stamps if s < before):
+            if len(out) >= n:
+                break
+            try:
+                got = self.objects.get_json(keys.monitoring_window(model, stamp) + "report.json")
+            except CorruptDocumentError:
+                continue
+            except AwsError:  # not transient (ObjectStore raised those): this window is left out
+                continue
+            if got is not None and isinstance(got[0], dict):
+                out.append(got[0])
+        return out
 
     def models(self) -> list[str]:
         """The models that have a ``monitoring/{model}/`` folder, sorted."""

@@ -27,6 +27,7 @@ from pydantic import Field
 from modelops import aws
 from modelops.domain import drift
 from modelops.domain import report as reports
+from modelops.domain import settings as model_settings
 from modelops.domain.drift import VersionContext
 from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import (
@@ -40,12 +41,21 @@ from modelops.domain.errors import (
 )
 from modelops.domain.spec import check_model_name, parse_spec
 from modelops.stages import runtime
+from modelops.stages.monitor import labels as late
 from modelops.stages.monitor.scan import BLOCK_BYTES, GroupState, WindowScan, evaluate
 from modelops.storage.captures import CaptureStore
 from modelops.storage.events import EventBus
 from modelops.storage.registry import Registry
-from modelops.storage.reports import ReportStore, RetrainDatasets
+from modelops.storage.reports import (
+    MAX_REPORT_LINK_SECONDS,
+    REPORT_LINK_SECONDS,
+    SIGNING_CONFIG,
+    ReportLinks,
+    ReportStore,
+    RetrainDatasets,
+)
 from modelops.storage.s3 import ObjectStore
+from modelops.storage.settings import CACHE_TTL_SECONDS, SettingsCache, SettingsStore
 
 QUALITY_METRICS = {"rmse": "Rmse", "mae": "Mae", "accuracy": "Accuracy", "auc": "Auc"}
 """CloudWatch names of the labelled-traffic metrics (``drift.QUALITY_METRICS``)."""
@@ -74,6 +84,12 @@ class Settings(runtime.StageSettings):
     """Per-feature metrics (``Feature`` dimension) for at most this many features per version."""
     event_bus_name: str = "default"
     """The stack's StageEventBus (template ``EVENT_BUS_NAME``): DriftDetected goes there."""
+    settings_ttl_seconds: float = Field(default=CACHE_TTL_SECONDS, ge=0, le=3600)
+    """How long a model's settings document (``models/{model}/config.json``) is cached per container."""
+    report_base_url: str | None = None
+    """``REPORT_BASE_URL``: where the fleet page is published; a report's link is its route there. Unset:
+    an S3 presigned GET of ``REPORT_LINK_SECONDS`` (docs/monitoring.md "Report links")."""
+    report_link_seconds: int = Field(default=REPORT_LINK_SECONDS, ge=60, le=MAX_REPORT_LINK_SECONDS)
 
     def capture_lag_seconds(self) -> int:
         """How long before the run its window ends (every record of the window has landed by then)."""
@@ -127,6 +143,8 @@ class Stores:
     datasets: RetrainDatasets
     bus: Bus | None = None
     cloudwatch: Any | None = None
+    settings: SettingsCache | None = None
+    """The models' monitoring settings (None: every version's manifest defaults)."""
 
     @classmethod
     def from_clients(
@@ -138,12 +156,21 @@ class Stores:
         cloudwatch: Any | None = None,
         events: Any | None = None,
         event_bus_name: str = "default",
+        settings_ttl_seconds: float = CACHE_TTL_SECONDS,
+        report_base_url: str | None = None,
+        report_link_seconds: int = REPORT_LINK_SECONDS,
+        signer: Any | None = None,
     ) -> Stores:
         data = ObjectStore(s3, data_bucket)
+        registry = ObjectStore(s3, registry_bucket)
+        links = ReportLinks(
+            signer or s3, registry_bucket, base_url=report_base_url, lifetime=report_link_seconds
+        )
         return cls(
             registry=Registry(s3, registry_bucket, actor="monitor"),
+            settings=SettingsCache(SettingsStore(registry, actor="monitor"), ttl=settings_ttl_seconds),
             captures=CaptureStore(data),
-            reports=ReportStore(ObjectStore(s3, registry_bucket)),
+            reports=ReportStore(registry, links),
             datasets=RetrainDatasets(data),
             bus=EventBus(events, event_bus_name) if events is not None else None,
             cloudwatch=cloudwatch,
@@ -151,8 +178,16 @@ class Stores:
 
 
 # ---------------------------------------------------------------------------------------------- versions
-def load_context(registry: Registry, model: str, version: int) -> VersionContext | None:
-    """The context of a registered version; None when the model/version is not in the registry."""
+def load_context(
+    registry: Registry,
+    model: str,
+    version: int,
+    overrides: dict[str, Any] | None = None,
+    settings_problem: str | None = None,
+) -> VersionContext | None:
+    """The context of a registered version; None when the model/version is not in the registry.
+    ``overrides`` (the model's settings document, :mod:`modelops.domain.settings`) win over the
+    version's ``spec.monitoring`` defaults, field by field."""
     try:
         check_model_name(model)
         manifest = registry.get_manifest(model, version)
@@ -169,6 +204,9 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
     except SpecError:
         spec = None
     features = [str(f["name"]) if isinstance(f, dict) else str(f) for f in (schema.get("features") or [])]
+    values, sources = model_settings.effective(
+        spec_doc.get("monitoring") if isinstance(spec_doc, dict) else None, overrides
+    )
     task = str(schema.get("task") or manifest.get("task") or (spec.task if spec else "regression"))
     ctx = VersionContext(
         model=model,
@@ -177,9 +215,10 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
         task=task,
         classes=schema.get("classes"),
         target=str(schema.get("target") or (spec.target if spec else "target")),
-        psi_threshold=spec.monitoring.psi_threshold if spec else 0.2,
-        new_category_threshold=_new_category_threshold(spec),
-        retrain_on_drift=spec.monitoring.retrain_on_drift if spec else False,
+        psi_threshold=values["psi_threshold"],
+        new_category_threshold=values["new_category_threshold"],
+        retrain_on_drift=values["retrain_on_drift"],
+        settings={"values": values, "sources": sources, "problem": settings_problem},
         metric=spec.metric if spec else ("rmse" if task == "regression" else "accuracy"),
         heldout={
             k: float(v) for k, v in (manifest.get("metrics") or {}).items() if isinstance(v, int | float)
@@ -199,15 +238,6 @@ def load_context(registry: Registry, model: str, version: int) -> VersionContext
     except (ValueError, KeyError, TypeError, CorruptDocumentError) as exc:
         ctx.problem = f"baseline_error: {exc}"
     return ctx
-
-
-def _new_category_threshold(spec: Any) -> float:
-    """The spec's ``monitoring.new_category_threshold`` when the spec has that field, else the default
-    (:data:`modelops.domain.drift.NEW_CATEGORY_THRESHOLD`)."""
-    value = getattr(getattr(spec, "monitoring", None), "new_category_threshold", None)
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
-        return float(value)
-    return drift.NEW_CATEGORY_THRESHOLD
 
 
 def _check_kinds(schema: dict[str, Any], refs: list[drift.FeatureReference]) -> None:
@@ -249,10 +279,19 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
     registry = stores.registry
     contexts: dict[tuple[str, int], VersionContext | None] = {}
 
+    def overrides(model: str) -> tuple[dict[str, Any], str | None]:
+        if stores.settings is None:
+            return {}, None
+        try:
+            check_model_name(model)
+        except SpecError:
+            return {}, None
+        return stores.settings.get(model)
+
     def resolve(model: str, version: int) -> VersionContext | None:
         key = (model, version)
         if key not in contexts:
-            contexts[key] = load_context(registry, model, version)
+            contexts[key] = load_context(registry, model, version, *overrides(model))
         return contexts[key]
 
     labels, labels_bad = stores.captures.labels(start, settings.model)
@@ -268,6 +307,9 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_model.setdefault(r["model"], []).append(r)
+    late_labels = join_late_labels(settings, stores, end, resolve, overrides)
+    for model in late_labels:
+        by_model.setdefault(model, [])  # a report says how many of its past predictions have labels
 
     window = reports.window_of(start, end, settings.window_seconds)
     stamp = reports.stamp_of(end)
@@ -280,6 +322,11 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
         report = reports.model_report(
             model, versions, window, reports.iso_of(end), settings.min_samples, labels_bad.get(model, 0)
         )
+        if model in late_labels:
+            report["late_labels"] = late_labels[model]
+        if versions:
+            previous = stores.reports.previous(model, stamp, reports.TREND_WINDOWS - 1)
+            report["trend"] = reports.trend_of(report, previous)
         uris[model] = stores.reports.write(report, stamp)
         for r in versions:
             g = scan.groups[(model, r["version"])]
@@ -329,6 +376,7 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
                 }
                 for r in results
             ],
+            "late_labels": dict(sorted(late_labels.items())),
         }
     )
     if new_ratios:  # a version with categorical features was judged
@@ -338,6 +386,50 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
             stores.cloudwatch, settings.namespace, results, summary, end, settings.feature_metrics
         )
     return summary
+
+
+def join_late_labels(
+    settings: MonitorSettings,
+    stores: Stores,
+    end: float,
+    resolve: Callable[[str, int], VersionContext | None],
+    overrides: Callable[[str], tuple[dict[str, Any], str | None]],
+) -> dict[str, dict[str, Any]]:
+    """Per model with label files written in its label window (``label_window_days`` of its settings,
+    default 7), the ``late_labels`` section of its report: quality per UTC day of prediction over the
+    captures of that window (:mod:`modelops.stages.monitor.labels`). Models without such labels cost
+    one LIST of ``labels/``."""
+    captures = stores.captures
+    names = [settings.model] if settings.model else captures.label_models()
+    found: dict[str, Any] = {}
+    counts: dict[str, dict[str, int]] = {}
+    starts: dict[str, float] = {}
+    days_of: dict[str, int] = {}
+    for model in names:
+        days = int(overrides(model)[0].get("label_window_days", model_settings.LABEL_WINDOW_DAYS))
+        since = end - days * late.DAY
+        got, c = captures.late_labels(since, model)
+        if model in got or model in c:
+            found[model] = got.get(model, {})
+            counts[model] = c.get(model, {})
+            starts[model], days_of[model] = since, days
+    if not found:
+        return {}
+    join = late.LabelJoin(min(starts.values()), end, found, starts, block_bytes=settings.block_bytes)
+    for obj in captures.objects_in_window(min(starts.values()), end):
+        body = captures.open(obj["Key"])
+        if body is not None:
+            join.feed_stream(body)
+    return {
+        model: late.summarise(
+            join.quality(model, resolve),
+            counts[model],
+            join.unmatched(model),
+            days_of[model],
+            reports.iso_of(starts[model]),
+        )
+        for model in found
+    }
 
 
 def run_monitor(
@@ -561,6 +653,10 @@ def build() -> Monitor:
         cloudwatch=aws.client("cloudwatch"),
         events=aws.client("events"),
         event_bus_name=settings.event_bus_name,
+        settings_ttl_seconds=settings.settings_ttl_seconds,
+        report_base_url=settings.report_base_url,
+        report_link_seconds=settings.report_link_seconds,
+        signer=aws.client("s3", config=SIGNING_CONFIG),
     )
     return Monitor(settings, stores)
 

@@ -275,6 +275,7 @@ def evaluate(g: GroupState, min_samples: int) -> dict[str, Any]:
         "lines": g.lines,
         "bad": dict(g.bad),
         "psi_threshold": ctx.psi_threshold,
+        **({"settings": ctx.settings} if ctx.settings else {}),
         "first_ts": g.first_ts if math.isfinite(g.first_ts) else None,
         "last_ts": g.last_ts if math.isfinite(g.last_ts) else None,
         "quality": drift.labelled_quality(ctx, y, g.label_v),

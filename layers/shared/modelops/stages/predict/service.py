@@ -32,6 +32,8 @@ from modelops.stages.runtime import logger
 from modelops.storage.capture_sink import CaptureSink
 from modelops.storage.events import EventBus
 from modelops.storage.registry import Registry
+from modelops.storage.s3 import ObjectStore
+from modelops.storage.settings import SettingsCache, SettingsStore
 
 
 class _LazyEventBus:
@@ -57,11 +59,14 @@ class PredictService:
         registry: Registry,
         cache: ModelCache,
         sink: CaptureSink | None,
+        overrides: SettingsCache | None = None,
     ):
         self.settings = settings
         self.registry = registry
         self.cache = cache
         self.sink = sink
+        self.overrides = overrides
+        """The models' monitoring settings (the capture sample rate), read at most once per TTL."""
         self.metrics = telemetry()
 
     @classmethod
@@ -74,11 +79,8 @@ class PredictService:
         events_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> PredictService:
-        registry = Registry(
-            s3 if s3 is not None else aws.client("s3", config=aws.INTERACTIVE_CONFIG),
-            settings.registry_bucket,
-            actor="predict",
-        )
+        s3 = s3 if s3 is not None else aws.client("s3", config=aws.INTERACTIVE_CONFIG)
+        registry = Registry(s3, settings.registry_bucket, actor="predict")
         cache = ModelCache(
             registry,
             artifact_dir=settings.artifact_dir,
@@ -89,14 +91,28 @@ class PredictService:
             ),
             max_loaded=settings.max_loaded_versions,
         )
-        sink = None
+        sink = overrides = None
         if settings.capture_stream:
             sink = CaptureSink(
                 firehose_factory or functools.partial(aws.client, "firehose"),
                 settings.capture_stream,
                 log=logger,
             )
-        return cls(settings, registry, cache, sink)
+            overrides = SettingsCache(
+                SettingsStore(ObjectStore(s3, settings.registry_bucket), actor="predict"),
+                ttl=settings.settings_ttl_seconds,
+                clock=clock,
+            )
+        return cls(settings, registry, cache, sink, overrides)
+
+    def _sample_rate(self, model: str, default: float) -> float:
+        """The capture sample rate: the model's settings document's when it sets one (``modelops models
+        config``), else the version's manifest's. A corrupt document keeps the manifest's value."""
+        if self.overrides is None:
+            return default
+        got, _ = self.overrides.get(model)
+        rate = got.get("capture_sample_rate")
+        return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else default
 
     def predict(self, req: RawRequest) -> tuple[int, str, dict[str, str]]:
         """(status, body, headers) of a served request; a bad one raises (``errors.error_result``).
@@ -125,7 +141,14 @@ class PredictService:
         body = render(info, req.name, y, req.request_id)
         sink = self.sink
         if sink is not None:
-            sink.submit(req.name, info.version, req.request_id, x, y, info.capture_sample_rate)
+            sink.submit(
+                req.name,
+                info.version,
+                req.request_id,
+                x,
+                y,
+                self._sample_rate(req.name, info.capture_sample_rate),
+            )
             lost = sink.take_failures()
             if lost:
                 self.metrics.capture_failures(lost)

@@ -22,6 +22,9 @@ class Settings(StageSettings):
     registry_bucket: Annotated[str, Field(min_length=3)]
     capture_stream: str | None = None
     alias_cache_ttl_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
+    settings_ttl_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 60.0
+    """How long a model's monitoring settings (``models/{model}/config.json``: the capture sample rate
+    set by ``modelops models config``) are kept before predict reads them again."""
     max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     max_body_bytes: Annotated[int, Field(ge=1024, le=6 * 1024 * 1024)] = 1_048_576
     max_response_bytes: Annotated[int, Field(ge=4096, le=LAMBDA_RESPONSE_LIMIT)] = 6_000_000
