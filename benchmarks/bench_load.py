@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_cost import template_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = int(os.environ.get("BENCH_LOAD_CLIENTS", "20"))
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "30"))
 ALARM_P99_MS = 250.0  # template.yaml PredictLatencyAlarm threshold
 STAGE_RATE = 100.0  # template.yaml PredictApi stage throttling (requests/s)
-MEMORY_MB = 1769.0  # template.yaml PredictFunction MemorySize
+MEMORY_MB = float(template_memory() or 1769)  # template.yaml PredictFunction MemorySize
 
 CLIENT = textwrap.dedent(
     """

@@ -269,9 +269,16 @@ def service() -> PredictService:
     return _installed if _installed is not None else build()
 
 
+def current() -> PredictService | None:
+    """The service in use when one was installed or built, else None (builds nothing)."""
+    if _installed is not None:
+        return _installed
+    return build() if build.cache_info().currsize else None
+
+
 def configure(svc: PredictService | None) -> None:
-    """Install a service (tests, benchmarks), or None to build the container's from the environment
-    again at the next use."""
+    """Install a service (tests, benchmarks, a SnapStart restore: ``snapstart.after_restore``), or None
+    to build the container's from the environment again at the next use."""
     global _installed
     _installed = svc
     if svc is None:

@@ -153,6 +153,15 @@ class ModelCache:
         self._last_good: dict[tuple[str, str], int] = {}
         self._fallback_logged: set[tuple[str, str, int, int]] = set()
 
+    def carry_over(self, other: ModelCache) -> None:
+        """Take ``other``'s verified interpreters and manifests (immutable) and nothing else: no alias
+        document, no remembered miss or failure, no last good version, so everything read from the
+        registry is read again. A SnapStart restore builds a new cache on new clients with this
+        (``modelops.stages.predict.snapstart``)."""
+        with self._lock:
+            self._manifests.update(other._manifests)
+            self._loaded.update(other._loaded)
+
     # ------------------------------------------------------------------ resolution
     def resolve(
         self,
