@@ -110,7 +110,7 @@ demo: venv
 	$(PY) -m modelops_local.demo
 
 .PHONY: bench
-bench: venv
+bench: venv $(TOOLS)/evidently/.stamp
 	$(PY) benchmarks/run.py
 
 .PHONY: locks locks-check

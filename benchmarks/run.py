@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ["bench_predict", "bench_monitor", "bench_load"]
+MODULES = ["bench_predict", "bench_monitor", "bench_load", "bench_cost", "bench_evidently", "bench_validator"]
 KEYS = ("name", "value", "unit", "peer", "peer_value", "ratio")
 
 
