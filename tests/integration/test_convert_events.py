@@ -288,29 +288,37 @@ def test_unreadable_heldout_rows_are_reported(
 
 
 class ThrottledS3:
-    """The moto client, except that reading the staged artifact answers 503 SlowDown."""
+    """The moto client, except that one operation on the staged artifact answers 503 SlowDown."""
 
-    def __init__(self, s3: Any):
-        self._s3 = s3
+    def __init__(self, s3: Any, operation: str):
+        self._s3, self._operation = s3, operation
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
+        call = getattr(self._s3, name)
+        if name != self._operation:
+            return call
 
-    def head_object(self, **kwargs: Any) -> Any:
-        if kwargs["Key"].startswith("staging/"):
-            raise ClientError(
-                {
-                    "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
-                    "ResponseMetadata": {"HTTPStatusCode": 503},
-                },
-                "HeadObject",
-            )
-        return self._s3.head_object(**kwargs)
+        def throttled(**kwargs: Any) -> Any:
+            if str(kwargs.get("Key") or kwargs.get("Prefix") or "").startswith("staging/"):
+                raise ClientError(
+                    {
+                        "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                        "ResponseMetadata": {"HTTPStatusCode": 503},
+                    },
+                    name,
+                )
+            return call(**kwargs)
+
+        return throttled
 
 
-def test_transient_s3_errors_raise_so_lambda_retries(deps: conversion.Deps, bus: FakeBus, s3) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("operation", ["list_object_versions", "get_object"])
+def test_transient_s3_errors_raise_so_lambda_retries(
+    deps: conversion.Deps, bus: FakeBus, s3: Any, operation: str
+) -> None:
     put_job_record(s3, JOB)
-    deps = conversion.Deps(registry=Registry(ThrottledS3(s3), BUCKET, actor="convert"), bus=bus)
+    s3.put_object(Bucket=BUCKET, Key=artifact_key("demo", JOB), Body=targz(valid_files()))
+    deps = conversion.Deps(registry=Registry(ThrottledS3(s3, operation), BUCKET, actor="convert"), bus=bus)
     with pytest.raises(RegistryUnavailableError, match="SlowDown"):
         conversion.handle_event(sagemaker_event(JOB), deps)
     assert bus.sent == [] and registry_keys(s3) == []
@@ -354,12 +362,10 @@ def test_the_first_read_links_the_job_to_its_archives_sha256_and_version(
     second = s3.put_object(Bucket=BUCKET, Key=artifact_key("demo", JOB), Body=targz(valid_files()))
     res = conversion.handle_event(sagemaker_event(JOB), deps)
 
-    # Then it is refused before extraction, naming both versions
+    # Then it is refused before anything is downloaded, naming both versions
     assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
     assert bus.types() == ["ArtifactIntegrityFailed", "ConversionFailed"]
     alert = bus.of("ArtifactIntegrityFailed")[-1]
-    assert (alert["expected"]["version_id"], alert["actual"]["version_id"]) == (
-        first["VersionId"],
-        second["VersionId"],
-    )
+    assert alert["reason"] == "artifact_tampered"
+    assert [v["version_id"] for v in alert["versions"]] == [second["VersionId"], first["VersionId"]]
     assert bus.of("ConversionFailed")[-1]["stage"] == "integrity" and registry_keys(s3) == []

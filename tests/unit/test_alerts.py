@@ -450,6 +450,9 @@ def test_a_changed_staged_archive_says_so_not_registry_advice() -> None:
     assert "staged archive changed after convert first read it" in alert.body
     registry = alerts.from_event({**e, "detail": {**e["detail"], "role": "model_tflite"}})
     assert "does not match its manifest" in registry.body
+    tampered = alerts.from_event({**e, "detail": {**e["detail"], "reason": "artifact_tampered"}})
+    assert "written more than once, deleted, or written outside the job's run" in tampered.body
+    assert "changed after convert first read it" not in tampered.body
 
 
 # ---------------------------------------------------------------------------------------------- chat

@@ -1,10 +1,14 @@
-"""The convert stage on in-memory storage (tests.fakes.MemoryObjectStore, FakeBus): event routing, the job
-record lookup, permanently bad artifacts and transient S3 failures, with no moto and no TensorFlow."""
+"""The convert stage on in-memory storage (tests.fakes.MemoryObjectStore with S3 versioning added here,
+FakeBus): event routing, the job record lookup, permanently bad artifacts, the artifact's one version and
+transient S3 failures, with no moto and no TensorFlow."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +22,76 @@ from tests.integration.convert_support import load_event, sagemaker_event, spec,
 
 JOB = "modelops-demo-0123456789ab"
 ARTIFACT = f"staging/demo/{JOB}/output/model.tar.gz"
+
+
+class _Body(io.BytesIO):
+    def iter_chunks(self, size: int = 1024 * 1024) -> Iterator[bytes]:
+        while chunk := self.read(size):
+            yield chunk
+
+
+class VersionedStore(MemoryObjectStore):
+    """A versioned bucket, as the registry bucket is: every write adds a version, a delete adds a delete
+    marker; ``iter_versions`` is ListObjectVersions, ``get(key, VersionId=...)`` reads one version.
+    ``clock`` gives the next write's LastModified."""
+
+    def __init__(self, bucket: str = "registry") -> None:
+        super().__init__(bucket)
+        self.history: dict[str, list[dict[str, Any]]] = {}  # oldest first
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.version_ids: Callable[[int], str] = lambda n: f"v{n:04d}"
+        self._n = 0
+
+    def _add(self, key: str, **entry: Any) -> dict[str, Any]:
+        self._n += 1
+        item = {"Key": key, "VersionId": self.version_ids(self._n), "LastModified": self.clock(), **entry}
+        self.history.setdefault(key, []).append(item)
+        return item
+
+    def _store(self, key: str, body: bytes, content_type: str) -> str:
+        etag = super()._store(key, body, content_type)
+        when = self.clock()
+        self.objects[key] = (*self.objects[key][:3], when)
+        self._add(key, Body=bytes(body), ETag=etag, DeleteMarker=False)
+        return etag
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self._add(key, DeleteMarker=True)
+
+    def forget_version(self, key: str, version_id: str) -> None:
+        """DeleteObjectVersion (nobody in the stack may, the break-glass role aside)."""
+        self.history[key] = [v for v in self.history[key] if v["VersionId"] != version_id]
+
+    def iter_versions(self, prefix: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        self._enter("versions", prefix)
+        for key in sorted(self.history):
+            if key.startswith(prefix):
+                for v in reversed(self.history[key]):
+                    body = v.get("Body")
+                    yield {k: x for k, x in v.items() if k != "Body"} | (
+                        {} if body is None else {"Size": len(body)}
+                    )
+
+    def get(self, key: str, **kwargs: Any) -> dict[str, Any] | None:
+        if "VersionId" not in kwargs:
+            return super().get(key)
+        self._enter("get", key)
+        for v in self.history.get(key, []):
+            if v["VersionId"] == kwargs["VersionId"] and not v["DeleteMarker"]:
+                body = v["Body"]
+                return {
+                    "Body": _Body(body),
+                    "ETag": v["ETag"],
+                    "ContentLength": len(body),
+                    "VersionId": v["VersionId"],
+                }
+        return None
+
+
+@pytest.fixture
+def memory_store() -> VersionedStore:
+    return VersionedStore("registry")
 
 
 @pytest.fixture
@@ -155,7 +229,7 @@ def test_an_invalid_spec_in_the_record_is_a_conversion_failure(
 
 
 # ---------------------------------------------------------------------------- transient failures
-@pytest.mark.parametrize("method", ["get", "head"])
+@pytest.mark.parametrize("method", ["versions", "get"])
 def test_a_transient_s3_failure_raises_so_lambda_retries(
     deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, method: str
 ) -> None:
@@ -310,34 +384,59 @@ def first_delivery_fails_parity(
 
 
 def test_a_replay_after_the_artifact_was_overwritten_is_refused_before_loading_it(
-    deps: conversion.Deps, memory_store: MemoryObjectStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hashlib
-
-    stand_in, original = first_delivery_fails_parity(deps, memory_store, monkeypatch)
+    stand_in, _ = first_delivery_fails_parity(deps, memory_store, monkeypatch)
     bus.sent.clear()
+    first = memory_store.history[ARTIFACT][0]["VersionId"]
 
-    # When the staged archive is overwritten (by a training container, or anyone with staging/ rights)
-    # and the job's completion event is delivered again
+    # When the staged archive is written again after the job (by a training container, or anyone with
+    # staging/ rights) and the job's completion event is delivered again
     memory_store.put(ARTIFACT, targz(bundle_files(rmse=0.0001)), "application/gzip")
+    memory_store.calls.clear()
     res = conversion.handle_event(sagemaker_event(JOB), deps)
 
-    # Then nothing is loaded or published: ArtifactIntegrityFailed, then ConversionFailed
+    # Then nothing is downloaded, loaded or published: ArtifactIntegrityFailed, then ConversionFailed
     assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
     assert bus.types() == ["ArtifactIntegrityFailed", "ConversionFailed"]
     alert = bus.of("ArtifactIntegrityFailed")[-1]
     assert (alert["model"], alert["job"], alert["reason"], alert["version"]) == (
         "demo",
         JOB,
-        "artifact_changed",
+        "artifact_tampered",
         None,
     )
-    assert alert["expected"]["sha256"] == hashlib.sha256(original).hexdigest() != alert["actual"]["sha256"]
+    assert [v["version_id"] for v in alert["versions"]][-1] == first and len(alert["versions"]) == 2
+    assert "it was written 2 times" in alert["message"]
     failed = bus.of("ConversionFailed")[-1]
     assert (failed["stage"], failed["code"]) == ("integrity", "integrity_error")
-    assert "not the one convert first read" in failed["reason"]
+    assert "cannot be trusted as the one its job wrote" in failed["reason"]
+    assert ("get", ARTIFACT) not in memory_store.calls
     assert stand_in.calls == 1 and written(memory_store) == []
-    # the link still names the first bytes (create-only)
+
+
+def test_a_version_that_replaced_the_first_read_one_is_refused_by_the_link(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    stand_in, original = first_delivery_fails_parity(deps, memory_store, monkeypatch)
+    bus.sent.clear()
+    # Given the version convert read was removed for good (DeleteObjectVersion: no stage role may) and
+    # the key written again: it has one version once more
+    memory_store.forget_version(ARTIFACT, memory_store.history[ARTIFACT][0]["VersionId"])
+    memory_store.put(ARTIFACT, targz(bundle_files(rmse=0.0001)), "application/gzip")
+
+    res = conversion.handle_event(sagemaker_event(JOB), deps)
+
+    # Then the artifact link (create-only) still names the first bytes and refuses the new ones
+    assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
+    alert = bus.of("ArtifactIntegrityFailed")[-1]
+    assert alert["reason"] == "artifact_changed"
+    assert alert["expected"]["sha256"] == hashlib.sha256(original).hexdigest() != alert["actual"]["sha256"]
+    assert alert["expected"]["version_id"] != alert["actual"]["version_id"]
+    assert "not the one convert first read" in bus.of("ConversionFailed")[-1]["reason"]
+    assert stand_in.calls == 1 and written(memory_store) == []
     assert memory_store.json(f"jobs/{JOB}.artifact.json")["sha256"] == hashlib.sha256(original).hexdigest()
 
 
@@ -451,3 +550,269 @@ def test_a_categorical_schema_is_published_as_the_trainer_wrote_it(
     assert (res.outcome, res.version) == ("published", 1)
     manifest = deps.registry.get_manifest("demo", 1)
     assert manifest.get("schema")["features"][1] == feature
+
+
+# ---------------------------------------------------------------------------- the artifact's one version
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def timed_event(start: datetime, end: datetime) -> dict[str, Any]:
+    """A completion event as SageMaker sends it: with the job's start and end (epoch milliseconds)."""
+    ev = sagemaker_event(JOB)
+    ev["detail"]["TrainingStartTime"], ev["detail"]["TrainingEndTime"] = ms(start), ms(end)
+    return ev
+
+
+def write_at(store: VersionedStore, when: datetime, body: bytes, key: str = ARTIFACT) -> str:
+    store.clock = lambda: when
+    store.put(key, body, "application/gzip")
+    return str(store.history[key][-1]["VersionId"])
+
+
+def refused(res: conversion.Result, bus: FakeBus, text: str) -> dict[str, Any]:
+    assert (res.outcome, res.error_code) == ("conversion_failed", "integrity_error")
+    assert bus.types() == ["ArtifactIntegrityFailed", "ConversionFailed"]
+    alert = bus.of("ArtifactIntegrityFailed")[-1]
+    assert (alert["reason"], alert["role"], alert["key"]) == (
+        "artifact_tampered",
+        "training_artifact",
+        ARTIFACT,
+    )
+    assert text in alert["message"] and alert["message"] == bus.of("ConversionFailed")[-1]["reason"]
+    assert bus.of("ConversionFailed")[-1]["stage"] == "integrity"
+    return alert
+
+
+@pytest.fixture
+def stand_in(memory_store: VersionedStore, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    s = StandIn(memory_store)
+    monkeypatch.setattr(conversion, "_convert", s)
+    return s
+
+
+def test_the_one_version_written_in_the_jobs_run_is_read_and_recorded(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    import hashlib
+
+    # Given a job that ran 12:00-12:30 and wrote its archive once at 12:29 (and a stray longer key)
+    put_record(memory_store, created_at="2026-03-01T11:59:00.000000Z")
+    archive = targz(bundle_files())
+    version = write_at(memory_store, T0 + timedelta(minutes=29), archive)
+    write_at(memory_store, T0 + timedelta(hours=2), b"not this", key=ARTIFACT + ".bak")
+
+    res = conversion.handle_event(timed_event(T0, T0 + timedelta(minutes=30)), deps)
+
+    # Then that version is converted, and the link and the manifest name it and its SHA-256
+    assert (res.outcome, res.version) == ("published", 1) and stand_in.calls == 1
+    link = memory_store.json(f"jobs/{JOB}.artifact.json")
+    sha = hashlib.sha256(archive).hexdigest()
+    assert (link["version_id"], link["sha256"], link["last_modified"]) == (
+        version,
+        sha,
+        "2026-03-01T12:29:00.000000Z",
+    )
+    assert link["window"] == {
+        "start": "2026-03-01T12:00:00.000000Z",
+        "end": "2026-03-01T12:30:00.000000Z",
+        "start_from": "sagemaker start",
+        "end_from": "sagemaker end",
+        "skew_seconds": 60.0,
+    }
+    lineage = deps.registry.get_manifest("demo", 1).get("training")["artifact"]
+    assert (lineage["key"], lineage["version_id"], lineage["sha256"]) == (ARTIFACT, version, sha)
+
+
+def test_the_version_read_is_the_one_checked_even_if_the_key_moves_on(
+    deps: conversion.Deps, memory_store: VersionedStore, tmp_path: Any
+) -> None:
+    first = write_at(memory_store, T0, b"first")
+    write_at(memory_store, T0 + timedelta(minutes=1), b"second")
+    path = deps.jobs.download_artifact(ARTIFACT, tmp_path / "a", 100, version_id=first)
+    assert path.read_bytes() == b"first"
+
+
+def test_an_archive_written_twice_is_refused_before_anything_is_downloaded(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    # Given the key written in the job's run and again after it (another job's container, say)
+    put_record(memory_store)
+    ours = write_at(memory_store, T0 + timedelta(minutes=29), targz(bundle_files()))
+    theirs = write_at(memory_store, T0 + timedelta(minutes=31), targz(bundle_files(rmse=0.0001)))
+
+    res = conversion.handle_event(timed_event(T0, T0 + timedelta(minutes=30)), deps)
+
+    alert = refused(res, bus, "it was written 2 times")
+    assert [v["version_id"] for v in alert["versions"]] == [theirs, ours]
+    assert stand_in.calls == 0 and ("get", ARTIFACT) not in memory_store.calls
+    assert f"jobs/{JOB}.artifact.json" not in memory_store.objects and written(memory_store) == []
+
+
+def test_an_archive_written_twice_inside_the_run_is_refused_too(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    # another job writing the key before the owning job finishes: the job's own upload makes two
+    put_record(memory_store)
+    write_at(memory_store, T0 + timedelta(minutes=5), targz(bundle_files(rmse=0.0001)))
+    write_at(memory_store, T0 + timedelta(minutes=29), targz(bundle_files()))
+    res = conversion.handle_event(timed_event(T0, T0 + timedelta(minutes=30)), deps)
+    refused(res, bus, "it was written 2 times")
+    assert stand_in.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("written_at", "text"),
+    [
+        (T0 + timedelta(minutes=32), "outside the job's run [2026-03-01T12:00:00.000000Z (sagemaker start)"),
+        (T0 - timedelta(minutes=2), "it was written at 2026-03-01T11:58:00.000000Z, outside the job's run"),
+    ],
+)
+def test_a_version_written_outside_the_jobs_run_is_refused(
+    deps: conversion.Deps,
+    memory_store: VersionedStore,
+    bus: FakeBus,
+    stand_in: StandIn,
+    written_at: datetime,
+    text: str,
+) -> None:
+    put_record(memory_store)
+    write_at(memory_store, written_at, targz(bundle_files()))
+    res = conversion.handle_event(timed_event(T0, T0 + timedelta(minutes=30)), deps)
+    alert = refused(res, bus, text)
+    assert alert["window"]["end"] == "2026-03-01T12:30:00.000000Z" and stand_in.calls == 0
+
+
+@pytest.mark.parametrize("seconds", [-59, 59])
+def test_the_stated_clock_skew_is_allowed_either_side(
+    deps: conversion.Deps, memory_store: VersionedStore, stand_in: StandIn, seconds: int
+) -> None:
+    put_record(memory_store)
+    end = T0 + timedelta(minutes=30)
+    write_at(memory_store, (T0 if seconds < 0 else end) + timedelta(seconds=seconds), targz(bundle_files()))
+    assert conversion.handle_event(timed_event(T0, end), deps).outcome == "published"
+
+
+def test_without_backend_times_the_job_records_creation_bounds_the_window(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    # an archive that was there before train_trigger created the job record was not written by the job
+    put_record(memory_store, created_at="2026-03-01T12:00:00Z")
+    write_at(memory_store, T0 - timedelta(hours=1), targz(bundle_files()))
+    alert = refused(conversion.handle_event(sagemaker_event(JOB), deps), bus, "(job record)")
+    assert (alert["window"]["start_from"], alert["window"]["end"]) == ("job record", None)
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_a_delete_marker_on_the_key_is_refused_with_the_reason(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn, again: bool
+) -> None:
+    # Given the job's archive deleted (a delete marker over it), or deleted and written again
+    put_record(memory_store)
+    write_at(memory_store, T0 + timedelta(minutes=29), targz(bundle_files()))
+    memory_store.clock = lambda: T0 + timedelta(minutes=29, seconds=30)
+    memory_store.delete(ARTIFACT)
+    if again:
+        write_at(memory_store, T0 + timedelta(minutes=29, seconds=40), targz(bundle_files(rmse=0.0001)))
+
+    res = conversion.handle_event(timed_event(T0, T0 + timedelta(minutes=30)), deps)
+
+    marker = next(v["VersionId"] for v in memory_store.history[ARTIFACT] if v["DeleteMarker"])
+    alert = refused(res, bus, f"it was deleted (delete marker {marker} at 2026-03-01T12:29:30.000000Z)")
+    assert [v["delete_marker"] for v in alert["versions"]] == ([False] if again else []) + [True, False]
+    assert ("it was written 2 times" in alert["message"]) is again and stand_in.calls == 0
+
+
+def test_a_lone_delete_marker_is_refused_not_reported_missing(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    put_record(memory_store)
+    memory_store.delete(ARTIFACT)
+    refused(conversion.handle_event(sagemaker_event(JOB), deps), bus, "it was deleted")
+
+
+def test_an_object_without_a_version_id_is_refused(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    # what an unversioned bucket answers: overwrites would leave no trace, so nothing is trusted
+    put_record(memory_store)
+    memory_store.version_ids = lambda n: "null"
+    memory_store.put(ARTIFACT, targz(bundle_files()), "application/gzip")
+    refused(conversion.handle_event(sagemaker_event(JOB), deps), bus, "has no S3 version id")
+
+
+def test_the_version_listing_is_bounded(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    put_record(memory_store)
+    for i in range(25):
+        write_at(memory_store, T0 + timedelta(seconds=i), b"x")
+    versions, complete = deps.jobs.artifact_versions(ARTIFACT)
+    assert (len(versions), complete) == (10, False)
+    assert versions[0].version_id == memory_store.history[ARTIFACT][-1]["VersionId"]  # newest first
+    alert = refused(
+        conversion.handle_event(sagemaker_event(JOB), deps),
+        bus,
+        "it has more than 10 versions and delete markers",
+    )
+    assert len(alert["versions"]) == 10
+
+
+def test_a_batch_jobs_window_is_its_started_and_stopped_times(
+    deps: conversion.Deps, memory_store: VersionedStore, bus: FakeBus, stand_in: StandIn
+) -> None:
+    put_record(memory_store, backend="batch")
+    ev = copy.deepcopy(load_event("batch_job_state_change.json"))
+    ev["detail"].update(status="SUCCEEDED", startedAt=ms(T0), stoppedAt=ms(T0 + timedelta(minutes=30)))
+    write_at(memory_store, T0 + timedelta(minutes=45), targz(bundle_files()))
+    alert = refused(conversion.handle_event(ev, deps), bus, "outside the job's run")
+    assert (alert["window"]["start_from"], alert["window"]["end_from"]) == ("batch start", "batch end")
+
+
+def test_a_tuning_jobs_window_is_its_best_training_jobs_run(
+    deps: conversion.Deps, memory_store: VersionedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class SageMaker:
+        def describe_hyper_parameter_tuning_job(self, **_: Any) -> dict[str, Any]:
+            return {
+                "TrainingJobDefinition": {"StaticHyperParameters": {"job": JOB}},
+                "HyperParameterTuningJobStatus": "Completed",
+                "BestTrainingJob": {
+                    "TrainingJobName": "tj-1",
+                    "TrainingStartTime": T0,
+                    "TrainingEndTime": T0 + timedelta(minutes=9),
+                },
+            }
+
+    seen: list[conversion.JobEvent] = []
+
+    def convert_job(ev: conversion.JobEvent, *_: Any, **__: Any) -> conversion.Result:
+        seen.append(ev)
+        return conversion.Result("published", "")
+
+    monkeypatch.setattr(conversion, "convert_job", convert_job)
+    deps.sagemaker = SageMaker()
+    put_record(memory_store, search={"tuning_job": "tj"})
+    ev = conversion.JobEvent("tj", "sagemaker", "completed", "Completed", "", None, {}, kind="tuning")
+    conversion.handle_tuning_job(ev, deps)
+    assert (seen[0].started_at, seen[0].ended_at) == (T0, T0 + timedelta(minutes=9))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1772366400000, datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),  # an event's epoch milliseconds
+        ("2026-03-01T12:00:00Z", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),
+        ("2026-03-01T13:00:00+01:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),
+        (datetime(2026, 3, 1, 12, 0), datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),  # naive: UTC
+        (None, None),
+        ("yesterday", None),
+        (True, None),
+        (-5, None),
+    ],
+)
+def test_instant_reads_the_times_aws_gives(value: Any, expected: datetime | None) -> None:
+    assert conversion.instant(value) == expected

@@ -126,6 +126,12 @@ _STAGED_ARCHIVE_CHANGED = (
     "its SHA-256): nothing was loaded or published. Find out who wrote to the job's staging prefix; to "
     "retrain, upload the dataset again (a new job), never replace a finished job's archive."
 )
+_STAGED_ARCHIVE_TAMPERED = (
+    "The training job's archive key was written more than once, deleted, or written outside the job's "
+    "run (convert accepts exactly one version written during the run): nothing was loaded or published. "
+    "Find out which job or principal wrote it (the versions are listed above; S3 server access logs or "
+    "CloudTrail data events name the writer); to retrain, upload the dataset again (a new job)."
+)
 
 
 @dataclass
@@ -503,7 +509,9 @@ def from_event(e: dict[str, Any]) -> Alert:
             lines.append(f"{k}: {clip(d[k])}")
     steps = _NEXT_STEPS.get(dt, "See the details above.")
     if dt == "ArtifactIntegrityFailed" and d.get("role") == "training_artifact":
-        steps = _STAGED_ARCHIVE_CHANGED
+        steps = (
+            _STAGED_ARCHIVE_TAMPERED if d.get("reason") == "artifact_tampered" else _STAGED_ARCHIVE_CHANGED
+        )
     if dt == "PromotionRejected" and d.get("needs"):
         steps = f"Add what the gate needs: {clip(d['needs'])}. Production is unchanged."
     body = "\n".join(lines) + "\n\nWhat to do next:\n" + steps + "\n"

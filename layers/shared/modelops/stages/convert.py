@@ -13,8 +13,11 @@ checks run (and are tested) without it.
 Convert loads SavedModels, programs that a training job wrote: it may create versions (create-only blobs,
 manifests, publish claims) but never moves an alias. The promotion gate is its own function
 (:mod:`modelops.stages.gate`, triggered by the ``ModelVersionPublished`` event sent here; docs/convert.md
-"Trust boundary"). Before anything in an archive is loaded, :meth:`JobStore.link_artifact` records its
-SHA-256 for the job (create-only, on first sight); a later delivery whose archive differs is refused.
+"Trust boundary"). The archive is picked by S3 object version, not by key: the job's archive key must
+have been written exactly once (one version, no delete marker) within the job's run (:func:`run_window`),
+and convert reads exactly that version (:func:`_written_once`). Before anything in it is loaded,
+:meth:`JobStore.link_artifact` records its version id and SHA-256 for the job (create-only, on first
+sight); a later delivery whose archive differs is refused. The manifest's ``training.artifact`` repeats them.
 
 What happens to each event:
 
@@ -30,8 +33,13 @@ a search in which no trial completed            ``training_failed`` (the reason 
 artifact missing, truncated, unsafe, or         ``conversion_failed``: ConversionFailed event, no version,
 lacks a file; spec invalid; unsupported op;     no retry (the same bytes fail the same way)
 parity or serving budget failed
-the archive differs from the one first read     ``conversion_failed``: ArtifactIntegrityFailed, then
-for the job (``jobs/{job}.artifact.json``)      ConversionFailed (stage ``integrity``); nothing loaded
+the archive key was written more than once,     ``conversion_failed``: ArtifactIntegrityFailed (reason
+carries a delete marker, has no version id, or  ``artifact_tampered``: the versions and the window), then
+its one version was written outside the job's   ConversionFailed (stage ``integrity``); nothing downloaded
+run (± ``Options.clock_skew_seconds``)
+the archive differs from the one first read     ``conversion_failed``: ArtifactIntegrityFailed (reason
+for the job (``jobs/{job}.artifact.json``)      ``artifact_changed``), then ConversionFailed (stage
+                                                ``integrity``); nothing loaded
 a version was already published for the job     ``replayed``: no new version; ModelVersionPublished again
                                                 (``replay: true``): the gate decides only if it never did
 completed job                                   ``published``: one version, ModelVersionPublished (the gate
@@ -54,6 +62,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -78,7 +87,7 @@ from modelops.domain.spec import ModelSpec, SearchSpec, check_model_name, parse_
 from modelops.stages import runtime
 from modelops.stages.runtime import logger
 from modelops.storage.events import EventBus
-from modelops.storage.jobs import JobStore
+from modelops.storage.jobs import ArtifactVersion, JobStore
 from modelops.storage.registry import Manifest, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +113,8 @@ class Options:
     latency_calls: int = 200
     parity_max_rows: int = 10_000
     work_dir: str | None = None
+    clock_skew_seconds: float = 60.0
+    """How far an artifact's S3 write time may lie outside the job's run (clocks, S3's whole seconds)."""
 
 
 @dataclass
@@ -139,6 +150,10 @@ class JobEvent:
     event_id: str | None = None
     """EventBridge's id of the event: the same on Lambda's retries and on a replay from the DLQ, so a
     retry may take over its own earlier publish claim at once (see Registry.publish_version)."""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    """When the job ran, as its backend reports it (SageMaker ``TrainingStartTime``/``TrainingEndTime``,
+    Batch ``startedAt``/``stoppedAt``, a tuning job's best training job's): the artifact's run window."""
 
 
 @dataclass
@@ -195,6 +210,8 @@ def parse_job_event(event: Any) -> JobEvent | None:
         status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
         reason = str(detail.get("FailureReason") or ("stopped" if raw == "Stopped" else ""))
         uri, hyper, backend, event_kind = None, {}, "sagemaker", "tuning"
+        # the tuning job's best training job's times come from DescribeHyperParameterTuningJob
+        times = ("", "")
     elif source == "aws.sagemaker" and kind == "SageMaker Training Job State Change":
         job, raw = detail.get("TrainingJobName"), str(detail.get("TrainingJobStatus", ""))
         status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
@@ -204,11 +221,13 @@ def parse_job_event(event: Any) -> JobEvent | None:
         hp = detail.get("HyperParameters")
         hyper = {str(k): str(v) for k, v in hp.items()} if isinstance(hp, Mapping) else {}
         backend = "sagemaker"
+        times = ("TrainingStartTime", "TrainingEndTime")
     elif source == "aws.batch" and kind == "Batch Job State Change":
         job, raw = detail.get("jobName"), str(detail.get("status", ""))
         status = {"SUCCEEDED": "completed", "FAILED": "failed"}.get(raw, "other")
         reason, uri, hyper, backend = str(detail.get("statusReason") or ""), None, {}, "batch"
         event_kind = "batch"
+        times = ("startedAt", "stoppedAt")
         array = detail.get("arrayProperties")
         if isinstance(array, Mapping) and isinstance(array.get("index"), int):
             array_index = int(array["index"])
@@ -227,7 +246,26 @@ def parse_job_event(event: Any) -> JobEvent | None:
         kind=event_kind,
         array_index=array_index,
         event_id=str(event["id"]) if isinstance(event.get("id"), str) else None,
+        started_at=instant(detail.get(times[0])),
+        ended_at=instant(detail.get(times[1])),
     )
+
+
+def instant(value: Any) -> datetime | None:
+    """A time as AWS gives it (an event's epoch milliseconds, boto3's datetime, an ISO 8601 string such as
+    a job record's ``created_at``), in UTC; None when absent or not a time."""
+    try:
+        if isinstance(value, datetime):
+            when = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            when = datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC)
+        elif isinstance(value, str) and value:
+            when = datetime.fromisoformat(value)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------- job records
@@ -388,7 +426,20 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     raw = str(desc.get("HyperParameterTuningJobStatus") or ev.raw_status)
     status = {"Completed": "completed", "Failed": "failed", "Stopped": "failed"}.get(raw, "other")
     reason = str(desc.get("FailureReason") or ev.reason or ("stopped" if raw == "Stopped" else ""))
-    jev = JobEvent(job, "sagemaker", status, raw, reason, None, static, kind="tuning", event_id=ev.event_id)
+    best_job = desc.get("BestTrainingJob") or {}
+    jev = JobEvent(
+        job,
+        "sagemaker",
+        status,
+        raw,
+        reason,
+        None,
+        static,
+        kind="tuning",
+        event_id=ev.event_id,
+        started_at=instant(best_job.get("TrainingStartTime")),
+        ended_at=instant(best_job.get("TrainingEndTime")),
+    )
     if status == "other":
         return _ignored(job, f"tuning job {name} is {raw!r}, not final")
     if status == "failed":
@@ -397,7 +448,7 @@ def handle_tuning_job(ev: JobEvent, deps: Deps) -> Result:
     if spec is None or spec.training.search is None:
         return convert_job(jev, record, deps)  # reports the spec problem
     trials = _tuning_trials(deps.sagemaker, name, spec.training.search)
-    best = str((desc.get("BestTrainingJob") or {}).get("TrainingJobName") or "")
+    best = str(best_job.get("TrainingJobName") or "")
     if not best:
         failed = JobEvent(
             job,
@@ -550,11 +601,15 @@ def convert_job(
         )
     started = time.perf_counter()
     stage = "download"
+    window = run_window(ev, record, opts.clock_skew_seconds)
     with tempfile.TemporaryDirectory(prefix="convert-", dir=opts.work_dir) as tmp:
         try:
-            archive = deps.jobs.download_artifact(key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes)
+            version = _written_once(deps, ev, model, key, window)
+            archive = deps.jobs.download_artifact(
+                key, Path(tmp) / "model.tar.gz", opts.max_artifact_bytes, version_id=version.version_id
+            )
             stage = "integrity"
-            _check_link(deps, ev, model, key, archive)
+            link = _check_link(deps, ev, model, key, archive, version, window)
             stage = "extract"
             root = safe_extract(
                 archive, Path(tmp) / "model", max_bytes=opts.max_extracted_bytes, max_members=opts.max_members
@@ -564,7 +619,9 @@ def convert_job(
             stage = "convert"
             out = _convert(bundle, spec, opts)
         except (ConversionError, IntegrityError) as exc:
-            if isinstance(exc, ParityError):
+            if isinstance(exc, IntegrityError):
+                stage = "integrity"
+            elif isinstance(exc, ParityError):
                 stage = "parity"
             elif isinstance(exc, ServingBudgetError):
                 stage = "serving_budget"
@@ -572,6 +629,9 @@ def convert_job(
         savedmodel = deterministic_targz(bundle.saved_model, "saved_model")
         conversion_id = uuid.uuid4().hex
         metadata = _metadata(ev, record, spec, bundle, out, conversion_id)
+        metadata["training"]["artifact"] = {
+            k: link.get(k) for k in ("key", "uri", "version_id", "sha256", "size", "etag", "last_modified")
+        }
         if search is not None or bundle.search is not None:
             metadata["search"] = search if search is not None else bundle.search
         artifacts: dict[str, tuple[str, bytes | Path]] = {"tflite": ("model.tflite", out.tflite)}
@@ -604,14 +664,122 @@ def convert_job(
     )
 
 
-def _check_link(deps: Deps, ev: JobEvent, model: str, key: str, archive: Path) -> None:
+@dataclass(frozen=True)
+class RunWindow:
+    """When a job ran, as far as convert can tell: its artifact must have been written in between
+    (``skew_s`` either side). A bound nobody reported is None (docs/convert.md "The artifact's version")."""
+
+    start: datetime | None
+    end: datetime | None
+    start_from: str
+    end_from: str
+    skew_s: float
+
+    def admits(self, when: datetime | None) -> bool:
+        skew = timedelta(seconds=self.skew_s)
+        if when is None:
+            return self.start is None and self.end is None
+        return (self.start is None or when >= self.start - skew) and (
+            self.end is None or when <= self.end + skew
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "start_from": self.start_from,
+            "end_from": self.end_from,
+            "skew_seconds": self.skew_s,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"[{_iso(self.start) or 'unknown'} ({self.start_from}), {_iso(self.end) or 'unknown'} "
+            f"({self.end_from})] ± {self.skew_s:g} s"
+        )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def run_window(ev: JobEvent, record: JobRecord, skew_s: float) -> RunWindow:
+    """The job's run: from the later of the backend's start time and the job record's ``created_at``
+    (train_trigger writes the record before it asks a backend to start anything) to the backend's end
+    time (SageMaker ``TrainingEndTime`` comes after the artifact's upload; Batch ``stoppedAt`` after the
+    container exited)."""
+    created = instant(record.doc.get("created_at"))
+    starts = [(t, src) for t, src in ((ev.started_at, f"{ev.backend} start"), (created, "job record")) if t]
+    start, start_from = max(starts, key=lambda p: p[0]) if starts else (None, "unknown")
+    end_from = f"{ev.backend} end" if ev.ended_at else "unknown"
+    return RunWindow(start, ev.ended_at, start_from, end_from, skew_s)
+
+
+def _written_once(deps: Deps, ev: JobEvent, model: str, key: str, window: RunWindow) -> ArtifactVersion:
+    """The one S3 version of ``key`` convert may read: the key was written exactly once (no second
+    version, no delete marker) and within the job's run. Anything else is ``artifact_tampered``: an
+    ``ArtifactIntegrityFailed`` alert and :class:`IntegrityError` (``ConversionFailed``, stage
+    ``integrity``), before a byte is downloaded. No version at all: :class:`ArtifactInvalidError`."""
+    versions, complete = deps.jobs.artifact_versions(key)
+    uri = deps.jobs.staging_uri(key)
+    if not versions:
+        raise ArtifactInvalidError(f"no training artifact at {uri}: the job finished without output")
+    problems: list[str] = []
+    written = [v for v in versions if not v.delete_marker]
+    ids = ", ".join(f"{v.version_id} at {_iso(v.last_modified)}" for v in written)
+    if not complete:
+        problems.append(f"it has more than {len(versions)} versions and delete markers (versions {ids})")
+    elif len(written) > 1:
+        problems.append(
+            f"it was written {len(written)} times (versions {ids}), a job writes its archive once"
+        )
+    for marker in (v for v in versions if v.delete_marker):
+        problems.append(f"it was deleted (delete marker {marker.version_id} at {_iso(marker.last_modified)})")
+    only = versions[0]
+    if len(versions) == 1 and not only.delete_marker:
+        if only.version_id == "null":
+            problems.append("it has no S3 version id (the registry bucket must keep object versions)")
+        if not window.admits(only.last_modified):
+            problems.append(
+                f"it was written at {_iso(only.last_modified)}, outside the job's run {window.describe()}"
+            )
+    if not problems:
+        return only
+    message = (
+        f"the training artifact of {ev.job} at {uri} cannot be trusted as the one its job wrote: {'; '.join(problems)}. "
+        "Nothing in it was downloaded or loaded"
+    )
+    deps.bus.publish(
+        "ArtifactIntegrityFailed",
+        {
+            "model": model,
+            "version": None,
+            "job": ev.job,
+            "role": "training_artifact",
+            "stage": "convert",
+            "reason": "artifact_tampered",
+            "message": message,
+            "key": key,
+            "versions": [v.to_dict() for v in versions],
+            "window": window.to_dict(),
+        },
+    )
+    raise IntegrityError(message)
+
+
+def _check_link(
+    deps: Deps, ev: JobEvent, model: str, key: str, archive: Path, version: ArtifactVersion, window: RunWindow
+) -> dict[str, Any]:
     """The archive read now must be the one first read for the job (``JobStore.link_artifact``): a replay
     after the staged archive was overwritten (or a search's best trial changed) is refused, before
     anything in it is loaded, with ``ArtifactIntegrityFailed`` (and :class:`IntegrityError`, which the
-    caller reports as ``ConversionFailed``)."""
-    read, recorded = deps.jobs.link_artifact(ev.job, key, archive)
-    if (read["key"], read["sha256"]) == (recorded.get("key"), recorded.get("sha256")):
-        return
+    caller reports as ``ConversionFailed``). Returns the link: the version, its SHA-256, the window."""
+    read, recorded = deps.jobs.link_artifact(
+        ev.job, key, archive, version=version, extra={"window": window.to_dict()}
+    )
+    same_version = recorded.get("version_id") in (None, read["version_id"])
+    if (read["key"], read["sha256"]) == (recorded.get("key"), recorded.get("sha256")) and same_version:
+        return read
     message = (
         f"the training artifact of {ev.job} is not the one convert first read for it: "
         f"{read['uri']} has SHA-256 {read['sha256']}, the job's artifact link "

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,42 @@ from modelops.storage.s3 import ObjectStore
 
 REJECTED = "rejected"
 """A job record's ``status`` once the backend refused its request (absent otherwise)."""
+
+MAX_ARTIFACT_VERSIONS = 10
+"""How many entries (versions and delete markers) of one artifact key convert looks at: one is all a
+job may leave, so a key with more is reported as having "more than" this many, never listed to the end."""
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    """One entry of an artifact key's history in the versioned registry bucket (``ListObjectVersions``)."""
+
+    key: str
+    version_id: str
+    last_modified: datetime | None
+    """S3's write time (for a multipart upload: when the upload began), always timezone-aware UTC."""
+    delete_marker: bool = False
+    size: int | None = None
+    etag: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "last_modified": _iso(self.last_modified),
+            "delete_marker": self.delete_marker,
+            "size": self.size,
+            "etag": self.etag,
+        }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class JobStore:
@@ -127,21 +165,55 @@ class JobStore:
             staging = f"{keys.trials_prefix(model, job)}{trial}/"
         return keys.output_artifact(staging)
 
-    def download_artifact(self, key: str, dest: Path, max_bytes: int) -> Path:
-        """Stream the archive at ``key`` to ``dest``. Missing or over ``max_bytes``:
-        :class:`ArtifactInvalidError` (permanent); transient S3 failures raise ``unavailable``."""
+    def artifact_versions(
+        self, key: str, limit: int = MAX_ARTIFACT_VERSIONS
+    ) -> tuple[list[ArtifactVersion], bool]:
+        """The history of ``key`` itself (not of longer keys it prefixes, like ``model.tar.gz.bak``): its
+        versions and delete markers, newest first, and whether that is all of them. Bounded: at most
+        ``limit`` entries are read (``(the first limit, False)`` when there are more); S3 lists a key
+        before every longer key, so the listing stops at the first other key."""
+        found: list[ArtifactVersion] = []
+        for entry in self.objects.iter_versions(key, page_size=limit + 1):
+            if entry.get("Key") != key:
+                return found, True
+            if len(found) == limit:
+                return found, False
+            etag = str(entry.get("ETag") or "").strip('"')
+            found.append(
+                ArtifactVersion(
+                    key=key,
+                    version_id=str(entry.get("VersionId") or "null"),
+                    last_modified=_utc(entry.get("LastModified")),
+                    delete_marker=bool(entry.get("DeleteMarker")),
+                    size=None if entry.get("Size") is None else int(entry["Size"]),
+                    etag=etag or None,
+                )
+            )
+        return found, True
+
+    def download_artifact(self, key: str, dest: Path, max_bytes: int, version_id: str | None = None) -> Path:
+        """Stream the archive at ``key`` (exactly its version ``version_id`` when given: convert passes the
+        one version it checked) to ``dest``. Missing or over ``max_bytes``: :class:`ArtifactInvalidError`
+        (permanent); transient S3 failures raise ``unavailable``."""
         uri = self.staging_uri(key)
-        head = self.objects.head(key)
-        if head is None:
-            raise ArtifactInvalidError(f"no training artifact at {uri}: the job finished without output")
-        size = int(head.get("ContentLength", 0))
+        if version_id is None:
+            head = self.objects.head(key)
+            if head is None:
+                raise ArtifactInvalidError(f"no training artifact at {uri}: the job finished without output")
+            size = int(head.get("ContentLength", 0))
+            if size > max_bytes:
+                raise ArtifactInvalidError(
+                    f"training artifact {uri} is {size} bytes, over the {max_bytes}-byte limit"
+                )
+        obj = self.objects.get(key, **({"VersionId": version_id} if version_id is not None else {}))
+        if obj is None:
+            raise ArtifactInvalidError(f"training artifact {uri} disappeared while being read")
+        size = int(obj.get("ContentLength", 0))
         if size > max_bytes:
+            obj["Body"].close()
             raise ArtifactInvalidError(
                 f"training artifact {uri} is {size} bytes, over the {max_bytes}-byte limit"
             )
-        obj = self.objects.get(key)
-        if obj is None:
-            raise ArtifactInvalidError(f"training artifact {uri} disappeared while being read")
         written = 0
         with open(dest, "wb") as fh:
             for chunk in obj["Body"].iter_chunks(1024 * 1024):
@@ -166,34 +238,45 @@ class JobStore:
 
     # ------------------------------------------------------------------ the artifact link (convert)
     def link_artifact(
-        self, job: str, key: str, path: Path, *, actor: str = "convert"
+        self,
+        job: str,
+        key: str,
+        path: Path,
+        *,
+        version: ArtifactVersion | None = None,
+        extra: dict[str, Any] | None = None,
+        actor: str = "convert",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Bind ``job`` to the archive at ``key`` that convert downloaded to ``path``, before anything in
         it is loaded: ``jobs/{job}.artifact.json`` (create-only) records its SHA-256 and size (of the
-        bytes read) and the VersionId / ETag S3 reports for ``key`` (for the record; the SHA-256 is what
-        is compared). Returns ``(this read, the record that stands)``: the same document on first sight;
-        on a later delivery the first one, which the caller compares (a replay after the staged archive
-        was overwritten names other bytes). A record that is not a link: :class:`CorruptDocumentError`."""
-        from datetime import UTC, datetime
-
-        from modelops.domain.errors import CorruptDocumentError
-
+        bytes read), the S3 ``version`` convert read (VersionId, LastModified, ETag; without one, what a
+        HEAD of ``key`` reports) and ``extra`` (convert's run window). Returns ``(this read, the record
+        that stands)``: the same document on first sight; on a later delivery the first one, which the
+        caller compares (a replay after the staged archive was overwritten names other bytes). A record
+        that is not a link: :class:`CorruptDocumentError`."""
         digest, size = hashlib.sha256(), 0
         with open(path, "rb") as fh:
             while chunk := fh.read(1024 * 1024):
                 digest.update(chunk)
                 size += len(chunk)
-        head = self.objects.head(key) or {}
-        etag = str(head.get("ETag") or "").strip('"')
+        version_id: str | None
+        if version is not None:
+            version_id, etag, modified = version.version_id, version.etag or "", _iso(version.last_modified)
+        else:
+            head = self.objects.head(key) or {}
+            version_id = str(head["VersionId"]) if head.get("VersionId") else None
+            etag, modified = str(head.get("ETag") or "").strip('"'), _iso(_utc(head.get("LastModified")))
         read = {
             "job": job,
             "key": key,
             "uri": self.staging_uri(key),
             "sha256": digest.hexdigest(),
             "size": size,
-            "version_id": head.get("VersionId"),
+            "version_id": version_id,
             "etag": etag or None,
-            "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "last_modified": modified,
+            **(extra or {}),
+            "recorded_at": _iso(datetime.now(UTC)),
             "recorded_by": actor,
         }
         record_key = keys.job_artifact_link(job)

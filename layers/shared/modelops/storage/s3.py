@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from modelops.aws import AwsError, ErrorKind, classify, error_code
@@ -90,6 +91,26 @@ class ObjectStore:
                 return
             token = page.get("NextContinuationToken")
 
+    def iter_versions(self, prefix: str, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every object version and delete marker under ``prefix`` (``ListObjectVersions``, page by page,
+        lazily: stop iterating and no further page is asked for), in S3's order: keys ascending (so a
+        key comes before every longer key it prefixes), each key's entries newest first. Each entry is
+        S3's (``Key``, ``VersionId``, ``LastModified``, ``IsLatest``; ``Size`` and ``ETag`` for versions)
+        with ``DeleteMarker``: True for a delete marker, False for a version."""
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": page_size}
+        while True:
+            page = self.call(self.s3.list_object_versions, **kwargs)
+            entries = [{**v, "DeleteMarker": False} for v in page.get("Versions", []) or []]
+            entries += [{**m, "DeleteMarker": True} for m in page.get("DeleteMarkers", []) or []]
+            # S3 returns the two kinds in separate lists; put them back in one key order, newest first
+            # (the key's current entry first: two writes in one second share a LastModified)
+            entries.sort(key=_version_order)
+            yield from entries
+            if not page.get("IsTruncated"):
+                return
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+
     # ------------------------------------------------------------------ writes
     def create(self, key: str, body: bytes, content_type: str = JSON, **kwargs: Any) -> bool:
         """Create ``key`` only if absent (``If-None-Match: *``). True when we created it, False when it
@@ -156,3 +177,9 @@ class ObjectStore:
         except AwsError as exc:
             if classify(exc) is not ErrorKind.MISSING:
                 raise
+
+
+def _version_order(entry: dict[str, Any]) -> tuple[str, bool, float]:
+    modified = entry.get("LastModified")
+    stamp = modified.timestamp() if isinstance(modified, datetime) else 0.0
+    return str(entry.get("Key", "")), not entry.get("IsLatest"), -stamp
