@@ -9,7 +9,11 @@ backend, ``modelops.compute.local.LocalBackend``, posts to it).
 2. writes ``input/config/hyperparameters.json`` (and ``inputdataconfig.json``,
    ``resourceconfig.json``) and runs ``python -m modelops_training.entrypoint`` with the training
    container's variables (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``,
-   ``SM_HPS``, ``SM_INPUT_CONFIG_DIR``, ...), streaming its output lines to the twin's log;
+   ``SM_HPS``, ``SM_INPUT_CONFIG_DIR``, ...), streaming its output lines to the twin's log.
+   A script-mode job (``sagemaker_program`` / ``sagemaker_submit_directory`` in its hyperparameters,
+   spec ``training.entry_point``) runs the same way: the entrypoint fetches the code archive from the
+   twin's S3 (the process has the twin's endpoint) and runs the script in this job's own directory
+   (``modelops_training.script``);
 3. tars the model dir to ``{S3OutputPath}/{job}/output/model.tar.gz`` (and the output data dir to
    ``output.tar.gz``);
 4. puts "SageMaker Training Job State Change" events (``source: aws.sagemaker``; InProgress, then

@@ -17,7 +17,12 @@ It adapts where the job runs to the one training-container contract (:mod:`model
   ``staging/{model}/{job}/trials/{index:03d}/``: ``output/model.tar.gz`` when the trial completed, then
   ``trial.json`` (written last, also for a failed trial, which does not fail the child).
 
-Exit status: 0 done, 2 bad input (dataset, spec, hyperparameters), 1 anything else; the reason is
+- Script mode (spec ``training.entry_point``; the hyperparameters name ``sagemaker_program`` and
+  ``sagemaker_submit_directory``), on every backend that runs this image (Batch, the local twin,
+  SageMaker with ``TrainingImageUri``): the model's own script runs instead of the built-in trainer, under
+  the same contract (:mod:`modelops_training.script`); the code archive is downloaded from S3 here.
+
+Exit status: 0 done, 2 bad input (dataset, spec, hyperparameters, code), 1 anything else; the reason is
 printed to stderr and written to SageMaker's failure file (``SM_OUTPUT_DATA_DIR/../failure``).
 """
 
@@ -34,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from modelops.domain import search as searching
-from modelops.ml.job import run_sagemaker, write_failure
+from modelops.domain.errors import TrainingError
+from modelops.ml.job import read_hyperparameters, run_sagemaker, write_failure
 from modelops.ml.trainer import INPUT_SCHEMA_FILE
 from modelops.storage import keys
+from modelops_training import script as scripting
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -52,6 +59,56 @@ def tar_model_dir(model_dir: Path, dest: Path) -> Path:
         for path in sorted(model_dir.rglob("*")):
             tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
     return dest
+
+
+def run_job(env: Mapping[str, str], s3: Any = None) -> int:
+    """One job under the SageMaker contract: the model's own script when the hyperparameters name one
+    (script mode), else the built-in trainer (:func:`modelops.ml.job.run_sagemaker`, unchanged)."""
+    try:
+        script = scripting.script_of(read_hyperparameters(env))
+    except TrainingError:
+        script = None  # no readable hyperparameters: run_sagemaker reports it as it always has
+    except scripting.ScriptError as exc:
+        return _script_failed(env, exc)
+    if script is None:
+        return run_sagemaker(env)
+    return run_script_job(env, script, s3)
+
+
+def run_script_job(env: Mapping[str, str], script: scripting.Script, s3: Any = None) -> int:
+    """Download the script's archive and run it (:func:`modelops_training.script.run_script`)."""
+    with tempfile.TemporaryDirectory(prefix="modelops-code-") as tmp:
+        archive = Path(tmp) / "code.tar.gz"
+        try:
+            bucket, key = _split_s3(script.submit_directory)
+            if s3 is None:
+                import boto3
+
+                s3 = boto3.client("s3")
+            s3.download_file(bucket, key, str(archive))
+        except Exception as exc:  # noqa: BLE001 - reported below, the job fails
+            return _script_failed(
+                env,
+                scripting.ScriptError(
+                    "training_failed", f"could not download the code archive {script.submit_directory}: {exc}"
+                ),
+            )
+        try:
+            scripting.run_script(script, archive, read_hyperparameters(env), env, log=_log)
+        except scripting.ScriptError as exc:
+            return _script_failed(env, exc)
+    return 0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _script_failed(env: Mapping[str, str], exc: scripting.ScriptError) -> int:
+    message = exc.reason()
+    print(f"training failed: {message}", file=sys.stderr, flush=True)
+    write_failure(Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")), message)
+    return exc.status
 
 
 def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
@@ -89,7 +146,7 @@ def run_batch(env: Mapping[str, str], s3: Any = None) -> int:
             "SM_OUTPUT_DATA_DIR": str(output_data),
             "SM_INPUT_CONFIG_DIR": str(root / "config"),  # empty: SM_HPS is used
         }
-        status = run_sagemaker(job_env)
+        status = run_job(job_env, s3)
         prefix = out_key.rsplit("/", 1)[0] + "/"
         trial = output_data / searching.TRIAL_FILE
         if status == 0 and trial.is_file():  # an array child: the trial's record is written last
@@ -144,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch:
         return run_batch(os.environ)
-    return run_sagemaker(os.environ)
+    return run_job(os.environ)
 
 
 if __name__ == "__main__":

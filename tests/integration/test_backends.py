@@ -555,3 +555,122 @@ def test_batch_without_list_permission_still_submits() -> None:
         started = backend.start(req)
     stub.assert_no_pending_responses()
     assert started.id == "job-2" and not started.already_started
+
+
+# ---------------------------------------------------------------------------- script mode (issue 15)
+CODE_SHA = "ef" * 32
+CODE_URI = f"s3://registry/code/demo/{CODE_SHA}.tar.gz"
+
+
+def script_request(backend: str = "sagemaker", instance_type: str = "ml.g5.xlarge") -> JobRequest:
+    req = make_request(instance_type, backend)
+    spec = parse_spec(
+        {
+            "task": "regression",
+            "target": "y",
+            "training": {"backend": backend, "instance_type": instance_type, "entry_point": "src/train.py"},
+        }
+    )
+    return dataclasses.replace(
+        req, spec=spec, spec_json=canonical_spec_json(spec), code_uri=CODE_URI, code_sha256=CODE_SHA
+    )
+
+
+def _valid_for(client: Any, operation: str, params: dict[str, Any]) -> None:
+    """botocore's own validation of ``params`` against the operation's input shape (raises when invalid)."""
+    from botocore.validate import ParamValidator
+
+    report = ParamValidator().validate(
+        params, client.meta.service_model.operation_model(operation).input_shape
+    )
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_sagemaker_script_mode_request_shape_via_stubber() -> None:
+    # Given a script-mode job and no image of our own (the AWS TensorFlow image, SageMaker's script mode)
+    sm, stub = _stubbed_sagemaker()
+    backend = SageMakerBackend(sm, role_arn=ROLE, region="eu-west-1", sources=object())  # type: ignore[arg-type]
+    req = script_request()
+    sent = backend.request(req)
+    _valid_for(sm, "CreateTrainingJob", sent)
+    stub.add_response(
+        "create_training_job",
+        {"TrainingJobArn": f"arn:aws:sagemaker:eu-west-1:123456789012:training-job/{req.job}"},
+        expected_params=sent,
+    )
+
+    # When it starts
+    with stub:
+        started = backend.start(req)
+
+    # Then SageMaker was asked for exactly the script-mode job (botocore validated the request's shape)
+    stub.assert_no_pending_responses()
+    assert started.id.endswith(req.job)
+    assert sent["AlgorithmSpecification"]["TrainingImage"] == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/tensorflow-training:2.16-gpu-py310"
+    )
+    hps = sent["HyperParameters"]
+    assert hps["sagemaker_program"] == '"src/train.py"'  # JSON-encoded, as the SageMaker SDK sends it
+    assert hps["sagemaker_submit_directory"] == json.dumps(CODE_URI)
+    assert hps["sagemaker_region"] == '"eu-west-1"' and hps["code_sha256"] == CODE_SHA
+    assert {"model", "job", "spec", "dataset_uri", "dataset_sha256"} <= set(hps)
+    assert json.loads(hps["spec"])["training"]["entry_point"] == "src/train.py"
+    assert sent["EnableNetworkIsolation"] is False  # it downloads its code and pip-installs
+    assert sent["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == TRAIN_URI
+    assert {"Key": "modelops:code-sha256", "Value": CODE_SHA} in sent["Tags"]
+
+
+def test_sagemaker_script_mode_with_our_image_runs_it_through_the_entrypoint() -> None:
+    sm, stub = _stubbed_sagemaker()
+    backend = SageMakerBackend(sm, role_arn=ROLE, region="us-east-1", image_uri=IMAGE)
+    req = script_request()
+    sent = backend.request(req)
+    stub.add_response("create_training_job", {"TrainingJobArn": "arn"}, expected_params=sent)
+    with stub:
+        backend.start(req)
+    stub.assert_no_pending_responses()
+    assert sent["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert json.loads(sent["HyperParameters"]["sagemaker_program"]) == "src/train.py"
+    assert sent["EnableNetworkIsolation"] is False
+
+
+def test_built_in_trainer_request_has_no_script_hyperparameters() -> None:
+    sent = SageMakerBackend(object(), role_arn=ROLE, region="us-east-1", image_uri=IMAGE).request(
+        make_request()
+    )
+    assert not {"sagemaker_program", "sagemaker_submit_directory", "code_sha256"} & set(
+        sent["HyperParameters"]
+    )
+    assert sent["EnableNetworkIsolation"] is True
+    assert not [t for t in sent["Tags"] if t["Key"] == "modelops:code-sha256"]
+
+
+def test_batch_script_mode_submit_job_shape_via_stubber() -> None:
+    batch = boto3.client("batch", region_name="us-east-1")
+    stub = Stubber(batch)
+    backend = BatchBackend(batch, job_queue="q", job_definition="d", retry=policy(Sleeps()))
+    req = script_request("batch")
+    sent = backend.request(req)
+    _valid_for(batch, "SubmitJob", sent)
+    stub.add_response("list_jobs", {"jobSummaryList": []})
+    stub.add_response("submit_job", {"jobName": req.job, "jobId": "job-3"}, expected_params=sent)
+
+    with stub:
+        started = backend.start(req)
+
+    stub.assert_no_pending_responses()
+    assert started.id == "job-3"
+    env = {e["name"]: e["value"] for e in sent["containerOverrides"]["environment"]}
+    hps = json.loads(env["SM_HPS"])
+    # the same hyperparameters as SageMaker's: the training image's entrypoint runs the script from them
+    assert json.loads(hps["sagemaker_program"]) == "src/train.py"
+    assert json.loads(hps["sagemaker_submit_directory"]) == CODE_URI
+    assert hps["code_sha256"] == CODE_SHA and hps["dataset_uri"] == TRAIN_URI
+    assert env["MODELOPS_OUTPUT_S3"].endswith("/output/model.tar.gz")
+    assert sent["tags"]["modelops:code-sha256"] == CODE_SHA
+
+
+def test_local_backend_sends_the_script_mode_request() -> None:
+    sent = LocalBackend("http://127.0.0.1:1", token="t").request(script_request("local"))
+    _valid_for(boto3.client("sagemaker", region_name="us-east-1"), "CreateTrainingJob", sent)
+    assert json.loads(sent["HyperParameters"]["sagemaker_submit_directory"]) == CODE_URI

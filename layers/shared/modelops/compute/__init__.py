@@ -13,7 +13,10 @@ Throttling, quota and 5xx answers are retried a bounded number of times (:mod:`~
 then :class:`~modelops.domain.errors.BackendError` is raised so that Lambda's retries and the DLQ keep the
 event; a request the backend refuses as invalid raises :class:`~modelops.compute.request.JobRejectedError`
 at once (train_trigger rejects the dataset). Clients are passed in; nothing here builds one, and nothing here reads or writes S3 (the trainer's
-source bundle goes through a store the caller passes).
+source bundle goes through a store the caller passes). Script mode (spec ``training.entry_point``): the
+model's code folder is packaged by :func:`~modelops.compute.source_bundle.package_code` (deterministic,
+content-addressed) and every backend runs it under the same SageMaker contract
+(``sagemaker_program`` / ``sagemaker_submit_directory``, docs/training.md "Bring your own script").
 """
 
 from modelops.compute.batch import BatchBackend
@@ -33,12 +36,24 @@ from modelops.compute.sagemaker import (
     create_training_job_request,
     create_tuning_job_request,
     metric_definitions,
+)
+from modelops.compute.source_bundle import (
+    MAX_CODE_BYTES,
+    MAX_CODE_FILES,
+    CodeArchive,
+    CodeRejectedError,
+    check_code_listing,
+    package_code,
     source_bundle,
 )
 
 __all__ = [
     "HYPERPARAMETER_MAX_CHARS",
+    "MAX_CODE_BYTES",
+    "MAX_CODE_FILES",
     "BatchBackend",
+    "CodeArchive",
+    "CodeRejectedError",
     "JobRejectedError",
     "JobRequest",
     "LocalBackend",
@@ -47,9 +62,11 @@ __all__ = [
     "StartedJob",
     "TrainingBackend",
     "aws_tensorflow_image",
+    "check_code_listing",
     "create_training_job_request",
     "create_tuning_job_request",
     "metric_definitions",
+    "package_code",
     "plan_search",
     "source_bundle",
 ]

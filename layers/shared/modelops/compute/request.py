@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +53,17 @@ class JobRequest:
     :attr:`train_key`; issue 16), empty when the job learns its own. With it the ``train`` channel is the
     job's inputs folder (both files), and the hyperparameter ``input_schema_uri`` names it (a Batch job
     downloads it beside the rows)."""
+
+    code_uri: str = ""
+    """Script mode (spec ``training.entry_point``): the model's packaged training script,
+    ``s3://{registry}/code/{model}/{sha256}.tar.gz`` (train_trigger, ``modelops.compute.source_bundle``).
+    Empty: the built-in trainer."""
+    code_sha256: str = ""
+    """The archive's SHA-256 (it joins the dataset's in the job name; the job checks the archive by it)."""
+
+    @property
+    def script_mode(self) -> bool:
+        return bool(self.code_uri)
 
     @property
     def dataset_uri(self) -> str:
@@ -104,6 +116,22 @@ class JobRequest:
                 if self.input_schema_key
                 else {}
             ),
+            **self.script_hyperparameters(),
+        }
+
+    def script_hyperparameters(self) -> dict[str, str]:
+        """Script mode's: SageMaker's own ``sagemaker_program`` (the entry point) and
+        ``sagemaker_submit_directory`` (the archive), JSON-encoded as the SageMaker Python SDK sends them,
+        and ``code_sha256`` (what the archive must hash to); nothing for the built-in trainer."""
+        if not self.script_mode:
+            return {}
+        entry = self.spec.training.entry_point
+        if not entry:
+            raise BackendError("a script-mode job needs training.entry_point in its spec")
+        return {
+            "sagemaker_program": json.dumps(entry),
+            "sagemaker_submit_directory": json.dumps(self.code_uri),
+            "code_sha256": self.code_sha256,
         }
 
     def tags(self) -> dict[str, str]:
@@ -111,6 +139,7 @@ class JobRequest:
             "modelops:model": self.model,
             "modelops:dataset-sha256": self.dataset_sha256,
             "modelops:job": self.job,
+            **({"modelops:code-sha256": self.code_sha256} if self.script_mode else {}),
         }
 
 

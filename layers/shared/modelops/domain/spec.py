@@ -163,6 +163,27 @@ class SearchSpec(_Strict):
         return min(self.max_parallel, self.max_trials)
 
 
+ENTRY_POINT_MAX = 256
+_CODE_PATH_RE = re.compile(r"[A-Za-z0-9._+@=-]+(/[A-Za-z0-9._+@=-]+)*\Z")
+
+
+def code_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a file of a model's code folder (None when it can): relative, ``/``
+    separated, no ``.`` or ``..`` segment, no backslash, NUL or other control character, letters, digits and
+    ``._+@=-`` only (names S3, tar and every file system agree on)."""
+    if not path:
+        return "an empty name"
+    if path.startswith("/"):
+        return "an absolute path (it must be relative to the code folder)"
+    if "\\" in path or "\x00" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "a backslash, NUL or control character"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "an empty, '.' or '..' path segment"
+    if not _CODE_PATH_RE.match(path):
+        return "characters other than letters, digits, '/' and '._+@=-'"
+    return None
+
+
 class TrainingSpec(_Strict):
     backend: Literal["sagemaker", "batch", "local"] = "sagemaker"
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 50
@@ -191,8 +212,32 @@ class TrainingSpec(_Strict):
     whole row's content decides. Must be a column of the dataset (checked against its header), never
     the target. Left out of the spec's JSON when absent (job names of existing specs do not change)."""
 
+    entry_point: Annotated[str, Field(min_length=1, max_length=ENTRY_POINT_MAX)] | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+    """Script mode (docs/training.md "Bring your own script"): the user's training script, a path relative
+    to ``datasets/{model}/code/`` (``train.py``, ``src/train.py``). Absent: the built-in trainer. Left
+    out of the spec's JSON when absent (job names of existing specs do not change)."""
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point(cls, v: str | None) -> str | None:
+        if v is not None:
+            problem = code_path_problem(v)
+            if problem:
+                raise ValueError(f"entry_point {v[:80]!r}: {problem}")
+            if not v.endswith(".py"):
+                raise ValueError(
+                    f"entry_point {v[:80]!r} must name a Python file (.py), run as `python {v[:80]}`"
+                )
+        return v
+
     @model_validator(mode="after")
     def _search_budget(self) -> TrainingSpec:
+        if self.search is not None and self.entry_point is not None:
+            raise ValueError(
+                "search tunes the built-in trainer's hyperparameters; it cannot be combined with entry_point"
+            )
         if self.search is not None and self.search.strategy == "hyperband" and self.epochs < 3:
             raise ValueError("search: hyperband needs training.epochs >= 3 (the budget it shares out)")
         return self

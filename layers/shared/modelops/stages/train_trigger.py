@@ -19,6 +19,10 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
    starts the job, a ``TrainingJobStarted`` event goes out, and ``jobs/{job}.started.json`` marks it
    done. Under schema continuity, production's input schema goes beside the train rows
    (``inputs/{model}/{job}/input_schema.json``, in the job's ``train`` channel): the job keeps it.
+   Script mode (spec ``training.entry_point``): ``datasets/{model}/code/`` is checked and packed into a
+   deterministic archive (``code/{model}/{sha256}.tar.gz``, create-only) whose SHA-256 joins the job
+   name, the record's and the event's ``code``; a bad folder is a rejection (``bad_code``). A file under
+   ``code/`` (or ``score/``) is never a dataset.
    A ``datasets/{model}/eval/*.csv`` upload is a pinned evaluation set instead: validated against
    the model's columns and classes, stored, pointed at by ``evaluation/{model}/pinned.json``; no job.
 5. The backend refuses the request itself (``JobRejectedError``: SageMaker's ``ValidationException`` for an
@@ -37,6 +41,7 @@ failures it cannot fix (a bad spec, dataset or request) are rejections.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -54,13 +59,19 @@ from pydantic import Field
 from modelops import aws
 from modelops.compute import (
     HYPERPARAMETER_MAX_CHARS,
+    MAX_CODE_BYTES,
+    MAX_CODE_FILES,
     BatchBackend,
+    CodeArchive,
+    CodeRejectedError,
     JobRejectedError,
     JobRequest,
     LocalBackend,
     SageMakerBackend,
     StartedJob,
     TrainingBackend,
+    check_code_listing,
+    package_code,
     plan_search,
 )
 from modelops.domain.dataset import (
@@ -86,7 +97,7 @@ from modelops.domain.formats import format_of
 from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, SpendPolicy, parse_spec
 from modelops.domain.split import SplitPlan, check_split, project_csv, split_csv
 from modelops.stages.runtime import StageSettings, idempotent, logger
-from modelops.storage.datasets import DatasetStore
+from modelops.storage.datasets import CodeFolderError, DatasetStore
 from modelops.storage.evaluation import EvaluationStore
 from modelops.storage.events import EventBus
 from modelops.storage.jobs import JobStore
@@ -110,9 +121,17 @@ def canonical_spec_json(spec: ModelSpec) -> str:
 
 
 def job_name(
-    model: str, dataset_sha256: str, spec_sha256: str, prefix: str = "modelops", *, stack: str = ""
+    model: str,
+    dataset_sha256: str,
+    spec_sha256: str,
+    prefix: str = "modelops",
+    *,
+    stack: str = "",
+    code_sha256: str = "",
 ) -> str:
-    """``{prefix}-{model}-{sha256(stack, model, dataset_sha256, spec_sha256)[:12]}`` (docs/contracts.md "Jobs").
+    """``{prefix}-{model}-{sha256(stack, model, dataset_sha256, spec_sha256[, code_sha256])[:12]}``
+    (docs/contracts.md "Jobs"). ``code_sha256``: a script-mode job's packaged script (a code change
+    trains again, the same code and data never twice); without one the name is what it always was.
 
     At most 63 characters (SageMaker's limit): a long model name is cut to fit (the job record carries the
     full name). The same data with the same spec for the same model in the same stack always gives the
@@ -126,7 +145,9 @@ def job_name(
         raise ValueError(f"invalid job prefix {prefix[:30]!r}")
     if not MODEL_NAME_RE.match(model):
         raise SpecError(f"invalid model name {model[:60]!r}")
-    identity = "\n".join((stack, model, dataset_sha256, spec_sha256))
+    identity = "\n".join(
+        (stack, model, dataset_sha256, spec_sha256, *((code_sha256,) if code_sha256 else ()))
+    )
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     room = 63 - len(prefix) - len(digest) - 2
     return f"{prefix}-{model[:room].rstrip('-')}-{digest}"
@@ -163,6 +184,10 @@ class Settings(StageSettings):
     """Comma-separated (template ``TrainingInstanceTypes``); empty allows any."""
     max_parallel_trials: int = Field(default=0, ge=0)
     """Template ``TrainingMaxParallelTrials``; 0 leaves the spec's own cap."""
+    max_code_files: int = Field(default=MAX_CODE_FILES, ge=1, le=10_000)
+    """Script mode: the most files ``datasets/{model}/code/`` may hold."""
+    max_code_bytes: int = Field(default=MAX_CODE_BYTES, ge=1, le=200 * 1024 * 1024)
+    """Script mode: the most bytes ``datasets/{model}/code/`` may hold in all."""
     max_runtime_seconds: int = Field(default=86_400, ge=60, le=28 * 86_400)
     """Template ``TrainingMaxRuntimeSeconds``: every job's StoppingCondition (IAM caps it too)."""
 
@@ -423,6 +448,29 @@ class TrainTrigger:
                     iter(()), spec, self.limits, size=size, fmt=fmt, sink=sink, path=stored, **kwargs
                 )
 
+    def _package_code(self, bucket: str, model: str, entry_point: str) -> CodeArchive:
+        """The model's code folder (``datasets/{model}/code/``), checked and packaged: names, count and size
+        are checked on the listing before a byte is read, then again on what was read."""
+        limits = {"max_files": self.settings.max_code_files, "max_bytes": self.settings.max_code_bytes}
+        listed = self.datasets.list_code(bucket, model, max_files=limits["max_files"])
+        check_code_listing([(o.name, o.size) for o in listed], entry_point, **limits)
+        files: dict[str, bytes] = {}
+        left = limits["max_bytes"]
+        for obj in listed:
+            body = self.datasets.read_code(bucket, obj, left)
+            if len(body) > left:
+                raise CodeRejectedError(
+                    f"the code folder grew past {limits['max_bytes']} bytes while it was read"
+                )
+            files[obj.name] = body
+            left -= len(body)
+        archive = package_code(files, entry_point, **limits)
+        logger.info(
+            "training script packaged",
+            extra={"model": model, "sha256": archive.sha256, "files": len(files), "entry_point": entry_point},
+        )
+        return archive
+
     def _production_manifest(self, model: str) -> tuple[int, Any] | None:
         """The version production serves and its manifest, None without one."""
         try:
@@ -566,7 +614,20 @@ class TrainTrigger:
     ) -> dict[str, Any]:
         assert report.sha256 is not None
         spec_sha = spec_sha256(spec)
-        job = job_name(model, report.sha256, spec_sha, self.settings.job_prefix, stack=self.jobs.bucket)
+        code: CodeArchive | None = None
+        if spec.training.entry_point:  # script mode: the code joins the data in the job's identity
+            try:
+                code = self._package_code(obj.bucket, model, spec.training.entry_point)
+            except (CodeRejectedError, CodeFolderError) as exc:
+                return self._reject(obj, model, exc.code, str(exc), report, field="training.entry_point")
+        job = job_name(
+            model,
+            report.sha256,
+            spec_sha,
+            self.settings.job_prefix,
+            stack=self.jobs.bucket,
+            code_sha256=code.sha256 if code else "",
+        )
         try:
             backend = self.backends(spec.training.backend)
         except BackendNotConfiguredError as exc:
@@ -607,6 +668,11 @@ class TrainTrigger:
             train_rows=split.train.rows,
             input_schema_key=schema_key,
         )
+        code_doc: dict[str, Any] | None = None
+        if code is not None:  # create-only and content-addressed: a retry finds the same bytes
+            code_uri = self.datasets.put_code_archive(self.jobs.bucket, model, code.sha256, code.body)
+            code_doc = code.lineage(code_uri)
+            req = dataclasses.replace(req, code_uri=code_uri, code_sha256=code.sha256)
         try:
             search = plan_search(backend, req)  # before the record: a search it cannot run starts nothing
         except SearchNotSupportedError as exc:
@@ -629,6 +695,7 @@ class TrainTrigger:
             "staging_prefix": self.jobs.staging_prefix(model, job),
             "hyperparameters": req.hyperparameters(),
             **({"search": search} if search is not None else {}),
+            **({"code": code_doc} if code_doc is not None else {}),
             "split": summary,
             "validation": {
                 k: v
@@ -669,6 +736,7 @@ class TrainTrigger:
                     else {}
                 ),
                 **({"search": search} if search is not None else {}),
+                **({"code": {**code_doc, "files": len(code_doc["files"])}} if code_doc is not None else {}),
             },
         )
         self.jobs.mark_started(

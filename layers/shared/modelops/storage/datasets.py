@@ -15,10 +15,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelops.aws import AwsError, ErrorKind, classify
+from modelops.domain.errors import ModelOpsError
 from modelops.storage import keys
 from modelops.storage.s3 import ObjectStore
 
 REASON_FILE = "reason.json"
+
+
+class CodeFolderError(ModelOpsError):
+    """The model's code folder cannot be packaged (too many files, too large): train_trigger rejects the
+    dataset with ``bad_code``."""
+
+    code = "bad_code"
+
+
+@dataclass(frozen=True)
+class CodeObject:
+    """One file of ``datasets/{model}/code/``."""
+
+    name: str
+    """The key below the code folder (``train.py``, ``src/util.py``), not yet checked."""
+    key: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,42 @@ class DatasetStore:
             yield body.iter_chunks(chunk_size), int(size) if size is not None else None
         finally:
             body.close()
+
+    # ------------------------------------------------------------------ a model's training script
+    def list_code(self, bucket: str, model: str, *, max_files: int) -> list[CodeObject]:
+        """The files under ``datasets/{model}/code/`` (folder markers, keys ending in ``/``, skipped), in
+        key order; :class:`CodeFolderError` as soon as there are more than ``max_files`` (the listing stops
+        there)."""
+        prefix = keys.code_prefix(model)
+        found: list[CodeObject] = []
+        for obj in self.objects(bucket).iter_keys(prefix):
+            key = str(obj.get("Key", ""))
+            if not key or key.endswith("/"):
+                continue
+            found.append(CodeObject(name=key[len(prefix) :], key=key, size=int(obj.get("Size") or 0)))
+            if len(found) > max_files:
+                raise CodeFolderError(
+                    f"{prefix} holds more than {max_files} files (the most a training script may have)"
+                )
+        return found
+
+    def read_code(self, bucket: str, obj: CodeObject, max_bytes: int) -> bytes:
+        """At most ``max_bytes + 1`` bytes of one code file (more than ``max_bytes``: too large);
+        :class:`CodeFolderError` when it vanished since the listing."""
+        got = self.objects(bucket).get(obj.key)
+        if got is None:
+            raise CodeFolderError(f"{obj.key} was deleted while the code folder was being packaged")
+        try:
+            return bytes(got["Body"].read(max_bytes + 1))
+        finally:
+            got["Body"].close()
+
+    def put_code_archive(self, registry_bucket: str, model: str, digest: str, body: bytes) -> str:
+        """Store the packaged script (``code/{model}/{sha256}.tar.gz`` in the registry bucket, create-only:
+        an existing one holds the same bytes). Returns its ``s3://`` URI."""
+        key = keys.code_archive(model, digest)
+        self.objects(registry_bucket).create(key, body, content_type="application/gzip")
+        return f"s3://{registry_bucket}/{key}"
 
     # ------------------------------------------------------------------ a job's inputs
     def put_input_schema(self, bucket: str, model: str, job: str, schema: Mapping[str, Any]) -> str:

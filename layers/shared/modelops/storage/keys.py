@@ -4,6 +4,8 @@ Data bucket (``DataBucket``)::
 
     datasets/{model}/model.json                    the model's spec (uploaded before a dataset)
     datasets/{model}/{name}.csv|.csv.gz|.parquet   a dataset: each upload starts one training job
+    datasets/{model}/code/...                      the model's training script (spec training.entry_point)
+    datasets/{model}/eval/{name}.csv               a pinned evaluation set (never a training trigger)
     quarantine/{rest of the dataset key}/{version}/ a rejected dataset's copy and reason.json
     captures/{YYYY/MM/DD/HH}/...                    predict's captured traffic (Firehose)
     capture-errors/...                              records Firehose could not deliver
@@ -22,11 +24,15 @@ Registry bucket (``RegistryBucket``)::
     jobs/{job}.artifact.json                        the job's archive as convert first read it (create-only)
     staging/{model}/{job}/...                       what a training job wrote (model.tar.gz, trials/)
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
+    code/{model}/{sha256}.tar.gz                    a model's training script, packaged (create-only)
     inputs/{model}/{job}/train.csv                  the train rows the platform hands a job (issue 14)
     inputs/{model}/{job}/input_schema.json          production's input schema the job keeps (issue 16)
     evaluation/{model}/heldout|pinned/{sha256}.csv  evaluation rows the gate scores on (issue 14)
     monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
     monitoring/{model}/latest.json                  the last window's summary
+    monitor-runs/{run}/plan.json|items.json         a fanned-out monitor run: its window and chunks
+    monitor-runs/{run}/partials|failures/{chunk}.json  each chunk's partials, or why it failed
+    monitor-runs/{run}/result.json                  the run's outcome (complete, or which chunks failed)
 
 Only the storage layer imports this module: the stages ask a store, never build a key.
 """
@@ -65,8 +71,27 @@ def dataset_model(key: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[1] else None
 
 
+RESERVED_FOLDERS = ("code", "eval", "score")
+"""Folders of ``datasets/{model}/`` that never hold a training dataset: the training script, the pinned
+evaluation set (``is_eval_dataset``), the inputs of a batch scoring run."""
+CODE_FOLDER = "code"
+
+
 def is_dataset(key: str) -> bool:
-    return key.startswith(DATASETS) and key.endswith(DATASET_SUFFIXES)
+    """A training dataset or a pinned evaluation set (``is_eval_dataset``); a file under
+    ``datasets/{model}/code/`` or ``score/`` (``code/data.csv`` is the script's own file), or deeper
+    than a pinned set under ``eval/``, is neither."""
+    if not (key.startswith(DATASETS) and key.endswith(DATASET_SUFFIXES)):
+        return False
+    parts = key.split("/")
+    if len(parts) >= 4 and parts[2] in RESERVED_FOLDERS:
+        return is_eval_dataset(key)
+    return True
+
+
+def code_prefix(model: str) -> str:
+    """The model's training script folder, ``datasets/{model}/code/`` (sub-folders allowed)."""
+    return f"{DATASETS}{model}/{CODE_FOLDER}/"
 
 
 def retrain_dataset(model: str, version: int, day: datetime) -> str:
@@ -112,6 +137,27 @@ def monitoring_window(model: str, stamp: str) -> str:
 
 def monitoring_latest(model: str) -> str:
     return f"{MONITORING}{model}/latest.json"
+
+
+MONITOR_RUNS = "monitor-runs/"
+"""A fanned-out monitor run's working files (registry bucket), outside ``monitoring/`` so that no run
+is ever listed as a model."""
+
+
+def monitor_run(run: str, name: str) -> str:
+    """``monitor-runs/{run}/{name}`` (``plan.json``, ``items.json``, ``result.json``)."""
+    return f"{MONITOR_RUNS}{run}/{name}"
+
+
+def monitor_run_chunks(run: str, kind: str) -> str:
+    """The folder of a run's ``partials`` or ``failures``."""
+    return f"{MONITOR_RUNS}{run}/{kind}/"
+
+
+def monitor_run_chunk(run: str, kind: str, chunk: int) -> str:
+    """One chunk's partials (``kind`` ``partials``) or failure (``failures``); zero-padded, so a listing
+    is in chunk order."""
+    return f"{MONITOR_RUNS}{run}/{kind}/{chunk:06d}.json"
 
 
 # ---------------------------------------------------------------------------- registry bucket
@@ -202,6 +248,16 @@ def batch_trial_prefix(staging: str, index: int) -> str:
 
 def source_bundle(digest: str) -> str:
     return f"{CODE}{digest}/sourcedir.tar.gz"
+
+
+CODE_ARCHIVES = "code/"
+
+
+def code_archive(model: str, digest: str) -> str:
+    """A model's training script as packaged by train_trigger (``code/{model}/{sha256}.tar.gz``:
+    content-addressed, create-only; a script-mode job's ``sagemaker_submit_directory``). Never
+    ``code/training/{sha256}/sourcedir.tar.gz`` (the trainer's bundle): that one is a folder per digest."""
+    return f"{CODE_ARCHIVES}{model}/{digest}.tar.gz"
 
 
 def job_artifact_link(job: str) -> str:
