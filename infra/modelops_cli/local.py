@@ -282,7 +282,9 @@ def env_command(state_file: Path, as_json: bool) -> None:
 @click.option("--timeout", default=3600.0, show_default=True, type=float, help="Seconds to wait for the run.")
 @click.option("--json", "as_json", is_flag=True, help="The invocations and alarm changes as one JSON object.")
 def tick(function: str | None, state_file: Path, timeout: float, as_json: bool) -> None:
-    """Run FUNCTION's schedule now (every scheduled function without FUNCTION), then evaluate alarms."""
+    """Run FUNCTION's schedule now (every enabled schedule without FUNCTION), then evaluate alarms.
+    FUNCTION may be a state machine (MonitorStateMachine): its execution runs to its end on the
+    twin, and tick fails unless it SUCCEEDED."""
     state = _read_state(state_file, "tick")
     control = str(state.get("control_url") or "").rstrip("/")
     if not control:
@@ -292,24 +294,36 @@ def tick(function: str | None, state_file: Path, timeout: float, as_json: bool) 
         _fail("tick", f"{state_file} has no session token (it was written by an older twin: restart it)")
     url = f"{control}/tick" + (f"/{urllib.parse.quote(function, safe='')}" if function else "")
     result = _post(url, timeout, token)
+    executions = result.get("executions", [])
     if as_json:
         alarms = _post(f"{control}/alarms/evaluate", 120.0, token)
         invocations = result.get("invocations", [])
         click.echo(
             json.dumps(
-                {"invocations": invocations, "alarms": alarms.get("alarms", [])}, indent=1, default=str
+                {"invocations": invocations, "executions": executions, "alarms": alarms.get("alarms", [])},
+                indent=1,
+                default=str,
             )
         )
-        if any(inv.get("outcome") != "ok" for inv in invocations):
+        if any(ex.get("status") != "SUCCEEDED" for ex in executions) or any(
+            inv.get("outcome") != "ok" and inv.get("source") != "states" for inv in invocations
+        ):
             sys.exit(1)
         return
     failed = False
-    if not result.get("invocations"):
+    if not result.get("invocations") and not executions:
         click.echo("no scheduled function ran (the template has no enabled schedule)")
+    for ex in executions:
+        line = f"{ex['state_machine']}  {ex['execution']}  {ex['status']}  {ex['duration_ms']:.1f} ms"
+        if ex["status"] != "SUCCEEDED":
+            failed = True
+            line += f"  {ex.get('error')}: {ex.get('cause')}"
+        click.echo(line)
     for inv in result.get("invocations", []):
         line = f"{inv['function']}  {inv['request_id']}  {inv['outcome']}  {inv['duration_ms']:.1f} ms"
         if inv["outcome"] != "ok":
-            failed = True
+            # a state machine's task retries: its execution's status says whether it failed
+            failed = failed or inv.get("source") != "states"
             line += f"  {inv.get('error_type')}: {inv.get('error_message')}"
         click.echo(line)
     alarms = _post(f"{control}/alarms/evaluate", 120.0, token)

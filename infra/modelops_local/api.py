@@ -444,8 +444,14 @@ class ApiGateway:
             if method == "GET" and parts in ([], ["health"]):
                 return _json(200, {"status": "ok", "endpoint": twin.endpoint, "api_url": twin.api_url})
             if method == "POST" and parts[:1] == ["tick"] and len(parts) <= 2:
-                results = twin.tick(parts[1] if len(parts) == 2 else None)
-                return _json(200, {"invocations": [r.summary() for r in results]})
+                results, executions = twin.tick_all(parts[1] if len(parts) == 2 else None)
+                return _json(
+                    200,
+                    {
+                        "invocations": [r.summary() for r in results],
+                        "executions": [e.summary() for e in executions],
+                    },
+                )
             if method == "POST" and parts == ["alarms", "evaluate"]:
                 return _json(200, {"alarms": [r.summary() for r in twin.evaluate_alarms()]})
             if parts[:1] == ["training-jobs"]:

@@ -147,6 +147,9 @@ class Provisioner:
             "AWS::Serverless::Function",
             "AWS::CloudWatch::Alarm",
             "AWS::Events::Rule",
+            # run by moto's States Language interpreter in the twin's process (modelops_local.sfn)
+            "AWS::Serverless::StateMachine",
+            "AWS::StepFunctions::StateMachine",
         }
         self._queue_redrives: list[tuple[str, Any]] = []
         for rtype, fn in order:

@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from modelops_local import guard, lambdas, shapes
+from modelops_local import guard, lambdas, sfn, shapes
 from modelops_local.alarms import AlarmEvaluator, AlarmResult
 from modelops_local.api import ApiServer, Route
 from modelops_local.cfn import ACCOUNT_ID, Template
@@ -218,6 +218,9 @@ class Twin:
         self._started = False
         self.telemetry: Telemetry
         self.alarms: AlarmEvaluator
+        self.state_machines: sfn.StateMachines | None = None
+        #: the last executions of the template's state machines, oldest first (a ring, like ``invocations``)
+        self.executions: deque[sfn.ExecutionResult] = deque(maxlen=max(1, invocation_history // 10))
         self.training: TrainingService
 
     # ------------------------------------------------------------------ life cycle
@@ -273,6 +276,13 @@ class Twin:
                 sys.path.append(str(d))
                 self._sys_path_added.append(str(d))
         self.functions = self.provisioned.functions
+        self.state_machines = sfn.StateMachines(
+            self.template,
+            clients=self.client,
+            run=lambda fn, event: self._invoke(self.function(fn), event, "states"),
+            region=self.region,
+            account_id=self.account_id,
+        )
         self.routes = self.provisioned.routes
         self.api_keys = self.provisioned.api_keys
         stamp = datetime.now(UTC).strftime("%Y/%m/%d")
@@ -329,6 +339,8 @@ class Twin:
             except Exception as exc:  # noqa: BLE001
                 log.debug("telemetry stop: %s", exc)
         # moto goes first: the pollers' long polls then end at once instead of after their second.
+        if self.state_machines is not None:
+            self.state_machines.close()
         if self._moto is not None:
             self._moto.stop()
         if self._started:
@@ -536,7 +548,7 @@ class Twin:
     def _after(self, spec: FunctionSpec, inv: Invocation) -> None:
         tries = (
             f"attempt {inv.attempt}/{spec.max_retries + 1}"
-            if inv.source not in ("api", "direct")
+            if inv.source not in ("api", "direct", "states")
             else inv.source
         )
         if inv.ok:
@@ -858,9 +870,20 @@ class Twin:
 
     def tick(self, function: str | None = None, timeout: float | None = None) -> list[Invocation]:
         """Fire the schedules of ``function`` (all enabled schedules when None) now, as async
-        invocations with retries; waits for them and returns each one's final attempt."""
+        invocations with retries; waits for them and returns each one's final attempt. ``function``
+        may name a state machine (``MonitorStateMachine``): its schedule's execution runs to its end
+        and the function attempts it made are returned (the execution is in ``executions``)."""
+        invocations, _ = self.tick_all(function, timeout)
+        return invocations
+
+    def tick_all(
+        self, name: str | None = None, timeout: float | None = None
+    ) -> tuple[list[Invocation], list[sfn.ExecutionResult]]:
+        """``tick``, with the executions of the state machines it started: the functions' final
+        attempts (each state machine's: every attempt it made) and the executions, in that order."""
+        machines = self._machine_schedules(name)
         jobs = []
-        for sched in self._schedules_for(function):
+        for sched in [] if machines is not None and name is not None else self._schedules_for(name):
             event = (
                 sched.input
                 if sched.input is not None
@@ -869,6 +892,10 @@ class Twin:
                 )
             )
             jobs.append(self._submit(sched.function, event, "schedule"))
+        executions = [
+            self.start_execution(logical, payload, timeout=timeout or 900.0)
+            for logical, payload in (machines or [])
+        ]
         results = []
         for job in jobs:
             spec = self.functions[job.function]
@@ -877,7 +904,55 @@ class Twin:
                 raise TimeoutError(f"{job.function} did not finish within {limit:.0f} s")
             if job.attempts:
                 results.append(job.attempts[-1])
-        return results
+        for ex in executions:
+            results.extend(ex.invocations)
+        return results, executions
+
+    def _machine_schedules(self, name: str | None) -> list[tuple[str, Any]] | None:
+        """The state machine executions a tick starts: (logical id, input) of each enabled schedule,
+        or of ``name``'s schedules; None when ``name`` is not a state machine."""
+        machines = self.state_machines.machines if self.state_machines is not None else {}
+        if name is None:
+            return [
+                (spec.logical_id, {} if payload is None else payload)
+                for spec in machines.values()
+                for _event, _expr, enabled, payload in spec.schedules
+                if enabled
+            ]
+        spec = self.state_machines.find(name) if self.state_machines is not None else None
+        if spec is None:
+            return None
+        if not spec.schedules:
+            return [(spec.logical_id, {})]
+        return [(spec.logical_id, {} if payload is None else payload) for *_, payload in spec.schedules]
+
+    def start_execution(
+        self,
+        state_machine: str,
+        execution_input: Any = None,
+        *,
+        name: str | None = None,
+        timeout: float = 900.0,
+    ) -> sfn.ExecutionResult:
+        """Run one execution of a template state machine (logical id, name or ARN) on moto's States
+        Language interpreter, its Lambda tasks in this process; waits for its end and returns it
+        (``status`` SUCCEEDED, FAILED, ...; a failed execution raises nothing)."""
+        if self.state_machines is None:
+            raise TwinError("the twin is not started")
+        with self._cond:
+            self._pending += 1
+            self._generation += 1
+        try:
+            result = self.state_machines.execute(
+                state_machine, execution_input, execution=name, timeout=timeout
+            )
+        finally:
+            with self._cond:
+                self._pending -= 1
+                self._generation += 1
+                self._cond.notify_all()
+        self.executions.append(result)
+        return result
 
     def _schedule_timer(self, sched: Schedule) -> None:
         m = _RATE.match(sched.expression.strip())

@@ -38,6 +38,9 @@ FOLDER = {
     ],
     "GateFunction": ["gate_model_version_published.json"],
     "MonitorFunction": ["monitor_schedule.json"],
+    "MonitorPlanFunction": ["monitor_plan.json"],
+    "MonitorChunkFunction": ["monitor_chunk.json"],
+    "MonitorReduceFunction": ["monitor_reduce.json"],
     "PredictFunction": ["predict_post_predict.json", "predict_get_models.json"],
     "AlertFunction": [
         "alert_drift_alarm_sns.json",
@@ -156,3 +159,15 @@ def test_alarms_and_stage_events_are_published_with_a_chat_payload() -> None:
         assert (chat["version"], chat["source"]) == ("1.0", "custom") and chat["content"]["title"]
         assert "What to do next" in doc["default"]
     assert alerts.SUBJECT_MAX == 99  # the subjects above were cleaned to SNS's limit
+
+
+def test_the_fan_out_steps_read_their_events() -> None:
+    from modelops.stages.monitor import fanout
+
+    run, model, window, chunks = fanout.plan_request(load("monitor_plan.json"))
+    assert (model, window, chunks) == ("demo", 3600, None) and run.startswith("3f6b1c2e")
+    run2, chunk, keys = fanout.chunk_request(load("monitor_chunk.json"))
+    assert run2 == run and chunk == 0 and keys[0].startswith("captures/")
+    assert fanout.check_run(load("monitor_reduce.json")["run"]) == run
+    with pytest.raises(fanout.FanoutError):
+        fanout.chunk_request({**load("monitor_chunk.json"), "chunk": -1})

@@ -62,6 +62,7 @@ The shares (``reference_proportions``, ``current_proportions``) and the rate are
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,6 +221,9 @@ class FeaturePartial:
     vmin: float = math.inf
     vmax: float = -math.inf
     raw: list[np.ndarray] | None = field(default_factory=list)  # finite values while <= EXACT_LIMIT
+    sums_err: np.ndarray | None = None
+    """What rounding left out of ``sums`` (float64, same shape; None: nothing yet): see :meth:`merge`."""
+    sumsq_err: float = 0.0
 
     @classmethod
     def empty(cls, ref: FeatureReference) -> FeaturePartial:
@@ -238,8 +242,17 @@ class FeaturePartial:
         self.missing += other.missing
         self.cells += other.cells
         self.ties += other.ties
-        self.sums += other.sums
-        self.sumsq += other.sumsq
+        # Compensated (double-double) sums: ``sums`` is the rounded total and ``sums_err`` what the
+        # rounding left out, so the total does not depend on how the block sums were grouped (one pass
+        # over a window, or chunks merged later: the fan-out's partials equal the single pass's).
+        total = self.sums + other.sums
+        err = _two_sum(self.sums, other.sums)
+        for extra in (self.sums_err, other.sums_err):
+            if extra is not None:
+                err += extra
+        self.sums, self.sums_err = total + err, _two_sum(total, err)
+        sq, sq_err = _two_sum_scalar(self.sumsq, other.sumsq)
+        self.sumsq, self.sumsq_err = _two_sum_scalar(sq, sq_err + self.sumsq_err + other.sumsq_err)
         self.vmin = min(self.vmin, other.vmin)
         self.vmax = max(self.vmax, other.vmax)
         if self.raw is not None and other.raw is not None and self.finite <= EXACT_LIMIT:
@@ -248,9 +261,11 @@ class FeaturePartial:
             self.raw = None
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for fan-out); exact raw values are not carried."""
-        return {
+    def to_dict(self, *, exact: bool = False) -> dict[str, Any]:
+        """JSON-able form (for fan-out). ``exact``: also carry the raw values (while the partial keeps
+        them, at most ``EXACT_LIMIT``; little-endian float64, base64) and the sums' rounding errors, so
+        that :meth:`from_dict` gives back a partial that merges and compares exactly like this one."""
+        d: dict[str, Any] = {
             "count": self.count,
             "missing": self.missing,
             "cells": self.cells.tolist(),
@@ -260,9 +275,23 @@ class FeaturePartial:
             "min": self.vmin if math.isfinite(self.vmin) else None,
             "max": self.vmax if math.isfinite(self.vmax) else None,
         }
+        if exact:
+            d["sums_err"] = None if self.sums_err is None else self.sums_err.tolist()
+            d["sumsq_err"] = self.sumsq_err
+            d["raw"] = (
+                None
+                if self.raw is None
+                else base64.b64encode(
+                    np.concatenate([*self.raw, np.zeros(0)]).astype("<f8").tobytes()
+                ).decode("ascii")
+            )
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeaturePartial:
+        """The partial of :meth:`to_dict` (without ``exact``: no raw values, W1 is then the binned one)."""
+        raw = d.get("raw")
+        err = d.get("sums_err")
         return cls(
             count=int(d["count"]),
             missing=int(d["missing"]),
@@ -272,8 +301,24 @@ class FeaturePartial:
             sumsq=float(d["sumsq"]),
             vmin=math.inf if d.get("min") is None else float(d["min"]),
             vmax=-math.inf if d.get("max") is None else float(d["max"]),
-            raw=None,
+            raw=[np.frombuffer(base64.b64decode(raw), dtype="<f8")] if isinstance(raw, str) else None,
+            sums_err=None if err is None else np.asarray(err, dtype=np.float64),
+            sumsq_err=float(d.get("sumsq_err") or 0.0),
         )
+
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rounding error of ``a + b`` (Knuth's TwoSum, elementwise, no order of magnitude assumed)."""
+    s = a + b
+    bb = s - a
+    return (a - (s - bb)) + (b - bb)
+
+
+def _two_sum_scalar(a: float, b: float) -> tuple[float, float]:
+    """``(a + b rounded, its rounding error)`` (TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
 
 def partial(ref: FeatureReference, values: np.ndarray) -> FeaturePartial:

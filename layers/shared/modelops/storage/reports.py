@@ -225,3 +225,51 @@ class RetrainDatasets:
         key = keys.retrain_dataset(model, version, datetime.fromtimestamp(ts, UTC))
         created = self.objects.create(key, buf.getvalue().encode(), "text/csv")
         return created, f"s3://{self.objects.bucket}/{key}"
+
+
+class MonitorRuns:
+    """A fanned-out monitor run's working files (``monitor-runs/{run}/``, registry bucket): the plan,
+    the map's items, each chunk's partials or failure, the outcome (docs/monitoring.md "Fan-out")."""
+
+    KINDS = ("partials", "failures")
+
+    def __init__(self, objects: ObjectStore):
+        self.objects = objects
+
+    def items_location(self, run: str) -> tuple[str, str]:
+        """``(bucket, key)`` of the run's items file, which the Distributed Map's ItemReader reads."""
+        return self.objects.bucket, keys.monitor_run(run, "items.json")
+
+    def chunk_key(self, run: str, kind: str, chunk: int) -> str:
+        """The key of a chunk's ``partials`` or ``failures`` document (the state machine writes a
+        failure itself, at the key the plan gave the chunk)."""
+        return keys.monitor_run_chunk(run, kind, chunk)
+
+    def write(self, run: str, name: str, doc: Any) -> None:
+        self.objects.put_json(keys.monitor_run(run, name), doc)
+
+    def read(self, run: str, name: str) -> Any | None:
+        got = self.objects.get_json(keys.monitor_run(run, name))
+        return None if got is None else got[0]
+
+    def write_chunk(self, run: str, kind: str, chunk: int, doc: dict[str, Any]) -> None:
+        """A chunk's partials or failure (overwritten by a retry: the same input gives the same doc)."""
+        self.objects.put_json(keys.monitor_run_chunk(run, kind, chunk), doc)
+
+    def chunks(self, run: str, kind: str) -> list[int]:
+        """The chunks that wrote a ``kind`` document, in order."""
+        prefix = keys.monitor_run_chunks(run, kind)
+        found = []
+        for obj in self.objects.iter_keys(prefix):
+            name = obj.get("Key", "")[len(prefix) :]
+            if re.fullmatch(r"[0-9]{6}\.json", name):
+                found.append(int(name[:6]))
+        return sorted(found)
+
+    def read_chunk(self, run: str, kind: str, chunk: int) -> dict[str, Any] | None:
+        got = self.objects.get_json(keys.monitor_run_chunk(run, kind, chunk))
+        if got is None:
+            return None
+        if not isinstance(got[0], dict):
+            raise CorruptDocumentError(f"{kind} of chunk {chunk} of run {run} is not a JSON object")
+        return got[0]

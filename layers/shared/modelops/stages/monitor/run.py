@@ -16,7 +16,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,7 +43,7 @@ from modelops.domain.spec import check_model_name, parse_spec
 from modelops.stages import runtime
 from modelops.stages.monitor import labels as late
 from modelops.stages.monitor.scan import BLOCK_BYTES, GroupState, WindowScan, evaluate
-from modelops.storage.captures import CaptureStore
+from modelops.storage.captures import CaptureStore, Labels
 from modelops.storage.events import EventBus
 from modelops.storage.registry import Registry
 from modelops.storage.reports import (
@@ -273,10 +273,11 @@ def _roles(registry: Registry, model: str) -> dict[int, str]:
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
-    """One monitor run over the window ending now (or ``settings.now``). Returns the run's summary."""
-    start, end = settings.window()
-    registry = stores.registry
+def resolvers(
+    stores: Stores,
+) -> tuple[Callable[[str, int], VersionContext | None], Callable[[str], tuple[dict[str, Any], str | None]]]:
+    """``(resolve, overrides)`` of one run: a version's context (loaded once per run) and a model's
+    settings document. The single pass, each fan-out chunk and the fan-out's reduce build theirs here."""
     contexts: dict[tuple[str, int], VersionContext | None] = {}
 
     def overrides(model: str) -> tuple[dict[str, Any], str | None]:
@@ -291,18 +292,57 @@ def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
     def resolve(model: str, version: int) -> VersionContext | None:
         key = (model, version)
         if key not in contexts:
-            contexts[key] = load_context(registry, model, version, *overrides(model))
+            contexts[key] = load_context(stores.registry, model, version, *overrides(model))
         return contexts[key]
 
-    labels, labels_bad = stores.captures.labels(start, settings.model)
+    return resolve, overrides
+
+
+def scan_objects(
+    settings: MonitorSettings,
+    stores: Stores,
+    resolve: Callable[[str, int], VersionContext | None],
+    keys: Iterable[str],
+    start: float,
+    end: float,
+    labels: Labels,
+) -> WindowScan:
+    """The window's partials over these capture objects, in this order (the single pass: every object
+    of the window; a fan-out chunk: its batch of them); ``labels`` are joined for quality."""
     scan = WindowScan(
         start, end, resolve, model=settings.model, labels=labels, block_bytes=settings.block_bytes
     )
-    for obj in stores.captures.objects_in_window(start, end):
-        body = stores.captures.open(obj["Key"])
+    for key in keys:
+        body = stores.captures.open(key)
         if body is not None:
             scan.feed_stream(body)
+    return scan
 
+
+def run_window(settings: MonitorSettings, stores: Stores) -> dict[str, Any]:
+    """One monitor run over the window ending now (or ``settings.now``). Returns the run's summary."""
+    start, end = settings.window()
+    resolve, overrides = resolvers(stores)
+    labels, labels_bad = stores.captures.labels(start, settings.model)
+    objects = (obj["Key"] for obj in stores.captures.objects_in_window(start, end))
+    scan = scan_objects(settings, stores, resolve, objects, start, end, labels)
+    return finish_window(settings, stores, scan, resolve, overrides, start, end, labels_bad)
+
+
+def finish_window(
+    settings: MonitorSettings,
+    stores: Stores,
+    scan: WindowScan,
+    resolve: Callable[[str, int], VersionContext | None],
+    overrides: Callable[[str], tuple[dict[str, Any], str | None]],
+    start: float,
+    end: float,
+    labels_bad: dict[str, int],
+) -> dict[str, Any]:
+    """Everything after the window's partials: verdicts, late labels, reports, events, retraining,
+    metrics; the run's summary. ``scan`` holds the whole window (one pass, or the fan-out's merged
+    chunks); ``labels_bad`` counts each model's unreadable label lines."""
+    registry = stores.registry
     results = [evaluate(g, settings.min_samples) for _, g in sorted(scan.groups.items())]
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in results:
