@@ -17,7 +17,15 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ["bench_predict", "bench_monitor", "bench_load", "bench_cost", "bench_evidently", "bench_validator"]
+MODULES = [
+    "bench_predict",
+    "bench_monitor",
+    "bench_load",
+    "bench_cost",
+    "bench_evidently",
+    "bench_validator",
+    "bench_fanout",
+]
 KEYS = ("name", "value", "unit", "peer", "peer_value", "ratio")
 
 
