@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelops.domain.capture import decode_line
+from modelops.domain.capture import decode_line, iter_lines
 from modelops.storage.capture_sink import MAX_BATCH_RECORDS, MAX_RECORD_BYTES, CaptureSink, encode_lines
 
 
@@ -46,13 +46,18 @@ def sink_for(fh: FakeFirehose, **kw: Any) -> CaptureSink:
     return CaptureSink(lambda: fh, "captures", linger_seconds=0.0, **kw)
 
 
+def delivered_lines(fh: FakeFirehose) -> list[bytes]:
+    """The lines of every delivered record (a record packs consecutive lines)."""
+    return [line for data in fh.delivered for line in iter_lines(data)]
+
+
 def test_one_record_per_invocation_round_trips() -> None:
     fh = FakeFirehose()
     sink = sink_for(fh)
     for i in range(3):
         assert sink.submit("demo", 4, f"req-{i}", X, Y, 1.0)
     assert sink.flush(5)
-    recs = [decode_line(line) for line in fh.delivered]
+    recs = [decode_line(line) for line in delivered_lines(fh)]
     assert [r.request_id for r in recs] == ["req-0", "req-1", "req-2"]
     np.testing.assert_array_equal(recs[0].x, X)
     np.testing.assert_array_equal(recs[0].y, Y)
@@ -68,14 +73,14 @@ def test_sampling_uses_the_rate() -> None:
     assert [sink.submit("demo", 1, f"r{i}", X, Y, 0.3) for i in range(4)] == [True, False, True, False]
     assert not sink.submit("demo", 1, "never", X, Y, 0.0)
     assert sink.flush(5)
-    assert [decode_line(d).request_id for d in fh.delivered] == ["r0", "r2"]
+    assert [decode_line(d).request_id for d in delivered_lines(fh)] == ["r0", "r2"]
     sink.close()
 
 
 def test_failed_put_count_is_retried_once_then_counted() -> None:
     # first call: records 0 and 2 fail; the retry of those two: the first fails again
     fh = FakeFirehose(fail=[{0, 2}, {0}])
-    sink = sink_for(fh)
+    sink = sink_for(fh, record_bytes=1)  # one line per record: per-record failures to retry
     sink._start = lambda: None  # type: ignore[method-assign]  # queue all three first, send as one batch
     for i in range(3):
         sink.submit("demo", 1, f"r{i}", X, Y, 1.0)
@@ -131,7 +136,7 @@ def test_small_batches_stay_one_line(rows: int) -> None:
 
 def test_many_records_are_sent_in_batches_of_at_most_500() -> None:
     fh = FakeFirehose()
-    sink = sink_for(fh)
+    sink = sink_for(fh, record_bytes=1)
     sink._start = lambda: None  # type: ignore[method-assign]
     for i in range(1200):
         sink.submit("demo", 1, f"r{i}", X, Y, 1.0)
@@ -139,4 +144,37 @@ def test_many_records_are_sent_in_batches_of_at_most_500() -> None:
     CaptureSink._start(sink)
     assert sink.flush(10)
     assert sum(len(c) for c in fh.calls) == 1200 and max(len(c) for c in fh.calls) <= 500
+    sink.close()
+
+
+def test_small_lines_are_packed_into_records_of_at_most_1000_kib() -> None:
+    # Given 5,000 small invocations queued together (Firehose bills each record as at least 5 KB)
+    fh = FakeFirehose()
+    sink = sink_for(fh)
+    sink._start = lambda: None  # type: ignore[method-assign]
+    for i in range(5000):
+        sink.submit("demo", 1, f"r{i}", X, Y, 1.0)
+    sink._thread = None
+    CaptureSink._start(sink)
+    assert sink.flush(10)
+    # Then they travel in a few records, none over the limit, each a whole number of lines, in order
+    records = [d for call in fh.calls for d in call]
+    assert len(records) < 5000 // 100 and all(len(d) <= MAX_RECORD_BYTES for d in records)
+    assert all(d.endswith(b"\n") for d in records)
+    assert [decode_line(line).request_id for line in delivered_lines(fh)] == [f"r{i}" for i in range(5000)]
+    assert sink.sent == 5000 and sink.take_failures() == 0
+    sink.close()
+
+
+def test_a_lost_packed_record_counts_every_line_it_held() -> None:
+    fh = FakeFirehose(fail=[{0}, {0}])  # the only record fails, and again on the retry
+    sink = sink_for(fh)
+    sink._start = lambda: None  # type: ignore[method-assign]
+    for i in range(3):
+        sink.submit("demo", 1, f"r{i}", X, Y, 1.0)
+    sink._thread = None
+    CaptureSink._start(sink)
+    assert sink.flush(5)
+    assert [len(c) for c in fh.calls] == [1, 1] and fh.delivered == []
+    assert sink.take_failures() == 3
     sink.close()

@@ -8,7 +8,12 @@ Records that cannot be sent (one that cannot be encoded, a call that raises, ent
 ``FailedPutCount`` after one retry, a full queue) are counted; the API publishes the count as the
 ``CaptureFailures`` metric (``take_failures``).
 
-A record larger than Firehose's 1,000 KiB limit (a batch of thousands of rows) is split by rows into
+Lines are packed: consecutive lines (each ends with a newline) share one Firehose record up to
+1,000 KiB, because Firehose bills ingestion per record rounded up to 5 KB, and a 300-byte line sent
+alone would be billed as 5 KB (about 17 times its size; docs/scale.md). The object Firehose writes is
+the same concatenation of lines either way. Sent and lost counts are in lines.
+
+A line larger than Firehose's 1,000 KiB limit (a batch of thousands of rows) is split by rows into
 several lines whose ``request_id`` is ``{request_id}#{first row}``; row ``r`` of such a line is row
 ``first row + r`` of the request.
 
@@ -95,9 +100,12 @@ class CaptureSink:
         clock: Callable[[], float] = time.time,
         max_queue_bytes: int = 64 * 1024 * 1024,
         linger_seconds: float = 0.05,
+        record_bytes: int = MAX_RECORD_BYTES,
         log: logging.Logger | Any = log,
     ):
         self.log = log
+        self.record_bytes = min(record_bytes, MAX_RECORD_BYTES)
+        """Lines are packed into Firehose records up to this size (a record holds at least one line)."""
         self._factory = firehose_factory
         self._client: Any = None
         self.stream = stream
@@ -228,10 +236,24 @@ class CaptureSink:
             self._in_flight = len(taken)
         return taken
 
-    def _batches(self, taken: list[_Pending | list[bytes]]) -> Iterator[list[bytes]]:
-        """The taken invocations' lines, in PutRecordBatch-sized batches."""
-        batch: list[bytes] = []
+    def _batches(self, taken: list[_Pending | list[bytes]]) -> Iterator[list[tuple[bytes, int]]]:
+        """The taken invocations' lines packed into records (``(data, lines)``: consecutive lines up to
+        ``record_bytes``), in PutRecordBatch-sized batches."""
+        batch: list[tuple[bytes, int]] = []
         size = 0
+        record: list[bytes] = []
+        record_size = 0
+
+        def seal() -> Iterator[list[tuple[bytes, int]]]:
+            nonlocal batch, size, record, record_size
+            data = b"".join(record)
+            if batch and (len(batch) >= MAX_BATCH_RECORDS or size + len(data) > MAX_BATCH_BYTES):
+                yield batch
+                batch, size = [], 0
+            batch.append((data, len(record)))
+            size += len(data)
+            record, record_size = [], 0
+
         for item in taken:
             if isinstance(item, list):
                 lines = item
@@ -244,42 +266,45 @@ class CaptureSink:
                     self._count(failed=1, sent=0)
                     continue
             for line in lines:
-                if batch and (len(batch) >= MAX_BATCH_RECORDS or size + len(line) > MAX_BATCH_BYTES):
-                    yield batch
-                    batch, size = [], 0
-                batch.append(line)
-                size += len(line)
+                if record and record_size + len(line) > self.record_bytes:
+                    yield from seal()
+                record.append(line)
+                record_size += len(line)
+        if record:
+            yield from seal()
         if batch:
             yield batch
 
-    def _send(self, batch: list[bytes]) -> None:
+    def _send(self, batch: list[tuple[bytes, int]]) -> None:
         pending = batch
         for attempt in range(2):
+            lines = sum(n for _, n in pending)
             try:
                 resp = self._client.put_record_batch(
-                    DeliveryStreamName=self.stream, Records=[{"Data": line} for line in pending]
+                    DeliveryStreamName=self.stream, Records=[{"Data": data} for data, _ in pending]
                 )
             except Exception as exc:  # network, throttling after botocore's retries, bad stream
                 self.log.warning(
-                    "capture: PutRecordBatch failed (%s); %d records lost", type(exc).__name__, len(pending)
+                    "capture: PutRecordBatch failed (%s); %d lines lost", type(exc).__name__, lines
                 )
-                self._count(failed=len(pending), sent=0)
+                self._count(failed=lines, sent=0)
                 return
             failed = int(resp.get("FailedPutCount") or 0)
             if not failed:
-                self._count(failed=0, sent=len(pending))
+                self._count(failed=0, sent=lines)
                 return
             results = resp.get("RequestResponses") or []
             if len(results) == len(pending):
-                retry = [line for line, r in zip(pending, results, strict=True) if r.get("ErrorCode")]
+                retry = [rec for rec, r in zip(pending, results, strict=True) if r.get("ErrorCode")]
             else:  # a response we cannot map back to records: retry them all
                 retry = pending
-            self._count(failed=0, sent=len(pending) - len(retry))
+            retried = sum(n for _, n in retry)
+            self._count(failed=0, sent=lines - retried)
             if attempt == 0:
                 pending = retry
                 continue
-            self.log.warning("capture: %d records failed after a retry", len(retry))
-            self._count(failed=len(retry), sent=0)
+            self.log.warning("capture: %d lines failed after a retry", retried)
+            self._count(failed=retried, sent=0)
 
     def _count(self, *, failed: int, sent: int) -> None:
         with self._cv:
