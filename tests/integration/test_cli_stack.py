@@ -166,6 +166,12 @@ def test_every_command_works_from_the_stack_outputs(deployed: dict[str, str], s3
     summary = js(run(*s, "monitor", "run", "--json", "--dry-run"))
     assert summary["models"] == [] and summary["objects"] == 0
 
+    config = js(run(*s, "models", "config", "demo", "--psi-threshold", "0.3", "--json"))
+    assert config["settings"] == {"psi_threshold": 0.3} and config["revision"] == 1
+    assert js(run(*s, "models", "config", "demo", "--json"))["effective"]["psi_threshold"] == 0.3
+    site = js(run(*s, "ui", "build", "--out", str(Path.cwd() / "site"), "--json"))
+    assert site["models"] == 1 and Path(site["index"]).is_file()
+
     got = run(*s, "predict", "demo", "[[1, 2, 3, 4]]", "--json")
     assert got.exit_code == 0, got.output
     assert json.loads(got.output)["predictions"] == [[0.5]] and got.output.count("\n") == 1
@@ -436,6 +442,10 @@ def test_every_command_on_the_twin_by_its_stack_name(on_twin: Any) -> None:
     assert doc["stack"] == twin.stack_name and model in [m["model"] for m in doc["models"]]
     assert all(is_stack_alarm(a["name"], twin.stack_name) for a in doc["alarms"])
     assert "models" in js(run(*s, "monitor", "run", "--dry-run", "--json", "--window", "5m"))
+    config = js(run(*s, "models", "config", model, "--capture-sample-rate", "0.5", "--json"))
+    assert config["settings"] == {"capture_sample_rate": 0.5}
+    site = js(run(*s, "ui", "build", "--out", str(Path.cwd() / "site"), "--json"))
+    assert site["models"] >= 1 and Path(site["index"]).is_file()
     # the twin's API answers (this version's bytes are no model: predict refuses it, clearly)
     r = run(*s, "predict", model, "[[1, 2, 3, 4]]", "--json")
     assert r.exit_code == 1 and r.output.startswith("Error: HTTP ") and "Traceback" not in r.output
