@@ -24,6 +24,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from modelops.domain.encoding import Feature, InputSchema, SchemaError
 from modelops.domain.errors import CorruptDocumentError
+from modelops.domain.signature import SIGNATURE_KEY, Signature, SignatureError, TensorSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
 TASKS = frozenset({"regression", "binary", "multiclass"})
@@ -65,7 +66,9 @@ class ModelInfo:
     ``schema`` is the version's input schema (``modelops.domain.encoding``; every feature numeric
     when not given, as for versions before categorical features); ``categorical`` says whether any
     feature takes categories (predict's string path), kept as a field: the numeric path reads it once
-    per request."""
+    per request. ``signature`` is a tensor model's named inputs and outputs
+    (``modelops.domain.signature``; ``features`` are then its input names) and ``tensor`` says it has
+    one (predict's tensor path), read, like ``categorical``, once per request."""
 
     model: str
     version: int
@@ -76,7 +79,9 @@ class ModelInfo:
     role: str
     sha256: str
     schema: InputSchema | None = None
+    signature: Signature | None = None
     categorical: bool = field(init=False, default=False)
+    tensor: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         schema = self.schema
@@ -86,6 +91,10 @@ class ModelInfo:
         elif schema.names != self.features:
             raise ValueError("the schema's features are not the model's features")
         object.__setattr__(self, "categorical", schema.categorical)
+        if self.signature is not None:
+            if self.signature.input_names != self.features:
+                raise ValueError("the signature's inputs are not the model's features")
+            object.__setattr__(self, "tensor", True)
 
     @property
     def n_features(self) -> int:
@@ -108,8 +117,12 @@ def model_info(manifest: ManifestLike) -> ModelInfo:
     if task not in TASKS:
         raise CorruptDocumentError(f"{where}: unknown task {str(task)[:40]!r}")
     try:
-        input_schema = InputSchema.from_dict(schema)
-    except SchemaError as exc:
+        signature = Signature.from_schema(schema)
+        if signature is None:
+            input_schema = InputSchema.from_dict(schema)
+        else:
+            input_schema = InputSchema(tuple(Feature(name) for name in signature.input_names))
+    except (SchemaError, SignatureError) as exc:
         raise CorruptDocumentError(f"{where}: {exc}") from None
     classes = schema.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) < 2):
@@ -133,6 +146,7 @@ def model_info(manifest: ManifestLike) -> ModelInfo:
         role=role,
         sha256=manifest.artifacts[role].sha256,
         schema=input_schema,
+        signature=signature,
     )
 
 
@@ -170,6 +184,13 @@ class LoadedModel:
         self._factory = factory
         self._lock = threading.Lock()
         self._single = factory(str(path))
+        self.answer_bound: tuple[int, int, int] | None = None
+        """(fixed, per row) bytes of an answer (``render.answer_bound``) and the rows that always
+        fit: the service's, kept here (``PredictService._answer_bound``)."""
+        if info.signature is not None:
+            self._runner = _TensorRunner(self._single, info.signature)
+            self.n_outputs = sum(s.size for s in info.signature.outputs)
+            return
         inputs = self._single.get_input_details()
         outputs = self._single.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -195,9 +216,6 @@ class LoadedModel:
         # Built now, from the file that was just verified: never from a later read of /tmp.
         self._batch: Any = factory(str(path))
         self._batch_rows = 0
-        self.answer_bound: tuple[int, int, int] | None = None
-        """(fixed, per row) bytes of an answer (``render.answer_bound``) and the rows that always
-        fit: the service's, kept here (``PredictService._answer_bound``)."""
 
     def _invoke(self, interp: Any, x: np.ndarray) -> np.ndarray:
         interp.set_tensor(self._in, x)
@@ -216,6 +234,82 @@ class LoadedModel:
                 self._batch.allocate_tensors()
                 self._batch_rows = n
             return self._invoke(self._batch, x)
+
+    def predict_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A tensor model's inputs (by name, batch first, checked against its signature) -> its outputs
+        by name (batch first)."""
+        with self._lock:
+            return self._runner.run(inputs)
+
+
+class _TensorRunner:
+    """A tensor model's interpreter, fed by input name: through its ``serving_default`` signature
+    runner when the model has one (a SavedModel's conversion does), else by tensor name
+    (``serving_default_image:0`` or ``image``). The model's inputs and outputs must be the schema's
+    (names, dtypes, shapes without the batch); a batch of one runs at load."""
+
+    def __init__(self, interp: Any, sig: Signature):
+        self.sig = sig
+        self._interp = interp
+        signatures = interp.get_signature_list()
+        self._runner: Any = None
+        if SIGNATURE_KEY in signatures or len(signatures) == 1:
+            key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures))
+            self._runner = interp.get_signature_runner(key)
+            ins = self._runner.get_input_details()
+            outs = self._runner.get_output_details()
+            for s in sig.inputs:
+                _match(ins, s, "input")
+            for s in sig.outputs:
+                _match(outs, s, "output")
+            self._in: dict[str, Any] = {s.name: s.name for s in sig.inputs}
+            self._out: dict[str, Any] = {s.name: s.name for s in sig.outputs}
+        else:
+            ins = {_tensor_name(d["name"]): d for d in interp.get_input_details()}
+            outs = {_tensor_name(d["name"]): d for d in interp.get_output_details()}
+            self._in = {s.name: int(_match(ins, s, "input")["index"]) for s in sig.inputs}
+            self._out = {s.name: int(_match(outs, s, "output")["index"]) for s in sig.outputs}
+        probe = self.run({s.name: np.zeros((1, *s.shape), dtype=s.dtype) for s in sig.inputs})
+        for s in sig.outputs:
+            got = tuple(probe[s.name].shape[1:])
+            if got != s.shape:
+                raise ValueError(
+                    f"output {s.name!r} has shape {list(got)} per row; the schema says {list(s.shape)}"
+                )
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._runner is not None:
+            got = self._runner(**{self._in[name]: np.ascontiguousarray(a) for name, a in inputs.items()})
+            return {name: np.asarray(got[key]) for name, key in self._out.items()}
+        interp = self._interp
+        for name, a in inputs.items():
+            interp.resize_tensor_input(self._in[name], list(a.shape), strict=False)
+        interp.allocate_tensors()
+        for name, a in inputs.items():
+            interp.set_tensor(self._in[name], np.ascontiguousarray(a))
+        interp.invoke()
+        return {name: np.asarray(interp.get_tensor(index)) for name, index in self._out.items()}
+
+
+def _tensor_name(name: str) -> str:
+    """``serving_default_image:0`` -> ``image`` (LiteRT's names for a signature's tensors)."""
+    name = name.split(":", 1)[0]
+    return name.removeprefix(f"{SIGNATURE_KEY}_")
+
+
+def _match(details: Mapping[str, Any], spec: TensorSpec, kind: str) -> Mapping[str, Any]:
+    """The details of a schema input/output (checked: its dtype and, for an input, its shape)."""
+    d = details.get(spec.name)
+    if d is None:
+        raise ValueError(f"the model has no {kind} named {spec.name!r} (it has {sorted(details)})")
+    if np.dtype(d["dtype"]) != np.dtype(spec.dtype):
+        raise ValueError(f"{kind} {spec.name!r} is {np.dtype(d['dtype']).name}; the schema says {spec.dtype}")
+    shape = [int(v) for v in d.get("shape_signature", d["shape"])][1:]
+    if kind == "input" and any(v not in (-1, want) for v, want in zip(shape, spec.shape, strict=False)):
+        raise ValueError(f"input {spec.name!r} has shape {shape} per row; the schema says {list(spec.shape)}")
+    if kind == "input" and len(shape) != len(spec.shape):
+        raise ValueError(f"input {spec.name!r} has shape {shape} per row; the schema says {list(spec.shape)}")
+    return d
 
 
 def check_identifier(path: Path) -> Path:

@@ -15,6 +15,12 @@ model's outputs is :func:`modelops.domain.metrics.score` (the trainer's and the 
   rounding). int8 is not gated: its metric delta is recorded.
 - Serving budget: ``.tflite`` size and the median single-row latency (``set_tensor``, ``invoke``,
   ``get_tensor`` on one thread, as predict does), each checked against a limit.
+- What LiteRT can serve (:func:`check_builtin_ops`): every converted model's operator codes are read
+  from its flatbuffer; a custom op (Flex ops are custom ops named ``Flex...``) is refused naming it.
+- Tensor models (:func:`convert_tensors`: several named inputs and outputs,
+  ``modelops.domain.signature``): the SavedModel's ``serving_default`` signature is the schema
+  (:func:`savedmodel_signature`, which refuses a dynamic dimension other than the batch, naming the
+  input and the dimension); parity is measured for every output.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 
 from modelops.domain.errors import ConversionError, ParityError, ServingBudgetError, UnsupportedOpError
 from modelops.domain.metrics import predicted_labels, score
+from modelops.domain.signature import DTYPES, Signature, SignatureError
 from modelops.domain.spec import LOWER_IS_BETTER
 
 SIGNATURE = "serving_default"
@@ -129,6 +136,222 @@ def to_tflite(saved_model_dir: str | os.PathLike[str], *, quantize: bool = False
             ) from exc
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConversionError(f"SavedModel could not be converted to tflite: {first[:500]}") from exc
+
+
+def tflite_ops(model: bytes) -> tuple[list[str], list[str]]:
+    """(builtin op names, custom op names) a ``.tflite`` flatbuffer's operator codes name."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    root = schema.Model.GetRootAs(model, 0)
+    builtin: set[str] = set()
+    custom: set[str] = set()
+    for i in range(root.OperatorCodesLength()):
+        oc = root.OperatorCodes(i)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        if code == schema.BuiltinOperator.CUSTOM:
+            raw = oc.CustomCode()
+            custom.add(raw.decode("utf-8", "replace") if raw else "<unnamed custom op>")
+        else:
+            builtin.add(names.get(code, f"BUILTIN_{code}"))
+    return sorted(builtin), sorted(custom)
+
+
+def check_builtin_ops(model: bytes) -> list[str]:
+    """The builtin ops of a converted model; :class:`UnsupportedOpError` naming any other op (a Flex
+    op, ``Flex`` + the TensorFlow op's name, or a custom op: the predict runtime has neither)."""
+    builtin, custom = tflite_ops(model)
+    if custom:
+        flex = [f"tf.{c[4:]}" if c.startswith("Flex") else c for c in custom]
+        raise UnsupportedOpError(
+            f"the converted model uses operations outside LiteRT's builtin op set: {', '.join(flex)} "
+            "(Flex/TF Select and custom ops are not in the predict runtime)",
+            flex,
+        )
+    return builtin
+
+
+def savedmodel_signature(saved_model_dir: str | os.PathLike[str]) -> Signature:
+    """The ``serving_default`` signature's inputs and outputs (shapes without the batch); a dynamic
+    dimension other than the batch, an unsupported dtype or a missing batch dimension is refused
+    (:class:`ConversionError` naming the input or output and the dimension)."""
+    import tensorflow as tf
+
+    try:
+        fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+    except (KeyError, OSError, ValueError) as exc:
+        raise ConversionError(f"SavedModel has no usable {SIGNATURE!r} signature: {exc}") from exc
+    _, kwargs = fn.structured_input_signature
+    outputs = fn.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {"output_0": outputs}
+    docs: dict[str, list[dict[str, Any]]] = {"inputs": [], "outputs": []}
+    for kind, specs in (("input", kwargs), ("output", outputs)):
+        for name, spec in sorted(specs.items()):  # by name: TensorFlow keeps no order
+            shape = spec.shape.as_list() if spec.shape.rank is not None else None
+            if shape is None or not shape:
+                raise ConversionError(
+                    f"the serving signature's {kind} {name!r} has shape {shape}; it needs a batch dimension "
+                    "(dimension 0) and fixed others"
+                )
+            dynamic = [k for k, d in enumerate(shape) if d is None and k > 0]
+            if dynamic:
+                raise ConversionError(
+                    f"the serving signature's {kind} {name!r} has shape {shape}: dimension {dynamic[0]} is "
+                    "dynamic (None); LiteRT serves a dynamic batch (dimension 0) only: give every other "
+                    "dimension a fixed size in the signature"
+                )
+            dtype = spec.dtype.name
+            if dtype not in DTYPES:
+                raise ConversionError(
+                    f"the serving signature's {kind} {name!r} is {dtype}; predict serves {', '.join(DTYPES)}"
+                )
+            docs[f"{kind}s"].append({"name": name, "shape": shape[1:], "dtype": dtype})
+    try:
+        sig = Signature.from_schema(docs)
+    except SignatureError as exc:
+        raise ConversionError(f"the serving signature cannot be served: {exc}") from None
+    assert sig is not None
+    return sig
+
+
+def run_savedmodel_tensors(
+    saved_model_dir: str | os.PathLike[str], inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The SavedModel's ``serving_default`` outputs by name for named inputs."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+    try:
+        out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    except (tf.errors.OpError, TypeError, ValueError) as exc:
+        raise ConversionError(f"the SavedModel cannot run the sample inputs: {exc}") from exc
+    return {k: np.asarray(v.numpy()) for k, v in out.items()}
+
+
+def run_tflite_tensors(model: bytes, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``.tflite``'s outputs by name through its ``serving_default`` signature runner."""
+    runner = _interpreter(model).get_signature_runner(SIGNATURE)
+    try:
+        out = runner(**inputs)
+    except (RuntimeError, ValueError) as exc:
+        raise ConversionError(f"the tflite model cannot run the sample inputs: {exc}") from exc
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _tensor_latency_us(
+    model: bytes, inputs: dict[str, np.ndarray], calls: int, warmup: int = 10
+) -> dict[str, float]:
+    runner = _interpreter(model).get_signature_runner(SIGNATURE)
+    one = {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}
+    samples = []
+    for i in range(warmup + calls):
+        t0 = time.perf_counter_ns()
+        runner(**one)
+        if i >= warmup:
+            samples.append((time.perf_counter_ns() - t0) / 1000.0)
+    samples.sort()
+    return {"median": statistics.median(samples), "p90": samples[int(0.9 * (len(samples) - 1))]}
+
+
+def convert_tensors(
+    saved_model_dir: str | os.PathLike[str],
+    inputs: dict[str, np.ndarray],
+    *,
+    task: str,
+    quantize: str = "none",
+    parity_tolerance: float = 1e-4,
+    limits: Limits | None = None,
+) -> tuple[ConvertOutput, Signature]:
+    """A tensor model: its signature (the schema), conversion with builtin ops only, parity of every
+    output on the sample ``inputs`` (by input name, batch first), the serving budget."""
+    limits = limits or Limits()
+    seconds: dict[str, float] = {}
+    sig = savedmodel_signature(saved_model_dir)
+    sample: dict[str, np.ndarray] = {}
+    for spec in sig.inputs:
+        if spec.name not in inputs:
+            raise ConversionError(
+                f"the sample lacks input {spec.name!r}; the signature takes {sig.describe_inputs()}"
+            )
+        a = np.ascontiguousarray(inputs[spec.name][: limits.parity_max_rows], dtype=DTYPES[spec.dtype])
+        if a.ndim == 0 or tuple(a.shape[1:]) != spec.shape or len(a) == 0:
+            raise ConversionError(
+                f"the sample of input {spec.name!r} has shape {list(a.shape)}; the signature takes "
+                f"[rows, {', '.join(map(str, spec.shape))}]"
+            )
+        sample[spec.name] = a
+    rows = {len(a) for a in sample.values()}
+    if len(rows) != 1:
+        raise ConversionError(f"the sample's inputs have different numbers of rows: {sorted(rows)}")
+    t0 = time.perf_counter()
+    tflite = to_tflite(saved_model_dir)
+    ops = check_builtin_ops(tflite)
+    seconds["convert_float32"] = time.perf_counter() - t0
+    int8: bytes | None = None
+    if quantize == "dynamic_int8":
+        int8 = to_tflite(saved_model_dir, quantize=True)
+        check_builtin_ops(int8)
+    t0 = time.perf_counter()
+    reference = run_savedmodel_tensors(saved_model_dir, sample)
+    out32 = run_tflite_tensors(tflite, sample)
+    one = len(sig.outputs) == 1
+    per = {
+        s.name: compare_outputs(
+            reference[s.name], out32[s.name], task=task if one else "regression", tolerance=parity_tolerance
+        )
+        for s in sig.outputs
+    }
+    f32: dict[str, Any] = {
+        "rows": rows.pop(),
+        "max_abs_diff": max(p["max_abs_diff"] for p in per.values()),
+        "mean_abs_diff": max(p["mean_abs_diff"] for p in per.values()),
+        "max_scaled_diff": max(p["max_scaled_diff"] for p in per.values()),
+        "tolerance": float(parity_tolerance),
+        "passed": all(p["passed"] for p in per.values()),
+        "outputs": per,
+    }
+    parity: dict[str, Any] = {"rows": f32["rows"], "tolerance": float(parity_tolerance), "float32": f32}
+    if not f32["passed"]:
+        bad = [
+            f"{n} (max |Δ| {p['max_abs_diff']:.3g}, scaled {p['max_scaled_diff']:.3g})"
+            for n, p in per.items()
+            if not p["passed"]
+        ]
+        raise ParityError(
+            f"float32 tflite does not match the SavedModel on output {', '.join(bad)} > tolerance "
+            f"{parity_tolerance:.3g} on {f32['rows']} sample rows",
+            parity,
+        )
+    if int8 is not None:
+        out8 = run_tflite_tensors(int8, sample)
+        parity["int8"] = {
+            "outputs": {
+                s.name: compare_outputs(reference[s.name], out8[s.name], task=task if one else "regression")
+                for s in sig.outputs
+            }
+        }
+    seconds["parity"] = time.perf_counter() - t0
+    lat = _tensor_latency_us(tflite, sample, calls=limits.latency_calls)
+    budget: dict[str, Any] = {
+        "tflite_bytes": len(tflite),
+        "single_row_latency_us": round(lat["median"], 2),
+        "single_row_latency_p90_us": round(lat["p90"], 2),
+        "latency_calls": limits.latency_calls,
+        "max_tflite_bytes": limits.max_tflite_bytes,
+        "max_single_row_latency_us": limits.max_single_row_latency_us,
+        "ops": ops,
+    }
+    over = []
+    if len(tflite) > limits.max_tflite_bytes:
+        over.append(f"model.tflite is {len(tflite)} bytes (limit {limits.max_tflite_bytes})")
+    if lat["median"] > limits.max_single_row_latency_us:
+        over.append(
+            f"single-row latency {lat['median']:.0f} µs (limit {limits.max_single_row_latency_us:.0f} µs)"
+        )
+    if over:
+        raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
+    return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds), sig
 
 
 def _signature_io(fn: Any) -> tuple[str, str | None]:
@@ -243,6 +466,7 @@ def convert_and_verify(
 
     t0 = time.perf_counter()
     tflite = to_tflite(saved_model_dir)
+    check_builtin_ops(tflite)
     seconds["convert_float32"] = time.perf_counter() - t0
     int8: bytes | None = None
     if quantize == "dynamic_int8":

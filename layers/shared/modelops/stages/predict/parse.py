@@ -111,7 +111,10 @@ def _json_type(v: Any) -> str:
     return "an object"
 
 
-def instances_of(doc: Any, max_rows: int) -> list[Any]:
+def instances_of(doc: Any, max_rows: int) -> list[Any] | None:
+    """The body's ``instances``, checked as a list of 1 to ``max_rows`` rows; None for a columnar
+    body (``{"inputs": ...}``, or one with ``signature_name``: a tensor model's, checked with its
+    signature once the model is known, ``modelops.domain.signature``)."""
     if type(doc) is not dict:
         raise RequestError(
             422,
@@ -119,6 +122,14 @@ def instances_of(doc: Any, max_rows: int) -> list[Any]:
             f'the body must be a JSON object {{"instances": [...]}}, not {_json_type(doc)}',
         )
     if len(doc) != 1 or "instances" not in doc:
+        if "inputs" in doc and "instances" in doc:
+            raise RequestError(
+                422,
+                "invalid_request",
+                "give 'instances' (row format) or 'inputs' (columnar format), not both",
+            )
+        if "inputs" in doc or "signature_name" in doc:
+            return None
         extra = sorted(k for k in doc if k != "instances")
         if extra:
             raise RequestError(
@@ -214,7 +225,7 @@ def _float32_numbers(rows: list[Any], f: int) -> bool:
     return True
 
 
-def _may_hold_booleans(raw: str | bytes) -> bool:
+def may_hold_booleans(raw: str | bytes) -> bool:
     if isinstance(raw, str):
         return "true" in raw or "false" in raw
     return b"true" in raw or b"false" in raw
@@ -260,10 +271,7 @@ def to_matrix(instances: list[Any], info: ModelInfo, raw: str | bytes) -> np.nda
         try:
             arr = np.array(rows)
             ok = (
-                arr.ndim == 2
-                and arr.shape[1] == f
-                and arr.dtype.kind in "fiu"
-                and not _may_hold_booleans(raw)
+                arr.ndim == 2 and arr.shape[1] == f and arr.dtype.kind in "fiu" and not may_hold_booleans(raw)
             )
         except (ValueError, TypeError, OverflowError):
             ok = False

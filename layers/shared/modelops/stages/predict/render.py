@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelops.domain.signature import predictions
 from modelops.stages.predict.serving import ModelInfo
 
 FLOAT32_TEXT_MAX = 16
@@ -82,3 +83,35 @@ def request_bound(name: str, request_id: str) -> int:
     """The most bytes the request's own strings take in the proxy result (the request id is in the
     body and in the ``X-Request-Id`` header)."""
     return _CHAR_MAX * (len(name) + 2 * len(request_id))
+
+
+INT_TEXT_MAX = 20
+"""The longest text of an int64 (``-9223372036854775808``)."""
+
+
+def render_tensors(
+    info: ModelInfo, name: str, outputs: dict[str, np.ndarray], request_id: str, columnar: bool
+) -> str:
+    """A tensor model's answer: ``{"model", "version", "request_id"}`` and TF Serving's
+    ``predictions`` (row format) or ``outputs`` (columnar format), ``modelops.domain.signature.predictions``."""
+    assert info.signature is not None
+    key, value = predictions(info.signature, outputs, columnar)
+    doc = {"model": name, "version": info.version, "request_id": request_id, key: value}
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def tensor_answer_bound(info: ModelInfo) -> tuple[int, int]:
+    """``(fixed, per_row)`` of :func:`render_tensors`' answer, as :func:`answer_bound` for tabular
+    models: every value counts its longest text and its comma, every list its brackets, every output
+    of a row its name (row format, several outputs)."""
+    assert info.signature is not None
+    skeleton = '{"model":"","version":18446744073709551615,"request_id":"","predictions":[]}'
+    per_row = 0
+    for spec in info.signature.outputs:
+        value = (FLOAT32_TEXT_MAX if spec.dtype == "float32" else INT_TEXT_MAX) + 1
+        brackets = 2 * max(1, spec.size)  # at most one pair per value (nested lists of ones), plus the row's
+        per_row += spec.size * value + brackets + 2 + _escaped(spec.name) + 4
+    fixed = (
+        PROXY_ENVELOPE_MAX + _escaped(skeleton) + sum(_escaped(s.name) + 8 for s in info.signature.outputs)
+    )
+    return fixed, per_row + 2

@@ -130,7 +130,9 @@ class ModelDetail(BaseModel):
         alias="schema",
         description="The shown version's input schema: task, target, classes and its features in input "
         'order, each {"name", "type": "numeric" | "categorical", "dtype"} and a categorical one\'s '
-        '"vocabulary" (its index in this list is what the model sees; any other value is out of vocabulary)',
+        '"vocabulary" (its index in this list is what the model sees; any other value is out of vocabulary). '
+        'A tensor model has "inputs" and "outputs" instead: each {"name", "shape" (without the batch), '
+        '"dtype": "float32" | "int32" | "int64"}',
     )
     metrics: dict[str, Any]
 

@@ -12,6 +12,7 @@ from modelops import aws
 from modelops.domain.alias import PRODUCTION
 from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import ModelNotFoundError
+from modelops.domain.signature import TensorRequestError, parse_request
 from modelops.domain.spec import MODEL_NAME_RE
 from modelops.stages.predict.errors import JSON, RequestError
 from modelops.stages.predict.parse import (
@@ -19,12 +20,19 @@ from modelops.stages.predict.parse import (
     body_bytes,
     check_content_type,
     instances_of,
+    may_hold_booleans,
     parse_json,
     selector,
     to_encoded,
     to_matrix,
 )
-from modelops.stages.predict.render import answer_bound, render, request_bound
+from modelops.stages.predict.render import (
+    answer_bound,
+    render,
+    render_tensors,
+    request_bound,
+    tensor_answer_bound,
+)
 from modelops.stages.predict.serving import LoadedModel, ModelCache
 from modelops.stages.predict.settings import Settings
 from modelops.stages.predict.telemetry import telemetry
@@ -122,12 +130,23 @@ class PredictService:
         check_content_type(req.content_type)
         raw = body_bytes(req.body, req.is_base64, settings.max_body_bytes)
         alias, version = selector(req.query)
-        instances = instances_of(parse_json(raw), settings.max_rows)
-        rows = req.rows = len(instances)
+        doc = parse_json(raw)
+        instances = instances_of(doc, settings.max_rows)
+        if instances is not None:
+            req.rows = len(instances)
         routing_key = req.routing_key if req.routing_key is not None else req.query.get("routing_key")
         lm = self.cache.resolve(req.name, alias=alias, version=version, routing_key=routing_key)
         info = lm.info
         req.version = info.version
+        if info.tensor:
+            return self._predict_tensors(req, lm, doc, raw, started)
+        if instances is None:
+            raise RequestError(
+                422,
+                "invalid_request",
+                "'inputs' (columnar format) is for tensor models; this model takes 'instances' (rows or records)",
+            )
+        rows = len(instances)
         bound = lm.answer_bound or self._answer_bound(lm)
         if rows > bound[2] or len(req.request_id) > _REQUEST_ID_MAX:  # else it fits: no arithmetic
             _check_answer_size(rows, bound, req, settings.max_response_bytes)
@@ -152,6 +171,33 @@ class PredictService:
             lost = sink.take_failures()
             if lost:
                 self.metrics.capture_failures(lost)
+        self.metrics.served(
+            req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
+        )
+        return (
+            200,
+            body,
+            {"Content-Type": JSON, "X-Model-Version": str(info.version), "X-Request-Id": req.request_id},
+        )
+
+    def _predict_tensors(
+        self, req: RawRequest, lm: LoadedModel, doc: Any, raw: str | bytes, started: float
+    ) -> tuple[int, str, dict[str, str]]:
+        """A tensor model's request (``modelops.domain.signature``): TF Serving's row or columnar
+        format, checked against the signature, answered as TF Serving does. Not captured (yet)."""
+        info = lm.info
+        assert info.signature is not None
+        try:
+            treq = parse_request(
+                doc, info.signature, self.settings.max_rows, may_hold_booleans=may_hold_booleans(raw)
+            )
+        except TensorRequestError as exc:
+            raise RequestError(413 if exc.code == "too_many_rows" else 422, exc.code, str(exc)) from None
+        rows = req.rows = treq.rows
+        fixed, per_row = tensor_answer_bound(info)
+        _check_answer_size(rows, (fixed, per_row, 0), req, self.settings.max_response_bytes)
+        y = lm.predict_tensors(treq.inputs)
+        body = render_tensors(info, req.name, y, req.request_id, treq.columnar)
         self.metrics.served(
             req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
         )
