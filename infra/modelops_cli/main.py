@@ -15,6 +15,7 @@ from modelops_cli.local import local
 from modelops_cli.models import models
 from modelops_cli.monitor import monitor
 from modelops_cli.predict import predict
+from modelops_cli.score import score
 from modelops_cli.status import status
 from modelops_cli.ui.command import ui
 
@@ -87,6 +88,7 @@ def cli(
 cli.add_command(models)
 cli.add_command(monitor)
 cli.add_command(predict)
+cli.add_command(score)
 cli.add_command(local)
 cli.add_command(status)
 cli.add_command(ui)

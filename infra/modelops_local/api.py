@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from modelops_local import guard
-from modelops_local.errors import FunctionNotFoundError, PortInUseError, TwinError
+from modelops_local.errors import ExecutionExistsError, FunctionNotFoundError, PortInUseError, TwinError
 from modelops_local.motoserver import bind
 from modelops_local.training_service import TrainingRequestError
 
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelops.twin")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+STATES_PATH = "/_twin/states"
+"""Where the functions' ``stepfunctions`` clients go on the twin (``AWS_ENDPOINT_URL_SFN``)."""
 _DRAIN_LIMIT = 64 * 1024 * 1024
 
 
@@ -249,6 +251,9 @@ class ApiGateway:
         if problem is not None:
             self._refuse(req, 403, {"__type": "AccessDenied", "message": f"the twin: {problem}"})
             return
+        if path.rstrip("/") == STATES_PATH:
+            self._send(req, *self._states(req, url.query))
+            return
         if path == "/_twin" or path.startswith("/_twin/"):
             refused = self._control_refusal(req)
             if refused is not None:
@@ -426,6 +431,42 @@ class ApiGateway:
         else:
             return None
         return status, headers, raw
+
+    # ------------------------------------------------------------------ Step Functions (functions' clients)
+
+    def _states(self, req: BaseHTTPRequestHandler, query: str) -> tuple[int, dict[str, list[str]], bytes]:
+        """``StartExecution`` for the functions' own ``stepfunctions`` clients: the execution runs on
+        the twin's interpreter (``Twin.start_execution_async``). The request's access key must be the
+        session token, as moto's endpoint requires."""
+        if not guard.token_matches(guard.access_key_of(req.headers, query), self.twin.token):
+            req.close_connection = True
+            return _json(403, {"__type": "UnrecognizedClientException", "message": "not this twin's token"})
+        body = self._read_body(req)
+        if body is None:
+            return _json(413, {"message": "Request Too Long"})
+        target = req.headers.get("X-Amz-Target", "")
+        if target != "AWSStepFunctions.StartExecution":
+            return _json(
+                400,
+                {
+                    "__type": "UnknownOperationException",
+                    "message": f"the twin serves StartExecution only, not {target[:80]!r}",
+                },
+            )
+        try:
+            payload = json.loads(body or b"{}")
+            arn = self.twin.start_execution_async(
+                str(payload.get("stateMachineArn")),
+                json.loads(payload.get("input") or "{}"),
+                name=payload.get("name"),
+            )
+        except ExecutionExistsError as exc:
+            return _json(400, {"__type": "ExecutionAlreadyExists", "message": str(exc)})
+        except ValueError:
+            return _json(400, {"__type": "SerializationException", "message": "the body is not JSON"})
+        except TwinError as exc:
+            return _json(400, {"__type": "StateMachineDoesNotExist", "message": str(exc)})
+        return _json(200, {"executionArn": arn, "startDate": time.time()})
 
     # ------------------------------------------------------------------ control
 

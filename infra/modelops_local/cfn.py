@@ -111,6 +111,8 @@ _NAMING: dict[str, tuple[str | None, int, bool]] = {
     "AWS::Logs::LogGroup": ("LogGroupName", 512, False),
     "AWS::KinesisFirehose::DeliveryStream": ("DeliveryStreamName", 64, False),
     "AWS::CloudWatch::Alarm": ("AlarmName", 255, False),
+    "AWS::Serverless::StateMachine": ("Name", 80, False),
+    "AWS::StepFunctions::StateMachine": ("StateMachineName", 80, False),
     "AWS::Serverless::Function": ("FunctionName", 64, False),
     "AWS::Lambda::Function": ("FunctionName", 64, False),
     "AWS::Serverless::LayerVersion": ("LayerName", 64, False),
@@ -362,6 +364,8 @@ class Template:
             return self.arn("lambda", f"layer:{self.name(logical)}:1")
         if rtype == "AWS::SNS::Subscription":
             return self.arn("sns", f"{logical}:{self._suffix(8, True)}")
+        if rtype in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+            return self.arn("states", f"stateMachine:{self.name(logical)}")  # Ref gives the ARN
         if rtype.startswith("AWS::Batch::"):
             kind = {"JobQueue": "job-queue", "JobDefinition": "job-definition"}.get(
                 rtype.rsplit("::", 1)[1], "compute-environment"

@@ -17,3 +17,7 @@ class PortInUseError(TwinError):
 
 class FunctionNotFoundError(TwinError):
     """No function of that name (logical id or physical name) in the template."""
+
+
+class ExecutionExistsError(TwinError):
+    """A state machine execution of that name was already started (Step Functions' ExecutionAlreadyExists)."""

@@ -170,7 +170,11 @@ class Provisioner:
             self._lambda_subscription(logical)
         for bucket, config in self._notifications.items():
             self.c("s3").put_bucket_notification_configuration(
-                Bucket=bucket, NotificationConfiguration={k: v for k, v in config.items() if v}
+                Bucket=bucket,
+                # EventBridgeConfiguration is an empty object when on: keep it (S3 -> EventBridge)
+                NotificationConfiguration={
+                    k: v for k, v in config.items() if v or k == "EventBridgeConfiguration"
+                },
             )
         for logical in t.of_type("AWS::CloudWatch::Alarm"):
             self._alarm(logical)

@@ -242,9 +242,7 @@ class StateMachines:
     def _create(self, logical: str) -> None:
         t = self.template
         props = t.props(logical)
-        name = str(
-            t.resolve(props.get("Name") or props.get("StateMachineName") or f"{t.stack_name}-{logical}")
-        )
+        name = str(t.resolve(props.get("Name") or props.get("StateMachineName") or t.name(logical)))
         role = t.arn("iam", f"role/{t.stack_name}-{logical}-twin-{self._id}", region=False)
         definition = definition_of(t, logical)
         try:

@@ -38,7 +38,7 @@ from modelops_local import guard, lambdas, sfn, shapes
 from modelops_local.alarms import AlarmEvaluator, AlarmResult
 from modelops_local.api import ApiServer, Route
 from modelops_local.cfn import ACCOUNT_ID, Template
-from modelops_local.errors import FunctionNotFoundError, TwinError
+from modelops_local.errors import ExecutionExistsError, FunctionNotFoundError, TwinError
 from modelops_local.lambdas import FunctionSpec, Invocation
 from modelops_local.motoserver import MotoServer
 from modelops_local.provision import Provisioned, Provisioner, Schedule, Source
@@ -211,6 +211,7 @@ class Twin:
         self._async_q: queue.Queue[_AsyncEvent | None] = queue.Queue()
         self._cond = threading.Condition()
         self._pending = 0
+        self._execution_names: set[tuple[str, str]] = set()
         self._running = 0
         self._generation = 0
         self._log_streams: dict[str, str] = {}
@@ -482,6 +483,9 @@ class Twin:
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": self.endpoint,
+            # a function's own StartExecution (train_trigger on a dataset folder's _SUCCESS) reaches
+            # the twin's interpreter (api.STATES_PATH), not moto's server
+            "AWS_ENDPOINT_URL_SFN": f"{self.control_url.rstrip('/').removesuffix('/_twin')}/_twin/states",
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
@@ -953,6 +957,40 @@ class Twin:
                 self._cond.notify_all()
         self.executions.append(result)
         return result
+
+    def start_execution_async(
+        self, state_machine: str, execution_input: Any = None, *, name: str | None = None
+    ) -> str:
+        """``StartExecution`` as a function calls it (``AWS_ENDPOINT_URL_SFN``): the execution's ARN at
+        once; it runs in a thread and counts as pending work (``wait_idle`` waits for it). A name
+        already started is :class:`ExecutionExistsError` (Step Functions' ``ExecutionAlreadyExists``)."""
+        if self.state_machines is None:
+            raise TwinError("the twin is not started")
+        spec = self.state_machines.find(state_machine)
+        if spec is None:
+            raise TwinError(f"no state machine {state_machine!r} in this template")
+        run_name = name or f"twin-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        with self._cond:
+            if (spec.logical_id, run_name) in self._execution_names:
+                raise ExecutionExistsError(f"execution {run_name} of {spec.logical_id} was already started")
+            self._execution_names.add((spec.logical_id, run_name))
+            self._pending += 1
+            self._generation += 1
+        machines = self.state_machines
+
+        def run() -> None:
+            try:
+                self.executions.append(machines.execute(spec.logical_id, execution_input, execution=run_name))
+            except Exception as exc:  # noqa: BLE001 - logged; nothing waits on this thread
+                log.error("%s execution %s did not run: %s", spec.logical_id, run_name, exc)
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._generation += 1
+                    self._cond.notify_all()
+
+        threading.Thread(target=run, name=f"sfn-{run_name}", daemon=True).start()
+        return spec.arn.replace(":stateMachine:", ":execution:") + f":{run_name}"
 
     def _schedule_timer(self, sched: Schedule) -> None:
         m = _RATE.match(sched.expression.strip())

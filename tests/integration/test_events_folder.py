@@ -41,6 +41,13 @@ FOLDER = {
     "MonitorPlanFunction": ["monitor_plan.json"],
     "MonitorChunkFunction": ["monitor_chunk.json"],
     "MonitorReduceFunction": ["monitor_reduce.json"],
+    "ScoreStartFunction": ["score_start.json"],
+    "ScorePlanFunction": ["score_plan.json"],
+    "ScoreChunkFunction": ["score_chunk.json"],
+    "ScoreReduceFunction": ["score_reduce.json"],
+    "DatasetPlanFunction": ["dataset_plan.json"],
+    "DatasetPartFunction": ["dataset_part.json"],
+    "DatasetReduceFunction": ["dataset_reduce.json"],
     "PredictFunction": ["predict_post_predict.json", "predict_get_models.json"],
     "AlertFunction": [
         "alert_drift_alarm_sns.json",
@@ -171,3 +178,48 @@ def test_the_fan_out_steps_read_their_events() -> None:
     assert fanout.check_run(load("monitor_reduce.json")["run"]) == run
     with pytest.raises(fanout.FanoutError):
         fanout.chunk_request({**load("monitor_chunk.json"), "chunk": -1})
+
+
+def test_the_dataset_parts_steps_read_their_events() -> None:
+    from modelops.stages import dataset_parts
+    from modelops.storage.datasets import marker_folder
+
+    plan = load("dataset_plan.json")
+    run = dataset_parts._run(plan)
+    marker = plan["request"]["marker"]
+    assert marker_folder(marker["key"]) == ("demo", plan["request"]["folder"])
+    part = load("dataset_part.json")
+    assert dataset_parts._run(part) == run and part["index"] == 0
+    assert part["key"].startswith(plan["request"]["folder"] + "part-")
+    assert dataset_parts._run(load("dataset_reduce.json")) == run
+    with pytest.raises(ValueError, match="run"):
+        dataset_parts._run({**part, "run": "a/b"})
+
+
+def test_the_scoring_steps_read_their_events() -> None:
+    from modelops.stages import score
+    from modelops.stages.scoring import run as scoring
+
+    bucket = "modelops-databucket"
+    request = score.start_request(load("score_start.json"))
+    assert request == {
+        "bucket": bucket,
+        "key": "datasets/iris/score/customers.csv",
+        "version_id": "3HL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY",
+    }
+    run, planned = scoring.plan_request(load("score_plan.json"), bucket)
+    assert planned == request and run == score.run_name(request["key"], request["version_id"])
+    req = scoring.chunk_request(load("score_chunk.json"), bucket)
+    assert (req.run, req.model, req.version, req.chunk, req.first_row, req.rows) == (
+        run,
+        "iris",
+        3,
+        1,
+        20001,
+        20000,
+    )
+    assert scoring.check_run(load("score_reduce.json")["run"]) == run
+    with pytest.raises(scoring.ScoringError):
+        scoring.chunk_request(
+            {**load("score_chunk.json"), "key": "datasets/other/score/customers.csv"}, bucket
+        )

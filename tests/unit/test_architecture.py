@@ -32,7 +32,17 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_every_function_has_a_stage_named_like_it() -> None:
-    assert FUNCTIONS == ["alert", "convert", "fanout", "gate", "monitor", "predict", "train_trigger"]
+    assert FUNCTIONS == [
+        "alert",
+        "convert",
+        "dataset_parts",
+        "fanout",
+        "gate",
+        "monitor",
+        "predict",
+        "score",
+        "train_trigger",
+    ]
     for name in FUNCTIONS:
         assert (PACKAGE / "stages" / f"{name}.py").is_file() or (
             PACKAGE / "stages" / name / "__init__.py"

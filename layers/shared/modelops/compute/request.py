@@ -43,7 +43,7 @@ class JobRequest:
     """The stack's ``JobPrefix`` (a tuning job's name starts with it)."""
     train_key: str = ""
     """The training rows the platform's split kept (``inputs/{model}/{job}/train.csv`` in the registry
-    bucket): the job's ``train`` channel and its ``dataset_*`` hyperparameters. ``dataset_*``
+    bucket, or for a dataset of parts the folder ``inputs/{model}/{job}/train/``): the job's ``train`` channel and its ``dataset_*`` hyperparameters. ``dataset_*``
     above stay the uploaded dataset (the job's lineage and tags). Empty only in tests of the request
     shapes, where the channel is the uploaded dataset itself."""
     train_sha256: str = ""
@@ -82,8 +82,20 @@ class JobRequest:
         """The ``train`` channel's ``S3Uri``: the training rows' key, or, with an input schema, the job's
         inputs folder (``S3Prefix``: the rows and ``input_schema.json`` land in the channel together)."""
         if self.train_key and self.input_schema_key:
-            return f"s3://{self.registry_bucket}/{self.train_key.rsplit('/', 1)[0]}/"
+            return f"s3://{self.registry_bucket}/{self.train_key.rstrip('/').rsplit('/', 1)[0]}/"
         return self.train_uri
+
+    @property
+    def train_parts(self) -> bool:
+        """A dataset of many parts: :attr:`train_key` is the folder ``inputs/{model}/{job}/train/`` of
+        one CSV per part (docs/training.md "Datasets of many parts"); the job joins them."""
+        return self.train_key.endswith("/")
+
+    @property
+    def train_input_mode(self) -> str:
+        """SageMaker's ``InputMode`` for the ``train`` channel: ``FastFile`` (streamed from S3 as the job
+        reads it, no download before the start) for a folder of parts, else ``File``."""
+        return "FastFile" if self.train_parts else "File"
 
     @property
     def output_path(self) -> str:

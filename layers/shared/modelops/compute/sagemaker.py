@@ -268,7 +268,7 @@ def create_training_job_request(
                 },
                 "ContentType": "text/csv",
                 "CompressionType": "None",
-                "InputMode": "File",
+                "InputMode": req.train_input_mode,
             }
         ],
         "OutputDataConfig": {"S3OutputPath": req.output_path},

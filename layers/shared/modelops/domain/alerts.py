@@ -100,6 +100,8 @@ _EVENT_SEVERITY = {
     "ModelPromoted": "info",
     "ModelVersionPublished": "info",
     "TrainingJobStarted": "info",
+    "ScoringFailed": "warning",
+    "ScoringCompleted": "info",
 }
 _NEXT_STEPS = {
     "TrainingJobFailed": "Read the training job's logs (CloudWatch /aws/sagemaker/TrainingJobs or the Batch job), "
@@ -120,6 +122,10 @@ _NEXT_STEPS = {
     "ModelPromoted": "Nothing to do; the monitor compares traffic against the new version's baseline from now on.",
     "ModelVersionPublished": "Nothing to do unless you promote by hand.",
     "TrainingJobStarted": "Nothing to do; a ModelVersionPublished or a failure follows.",
+    "ScoringFailed": "Nothing was scored (or too many chunks failed): the reason names the cause. A model "
+    "with no production version: promote one, then upload the input again. Failed chunks: "
+    "score-runs/{run}/failures/ says why; the manifest lists them (docs/scoring.md).",
+    "ScoringCompleted": "Nothing to do; the scores and the manifest are under the run's folder.",
 }
 _STAGED_ARCHIVE_CHANGED = (
     "The training job's staged archive changed after convert first read it (jobs/{job}.artifact.json pins "

@@ -51,6 +51,8 @@ from modelops.domain.formats import PLAIN, Dialect, FormatError, csv_rows, forma
 from modelops.domain.spec import ModelSpec
 
 CHUNK = 1024 * 1024
+DATASET_WIDE = ("too_few_rows", "constant_target", "too_many_missing", "too_many_duplicates")
+"""Checks of a whole dataset that a part alone cannot make (with the class checks: :func:`merge_parts`)."""
 _EXAMPLES = 5
 _FULL = 1 << 64
 NUMERIC = "numeric"
@@ -127,6 +129,10 @@ class DatasetReport:
     class_counts: list[int] | None = None
     warnings: list[str] = field(default_factory=list)
     """What is worth a look but does not reject the dataset (a class with few rows, ...)."""
+    dup_hashes: list[int] | None = None
+    """A part's report only (:func:`validate_part`): the distinct row hashes below ``dup_threshold``,
+    so that parts' duplicate estimates merge (:func:`merge_parts`)."""
+    dup_threshold: int = _FULL
 
     @property
     def ok(self) -> bool:
@@ -166,6 +172,39 @@ class DatasetReport:
             "class_counts": self.class_counts,
             "warnings": self.warnings,
         }
+
+    def to_part_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with what a merge needs besides: every column name and the duplicate sample."""
+        return {
+            **self.to_dict(),
+            "columns": self.columns,
+            "dup_hashes": self.dup_hashes or [],
+            "dup_threshold": str(self.dup_threshold),
+        }
+
+    @classmethod
+    def from_part_dict(cls, doc: Mapping[str, Any]) -> DatasetReport:
+        """A part's report as :meth:`to_part_dict` wrote it."""
+        return cls(
+            problems=[Problem(str(p["code"]), str(p["message"])) for p in doc.get("problems") or []],
+            rows=int(doc.get("rows") or 0),
+            bytes_read=int(doc.get("bytes_read") or 0),
+            sha256=doc.get("sha256"),
+            complete=bool(doc.get("complete")),
+            format=str(doc.get("format") or "csv"),
+            columns=list(doc.get("columns") or []),
+            target=str(doc.get("target") or ""),
+            features=list(doc.get("features") or []),
+            feature_types=dict(doc.get("feature_types") or {}),
+            categories=dict(doc.get("categories") or {}),
+            excluded_columns=list(doc.get("excluded_columns") or []),
+            missing={str(k): int(v) for k, v in (doc.get("missing") or {}).items()},
+            classes=doc.get("classes"),
+            class_counts=doc.get("class_counts"),
+            warnings=list(doc.get("warnings") or []),
+            dup_hashes=[int(h) for h in doc.get("dup_hashes") or []],
+            dup_threshold=int(doc.get("dup_threshold") or _FULL),
+        )
 
 
 @dataclass
@@ -287,7 +326,11 @@ class _Scanner:
         fmt: str = "csv",
         sink: IO[str] | None = None,
         production: Production | None = None,
+        part: bool = False,
     ):
+        self.part = part
+        """One part of a dataset of many (:func:`validate_part`): the dataset-wide checks (row count,
+        missing and duplicate rates, classes) wait for :func:`merge_parts`."""
         self.spec = spec
         self.limits = limits
         self.collect = collect
@@ -554,7 +597,20 @@ class _Scanner:
             report.problems.append(Problem(exc.code, str(exc)))
             return report
         self._finish()
+        if self.part:
+            self._as_part()
         return report
+
+    def _as_part(self) -> None:
+        """Keep only the part's own problems; hand over the duplicate sample for the merge."""
+        report = self.report
+        wide = set(DATASET_WIDE)
+        if self.classification:
+            wide |= {"bad_target", "single_class", "class_coverage"}
+        report.problems = [p for p in report.problems if p.code not in wide]
+        report.warnings = []
+        report.dup_hashes = sorted(self.dups)
+        report.dup_threshold = self.dup_threshold
 
     # ------------------------------------------------------------------ verdict
     def _kind(self, col: _Column) -> str | None:
@@ -1082,3 +1138,191 @@ def load_csv(
         kinds=list(scanner.kinds),
         categories=categories,
     )
+
+
+def validate_part(
+    chunks: Iterable[bytes],
+    spec: ModelSpec,
+    limits: Limits | None = None,
+    *,
+    size: int | None = None,
+    fmt: str = "csv",
+    sink: IO[str] | None = None,
+    production: Production | None = None,
+    path: Path | None = None,
+) -> DatasetReport:
+    """Validate one part of a dataset of many (docs/training.md "Datasets of many parts") as
+    :func:`validate_stream` does a dataset (``limits.max_bytes`` applies to the part), without the
+    checks only the whole dataset can make (``DATASET_WIDE`` and, for classification, the classes):
+    :func:`merge_parts` makes them. The report carries the duplicate sample (``dup_hashes``).
+    ``path``: a Parquet part's spooled file (its ``chunks`` are then ignored)."""
+    limits = limits or Limits()
+    if (too_large := _too_large(spec, limits, size)) is not None:
+        return too_large
+    scanner = _Scanner(
+        spec,
+        limits,
+        collect=False,
+        dialect=Dialect.of(spec.csv) if fmt != "parquet" else PLAIN,
+        fmt=fmt,
+        sink=sink,
+        production=production,
+        part=True,
+    )
+    if fmt == "parquet":
+        assert path is not None, "a Parquet part is read from its spooled file"
+        return scanner.run_parquet(path)
+    return scanner.run(chunks)
+
+
+def merge_parts(
+    parts: list[tuple[str, DatasetReport]], spec: ModelSpec, limits: Limits | None = None
+) -> DatasetReport:
+    """One report for a dataset of many parts, from each part's (``(name, report)``, in part order).
+
+    A part that failed its own checks rejects the whole dataset, named (the first problem's code, every
+    failing part in the reason). Then the parts must agree: the same columns, features and feature
+    kinds as the first part (``schema_mismatch``, naming the part that differs). Then the dataset-wide
+    checks on the sums: rows, missing rates, classes (every class's rows added), duplicates. The
+    duplicate estimate merges exactly: each part keeps the distinct row hashes below its threshold; the
+    union of the hashes below the smallest threshold, halved again while it holds more than
+    ``Limits.duplicate_sample``, is the sample one pass over all the rows keeps (the count below a
+    threshold only grows with the rows), so the estimate is the one-pass estimate (exact while no
+    sample overflowed). ``sha256`` is the SHA-256 of
+    the parts' SHA-256s, sorted (renaming or reordering the parts changes nothing). A dataset of parts is never checked against production's input
+    schema here: each part was."""
+    limits = limits or Limits()
+    merged = DatasetReport(target=spec.target)
+    if not parts:
+        merged.problems.append(Problem("no_rows", "the dataset has no parts"))
+        return merged
+    bad = [(name, r) for name, r in parts if not r.ok]
+    if bad:
+        merged.problems.append(
+            Problem(
+                bad[0][1].code or "invalid_dataset",
+                "; ".join(f"part {name}: {r.reason}" for name, r in bad[:10])
+                + (f" (and {len(bad) - 10} more parts)" if len(bad) > 10 else ""),
+            )
+        )
+        merged.warnings = [f"rejected part: {name}" for name, _ in bad[:100]]
+        return merged
+    first_name, first = parts[0]
+    for name, r in parts[1:]:
+        if r.columns != first.columns:
+            why = f"its header is {r.columns[:20]}, {first_name}'s is {first.columns[:20]}"
+        elif r.feature_types != first.feature_types:
+            diff = [
+                f"{f!r} is {r.feature_types.get(f, 'excluded')} there, {first.feature_types.get(f, 'excluded')} "
+                f"in {first_name}"
+                for f in sorted(set(r.feature_types) | set(first.feature_types))
+                if r.feature_types.get(f) != first.feature_types.get(f)
+            ]
+            why = "feature types differ: " + "; ".join(diff[:10])
+        else:
+            continue
+        merged.problems.append(
+            Problem("schema_mismatch", f"part {name} does not match the dataset's first part: {why}")
+        )
+        return merged
+    merged.columns = list(first.columns)
+    merged.features = list(first.features)
+    merged.feature_types = dict(first.feature_types)
+    merged.excluded_columns = list(first.excluded_columns)
+    merged.format = first.format
+    merged.rows = sum(r.rows for _, r in parts)
+    merged.bytes_read = sum(r.bytes_read for _, r in parts)
+    merged.complete = True
+    merged.sha256 = hashlib.sha256("\n".join(sorted(str(r.sha256) for _, r in parts)).encode()).hexdigest()
+    merged.missing = {c: sum(r.missing.get(c, 0) for _, r in parts) for c in [*merged.features, spec.target]}
+    problems = merged.problems
+    need = min_rows(spec, limits)
+    if merged.rows < need:
+        problems.append(
+            Problem("too_few_rows", f"{merged.rows} rows in all parts; at least {need} are needed")
+        )
+    rows = max(merged.rows, 1)
+    rates = {c: merged.missing[c] / rows for c in merged.features}
+    merged.max_missing_rate = max(rates.values(), default=0.0)
+    over = [n for n, r in rates.items() if r > limits.max_missing_rate]
+    if over:
+        problems.append(
+            Problem(
+                "too_many_missing",
+                f"columns missing more than {limits.max_missing_rate:.0%} of values: "
+                + ", ".join(f"{n} ({rates[n]:.1%})" for n in over[:10]),
+            )
+        )
+    threshold = min(r.dup_threshold for _, r in parts)
+    sample = {h for _, r in parts for h in (r.dup_hashes or []) if h < threshold}
+    while len(sample) > limits.duplicate_sample:  # as one pass would have shrunk it
+        threshold //= 2
+        sample = {h for h in sample if h < threshold}
+    exact = threshold == _FULL
+    distinct = len(sample) if exact else round(len(sample) * (_FULL / threshold))
+    merged.duplicates_exact = exact
+    merged.duplicate_rows = max(0, merged.rows - min(distinct, merged.rows))
+    merged.duplicate_rate = merged.duplicate_rows / rows
+    if merged.duplicate_rate > limits.max_duplicate_rate:
+        problems.append(
+            Problem(
+                "too_many_duplicates",
+                f"{merged.duplicate_rate:.1%} of rows are duplicates (limit {limits.max_duplicate_rate:.0%})",
+            )
+        )
+    if spec.task != "regression":
+        _merge_classes(merged, parts, spec, limits)
+    return merged
+
+
+def _merge_classes(
+    merged: DatasetReport, parts: list[tuple[str, DatasetReport]], spec: ModelSpec, limits: Limits
+) -> None:
+    counts: dict[float | str, list[Any]] = {}
+    for _, r in parts:
+        for label, n in zip(r.classes or [], r.class_counts or [], strict=False):
+            key = _label_key(str(label))
+            entry = counts.setdefault(key, [label, 0])
+            entry[1] += int(n)
+    keys = list(counts)
+    if all(isinstance(k, float) for k in keys):
+        keys.sort()
+        labels: list[Any] = [_label_value(k) for k in keys]
+    else:
+        keys.sort(key=lambda k: str(counts[k][0]))
+        labels = [str(counts[k][0]) for k in keys]
+    merged.classes = labels
+    merged.class_counts = [int(counts[k][1]) for k in keys]
+    problems = merged.problems
+    if len(keys) > limits.max_classes:
+        problems.append(
+            Problem("bad_target", f"target {spec.target!r} has more than {limits.max_classes} classes")
+        )
+    elif len(keys) < 2:
+        problems.append(
+            Problem(
+                "single_class",
+                f"target {spec.target!r} holds one class in every part: a classifier needs two",
+            )
+        )
+    elif spec.task == "binary" and len(keys) != 2:
+        problems.append(
+            Problem("bad_target", f"a binary task needs exactly 2 distinct target values, found {len(keys)}")
+        )
+    else:
+        under = [
+            (c, n) for c, n in zip(labels, merged.class_counts, strict=True) if n < limits.min_class_rows
+        ]
+        if under:
+            problems.append(
+                Problem(
+                    "class_coverage",
+                    f"classes with fewer than {limits.min_class_rows} rows in all parts: "
+                    + ", ".join(f"{c}: {n}" for c, n in under[:10]),
+                )
+            )
+        merged.warnings = [
+            f"class {c} has {n} rows (fewer than {limits.warn_class_rows})"
+            for c, n in zip(labels, merged.class_counts, strict=True)
+            if n < limits.warn_class_rows
+        ]

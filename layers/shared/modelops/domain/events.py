@@ -18,5 +18,7 @@ DETAIL_TYPES = frozenset(
         "ArtifactIntegrityFailed",
         "DriftDetected",
         "CanaryRolledBack",
+        "ScoringCompleted",
+        "ScoringFailed",
     }
 )

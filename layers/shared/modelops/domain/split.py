@@ -291,3 +291,62 @@ def project_csv(src: Path, header: Sequence[str], columns: Sequence[str], dest: 
             side.rows += 1
     side.sha256, side.size = _sha256(dest)
     return side
+
+
+def part_summary(result: SplitResult) -> dict[str, Any]:
+    """What one part's split tells the merge (:func:`merge_parts_split`): both sides' rows, SHA-256 and
+    size, the train classes or target range."""
+    return {
+        "train": result.train.summary(),
+        "evaluation": result.evaluation.summary(),
+        "train_classes": result.train_classes,
+        "train_target_range": list(result.train_target_range) if result.train_target_range else None,
+    }
+
+
+def merge_parts_split(plan: SplitPlan, parts: Sequence[dict[str, Any]], evaluation: Side) -> SplitResult:
+    """One :class:`SplitResult` for a dataset of parts, from each part's :func:`part_summary` (part
+    order) and the parts' evaluation rows joined into ``evaluation``. The train side has no single file:
+    its SHA-256 is that of the parts' train SHA-256s in part order (the rows are hashed the same way,
+    row by row, whichever part holds them, so the split is the one a single file would get)."""
+    train = Side(
+        Path("-"),
+        rows=sum(int(p["train"]["rows"]) for p in parts),
+        sha256=hashlib.sha256("\n".join(str(p["train"]["sha256"]) for p in parts).encode()).hexdigest(),
+        size=sum(int(p["train"]["size"]) for p in parts),
+    )
+    result = SplitResult(plan=plan, train=train, evaluation=evaluation)
+    if all(p.get("train_target_range") is None for p in parts) and any(
+        p.get("train_classes") is not None for p in parts
+    ):
+        keys = {_label_key(str(c)) for p in parts for c in p.get("train_classes") or []}
+        result.train_classes = _sorted_labels(keys)
+    else:
+        ranges = [p["train_target_range"] for p in parts if p.get("train_target_range")]
+        if ranges:
+            result.train_target_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    return result
+
+
+def join_csv_parts(paths: Sequence[Path], dest: Path) -> Side:
+    """The parts' rows (plain CSV, the same header) as one file at ``dest``: the header once; its rows,
+    SHA-256 and size."""
+    side = Side(dest)
+    header: list[str] | None = None
+    with open(dest, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        for path in paths:
+            rows = _rows(path)
+            first = next(rows, None)
+            if first is None:
+                continue
+            if header is None:
+                header = first
+                w.writerow(first)
+            elif first != header:
+                raise ValueError(f"{path.name} has another header than the first part")
+            for cells in rows:
+                w.writerow(cells)
+                side.rows += 1
+    side.sha256, side.size = _sha256(dest)
+    return side

@@ -18,10 +18,13 @@ Kept Python 3.10 compatible: the AWS TensorFlow training image runs 3.10.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Mapping
@@ -74,9 +77,49 @@ def find_dataset(channel: Path, dataset_uri: str = "") -> Path:
         return named[0]
     if len(files) == 1:
         return files[0]
+    if files and all(p.name.startswith(PART_PREFIX) and p.suffix == ".csv" for p in files):
+        work = Path(tempfile.mkdtemp(prefix="modelops-parts-"))
+        schema = channel / trainer.INPUT_SCHEMA_FILE
+        if schema.is_file():  # production's input schema stays beside the rows the trainer loads
+            shutil.copyfile(schema, work / trainer.INPUT_SCHEMA_FILE)
+        return join_parts(files, work / "train.csv")
     raise TrainingError(
         f"the train channel holds {len(files)} files and none is unambiguously {name or 'the dataset'!r}"
     )
+
+
+PART_PREFIX = "part-"
+
+
+def join_parts(parts: list[Path], dest: Path) -> Path:
+    """A dataset of many parts (the platform's ``inputs/{model}/{job}/train/part-NNNNN.csv``, each with
+    the same header) as one CSV at ``dest``: the first part's header, then every part's rows in name
+    order. A part whose header differs is a :class:`TrainingError` naming it. Beside it,
+    ``parts.sha256``: the SHA-256 of the parts' SHA-256s (what ``dataset_sha256`` names for parts)."""
+    header: bytes | None = None
+    digests: list[str] = []
+    with open(dest, "wb") as out:
+        for part in sorted(parts, key=lambda p: p.name):
+            with open(part, "rb") as fh:
+                first = fh.readline()
+                if header is None:
+                    header = first.rstrip(b"\r\n")
+                    out.write(header + b"\n")
+                elif first.rstrip(b"\r\n") != header:
+                    raise TrainingError(f"part {part.name} of the train channel has another header")
+                h = hashlib.sha256(first)
+                last = b"\n"
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                    last = chunk[-1:]
+                if last != b"\n":
+                    out.write(b"\n")
+                digests.append(h.hexdigest())
+    # what the job was started for: the SHA-256 of the parts' SHA-256s in part order
+    digest = hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    (dest.parent / trainer.PARTS_DIGEST_FILE).write_text(digest + "\n", encoding="utf-8")
+    return dest
 
 
 def write_failure(output_data_dir: Path, message: str) -> Path | None:

@@ -90,6 +90,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+PARTS_DIGEST_FILE = "parts.sha256"
+"""Beside a dataset of parts joined for the trainer: the SHA-256 of the parts' SHA-256s, in order."""
+
+
 def pinned_schema(data_path: Path) -> InputSchema | None:
     """The ``input_schema.json`` beside the dataset file, or None. ``DatasetRejectedError`` when it is
     there but does not describe a schema."""
@@ -316,7 +320,8 @@ def check_dataset(data_path: Path, spec: ModelSpec, hps: Mapping[str, str]) -> t
 
     Raises ``DatasetRejectedError`` when the file does not validate or is not the dataset the job was
     started for."""
-    sha = sha256_file(data_path)
+    digest = data_path.parent / PARTS_DIGEST_FILE  # a dataset of parts, joined (ml.job.join_parts)
+    sha = digest.read_text(encoding="utf-8").strip() if digest.is_file() else sha256_file(data_path)
     expected = hps.get("dataset_sha256") or ""
     if expected and sha != expected:
         raise DatasetRejectedError(

@@ -23,6 +23,9 @@ For each S3 ``ObjectCreated`` record (docs/training.md has the whole story):
    deterministic archive (``code/{model}/{sha256}.tar.gz``, create-only) whose SHA-256 joins the job
    name, the record's and the event's ``code``; a bad folder is a rejection (``bad_code``). A file under
    ``code/`` (or ``score/``) is never a dataset.
+   A dataset of many parts (``datasets/{model}/{name}/part-*``) starts nothing part by part: its
+   ``_SUCCESS`` marker starts ``DatasetStateMachine`` (:class:`ExecutionStarter`), whose reduce step
+   comes back here (:meth:`TrainTrigger._accept` with the parts' split; :mod:`modelops.stages.dataset_parts`).
    A ``datasets/{model}/eval/*.csv`` upload is a pinned evaluation set instead: validated against
    the model's columns and classes, stored, pointed at by ``evaluation/{model}/pinned.json``; no job.
 5. The backend refuses the request itself (``JobRejectedError``: SageMaker's ``ValidationException`` for an
@@ -78,6 +81,7 @@ from modelops.domain.dataset import (
     CHUNK,
     DatasetReport,
     Limits,
+    Problem,
     Production,
     validate_evaluation_stream,
     validate_file,
@@ -188,6 +192,9 @@ class Settings(StageSettings):
     """Script mode: the most files ``datasets/{model}/code/`` may hold."""
     max_code_bytes: int = Field(default=MAX_CODE_BYTES, ge=1, le=200 * 1024 * 1024)
     """Script mode: the most bytes ``datasets/{model}/code/`` may hold in all."""
+    dataset_state_machine_arn: str = ""
+    """``DatasetStateMachine``: a dataset folder's ``_SUCCESS`` starts it (docs/training.md "Datasets of
+    many parts"); empty: such a marker is ignored."""
     max_runtime_seconds: int = Field(default=86_400, ge=60, le=28 * 86_400)
     """Template ``TrainingMaxRuntimeSeconds``: every job's StoppingCondition (IAM caps it too)."""
 
@@ -327,6 +334,8 @@ class TrainTrigger:
         self.limits = settings.limits()
         self.clock = clock
         self.process: Callable[..., dict[str, Any]] = self.process_record
+        self.start_parts: Callable[[S3Object, str, str], dict[str, Any]] | None = None
+        """Starts a dataset folder's validation (:class:`ExecutionStarter`) on its ``_SUCCESS``."""
         self.idempotency: Any = None
         """Powertools' IdempotencyConfig when ``process`` is idempotent (the Lambda context is registered on it)."""
 
@@ -355,6 +364,13 @@ class TrainTrigger:
             return {"status": "ignored", "reason": "not an S3 object record"}
         if obj.event_name and not obj.event_name.startswith("ObjectCreated"):
             return {"status": "ignored", "reason": f"event {obj.event_name[:60]}", "key": obj.key}
+        folder = self.datasets.marker_folder(obj.key)
+        if folder is not None:  # a dataset of many parts is complete: validate its parts in parallel
+            if self.start_parts is None:
+                return {"status": "ignored", "reason": "datasets of parts are not enabled", "key": obj.key}
+            if not MODEL_NAME_RE.match(folder[0]):
+                return self._reject(obj, folder[0], "bad_key", f"invalid model name in {obj.key[:120]!r}")
+            return self.start_parts(obj, *folder)
         if not self.datasets.is_dataset(obj.key):
             return {
                 "status": "ignored",
@@ -553,6 +569,32 @@ class TrainTrigger:
             "rows": side.rows,
         }
 
+    def _split_file(
+        self, spec: ModelSpec, report: DatasetReport, work: Path, model: str, job: str
+    ) -> StagedSplit:
+        """The split of a single spooled dataset (``work/dataset.csv``)."""
+        plan = SplitPlan.for_dataset(spec, report.columns, report.features)
+        split = split_csv(work / "dataset.csv", plan, work / "train.csv", work / "evaluation.csv", spec.task)
+
+        def store() -> dict[str, Any]:
+            staged = self.jobs.put_train_rows(model, job, split.train.path)
+            heldout_key = self.evaluation.put_heldout_file(
+                model, split.evaluation.path, split.evaluation.sha256
+            )
+            summary = split.record()
+            summary["train"].update(key=staged["key"], uri=staged["uri"], version_id=staged["version_id"])
+            summary["evaluation"].update(key=heldout_key, uri=self.jobs.staging_uri(heldout_key))
+            return summary
+
+        return StagedSplit(
+            train_key=self.jobs.staging_train_key(model, job),
+            train_sha256=split.train.sha256,
+            train_rows=split.train.rows,
+            evaluation_rows=split.evaluation.rows,
+            problem=check_split(split, spec, self.limits),
+            store=store,
+        )
+
     def _reject(
         self,
         obj: S3Object,
@@ -611,7 +653,14 @@ class TrainTrigger:
         report: DatasetReport,
         work: Path,
         production: Production | None = None,
+        *,
+        split: SplitFn | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Start the one training job of an accepted dataset. ``split``: how the platform's split is made
+        and stored (default: the spooled single file, :meth:`_split_file`; a dataset of parts brings its
+        own, :mod:`modelops.stages.dataset_parts`); ``lineage``: more about the dataset for the record and
+        the event (a dataset of parts: its folder and parts)."""
         assert report.sha256 is not None
         spec_sha = spec_sha256(spec)
         code: CodeArchive | None = None
@@ -636,12 +685,10 @@ class TrainTrigger:
             logger.info("job already started for this data and spec", extra={"job": job, "key": obj.key})
             return {"status": "duplicate", "model": model, "job": job, "backend": backend.name}
         # The platform's split: training rows for the job, evaluation rows kept for the gate.
-        plan = SplitPlan.for_dataset(spec, report.columns, report.features)
-        split = split_csv(work / "dataset.csv", plan, work / "train.csv", work / "evaluation.csv", spec.task)
-        problem = check_split(split, spec, self.limits)
-        if problem is not None:
-            return self._reject(obj, model, problem.code, problem.message, report)
-        train_key = self.jobs.staging_train_key(model, job)
+        staging = (split or self._split_file)(spec, report, work, model, job)
+        if staging.problem is not None:
+            return self._reject(obj, model, staging.problem.code, staging.problem.message, report)
+        train_key = staging.train_key
         kept = production.schema if production is not None else None
         schema_key = ""
         if kept is not None:  # schema continuity: the job trains on exactly production's input schema
@@ -664,8 +711,8 @@ class TrainTrigger:
             trials_prefix=self.jobs.trials_prefix(model, job),
             job_prefix=self.settings.job_prefix,
             train_key=train_key,
-            train_sha256=split.train.sha256,
-            train_rows=split.train.rows,
+            train_sha256=staging.train_sha256,
+            train_rows=staging.train_rows,
             input_schema_key=schema_key,
         )
         code_doc: dict[str, Any] | None = None
@@ -678,12 +725,8 @@ class TrainTrigger:
         except SearchNotSupportedError as exc:
             return self._reject(obj, model, exc.code, str(exc), report)
         # Both sides are stored before the record names them (a retry writes the same bytes again).
-        staged = self.jobs.put_train_rows(model, job, split.train.path)
-        heldout_key = self.evaluation.put_heldout_file(model, split.evaluation.path, split.evaluation.sha256)
-        summary = split.record()
-        summary["train"].update(key=staged["key"], uri=staged["uri"], version_id=staged["version_id"])
-        summary["evaluation"].update(key=heldout_key, uri=self.jobs.staging_uri(heldout_key))
-        dataset = {**obj.to_dict(), "sha256": report.sha256, "rows": report.rows}
+        summary = staging.store()
+        dataset = {**obj.to_dict(), "sha256": report.sha256, "rows": report.rows, **(lineage or {})}
         record = {
             "job": job,
             "model": model,
@@ -726,7 +769,7 @@ class TrainTrigger:
                 "dataset": dataset,
                 "spec_sha256": spec_sha,
                 "rows": report.rows,
-                "split": {"train_rows": split.train.rows, "evaluation_rows": split.evaluation.rows},
+                "split": {"train_rows": staging.train_rows, "evaluation_rows": staging.evaluation_rows},
                 "duplicate_rate": report.duplicate_rate,
                 "max_missing_rate": report.max_missing_rate,
                 "warnings": report.warnings[:20],
@@ -744,6 +787,24 @@ class TrainTrigger:
         )
         logger.info("training job started", extra={"job": job, "backend": backend.name, "model": model})
         return {"status": "started", "model": model, "job": job, "backend": backend.name, "id": started.id}
+
+
+@dataclass
+class StagedSplit:
+    """The platform's split of an accepted dataset, ready to store: the job's ``train`` key (a file,
+    or a folder ending in ``/`` for a dataset of parts), both sides' counts, the split's verdict
+    (``problem``), and ``store`` (writes both sides, returns the job record's ``split`` summary)."""
+
+    train_key: str
+    train_sha256: str
+    train_rows: int
+    evaluation_rows: int
+    problem: Problem | None
+    store: Callable[[], dict[str, Any]]
+
+
+SplitFn = Callable[[ModelSpec, DatasetReport, Path, str, str], StagedSplit]
+"""``(spec, report, work, model, job) -> StagedSplit``."""
 
 
 def _bounded(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
@@ -771,6 +832,47 @@ def _brief(record: Any) -> dict[str, Any]:
     return obj.to_dict() if obj else {"record": str(record)[:200]}
 
 
+# ---------------------------------------------------------------------------- datasets of many parts
+def execution_name(obj: S3Object) -> str:
+    """The execution of one marker version: ``dataset-{sha256(bucket, key, version, etag)[:40]}``
+    (Step Functions keeps a name for 90 days: a replayed record finds it taken)."""
+    ident = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag or ""))
+    return "dataset-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+@dataclass
+class ExecutionStarter:
+    """``StartExecution`` of ``DatasetStateMachine`` for a folder's ``_SUCCESS`` (on the twin the
+    functions' ``stepfunctions`` client reaches the twin's interpreter: ``AWS_ENDPOINT_URL_SFN``)."""
+
+    state_machine_arn: str
+    client: Callable[[str], Any]
+
+    def __call__(self, obj: S3Object, model: str, folder: str) -> dict[str, Any]:
+        name = execution_name(obj)
+        request = {"marker": {**obj.to_dict(), "etag": obj.etag}, "model": model, "folder": folder}
+        try:
+            self.client("stepfunctions").start_execution(
+                stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(request)
+            )
+            started = True
+        except aws.AwsError as exc:
+            if aws.error_code(exc) != "ExecutionAlreadyExists":
+                raise
+            started = False
+        logger.info("dataset of parts: validation started", extra={"folder": folder, "execution": name})
+        return {
+            "status": "validating" if started else "duplicate",
+            "model": model,
+            "folder": folder,
+            "execution": name,
+        }
+
+
+def make_starter(settings: Settings, client: Callable[[str], Any]) -> ExecutionStarter:
+    return ExecutionStarter(state_machine_arn=settings.dataset_state_machine_arn, client=client)
+
+
 # ---------------------------------------------------------------------------- wiring
 def assemble(settings: Settings, client: Callable[[str], Any]) -> TrainTrigger:
     """The stage wired to ``client(service)`` clients: stores, event bus, backends and, with an
@@ -784,6 +886,8 @@ def assemble(settings: Settings, client: Callable[[str], Any]) -> TrainTrigger:
         settings=settings,
         backends=make_backend_factory(settings, client, jobs),
     )
+    if settings.dataset_state_machine_arn:
+        stage.start_parts = make_starter(settings, client)
     if settings.idempotency_table:
         stage.process, stage.idempotency = idempotent(
             stage.process_record,

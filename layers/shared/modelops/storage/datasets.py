@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from modelops.aws import AwsError, ErrorKind, classify
+from modelops.aws import AwsError, ErrorKind, classify, error_code
 from modelops.domain.errors import ModelOpsError
 from modelops.storage import keys
 from modelops.storage.s3 import ObjectStore
@@ -71,6 +71,11 @@ class DatasetStore:
     def is_eval_dataset(key: str) -> bool:
         """A ``datasets/{model}/eval/NAME.csv`` key: a pinned evaluation set, never a training trigger."""
         return keys.is_eval_dataset(key)
+
+    @staticmethod
+    def marker_folder(key: str) -> tuple[str, str] | None:
+        """``(model, folder)`` of ``datasets/{model}/{name}/_SUCCESS`` (None for any other key)."""
+        return keys.dataset_folder_of_marker(key)
 
     @staticmethod
     def model_of(key: str) -> str | None:
@@ -175,3 +180,113 @@ class DatasetStore:
         doc = {**reason, "quarantined_copy": copy_key}
         self.objects(bucket).put(prefix + REASON_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
         return Quarantined(bucket=bucket, prefix=prefix, copy=copy_key)
+
+
+# ---------------------------------------------------------------------------- datasets of many parts
+@dataclass(frozen=True)
+class PartObject:
+    """One part of a dataset folder (``datasets/{model}/{name}/part-*``), as listed."""
+
+    index: int
+    key: str
+    size: int
+    etag: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "key": self.key, "size": self.size, "etag": self.etag}
+
+
+def marker_folder(key: str) -> tuple[str, str] | None:
+    """``(model, folder)`` of a dataset folder's ``_SUCCESS`` marker key (None for any other key)."""
+    return keys.dataset_folder_of_marker(key)
+
+
+def is_dataset_part(key: str) -> bool:
+    """A part of a dataset folder: its upload starts nothing (the folder's ``_SUCCESS`` does)."""
+    return keys.is_dataset_part(key)
+
+
+def list_parts(store: DatasetStore, bucket: str, folder: str, max_parts: int) -> list[PartObject]:
+    """The folder's parts (``part-*`` with a dataset suffix, directly in ``folder``), in key order;
+    :class:`ValueError` past ``max_parts``."""
+    found: list[PartObject] = []
+    for obj in store.objects(bucket).iter_keys(folder):
+        key = str(obj.get("Key", ""))
+        if not keys.is_dataset_part(key) or not key.startswith(folder):
+            continue
+        found.append(PartObject(len(found), key, int(obj.get("Size") or 0), str(obj.get("ETag") or "")))
+        if len(found) > max_parts:
+            raise ValueError(f"{folder} holds more than {max_parts} parts (the most a dataset may have)")
+    return found
+
+
+class DatasetRuns:
+    """A dataset of parts being validated (registry bucket ``dataset-runs/{run}/``): the plan, the
+    map's items, each part's report and split rows, the outcome. The job's train folder
+    (``inputs/{model}/{job}/train/``) is filled from it."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
+    @property
+    def bucket(self) -> str:
+        return self.objects.bucket
+
+    def put_doc(self, run: str, name: str, doc: Any) -> dict[str, str]:
+        """``plan.json``, ``items.json``, ``result.json``; returns ``{"Bucket", "Key"}`` (the map's
+        ItemReader parameters)."""
+        key = keys.dataset_run(run, name)
+        self.objects.put_json(key, doc)
+        return {"Bucket": self.bucket, "Key": key}
+
+    def get_doc(self, run: str, name: str) -> Any:
+        got = self.objects.get_json(keys.dataset_run(run, name))
+        return got[0] if got is not None else None
+
+    def put_part_report(self, run: str, index: int, doc: Mapping[str, Any]) -> None:
+        self.objects.put_json(keys.dataset_run_part(run, "reports", index), doc)
+
+    def part_reports(self, run: str, count: int) -> list[dict[str, Any] | None]:
+        """Each part's report in part order (None where a part left none: its child failed)."""
+        out: list[dict[str, Any] | None] = []
+        for i in range(count):
+            got = self.objects.get_json(keys.dataset_run_part(run, "reports", i))
+            out.append(got[0] if got is not None and isinstance(got[0], dict) else None)
+        return out
+
+    def put_part_rows(self, run: str, kind: str, index: int, path: Any) -> str:
+        """A part's ``train`` or ``evaluation`` rows (plain CSV, one header); returns the key."""
+        key = keys.dataset_run_part(run, kind, index, ".csv")
+        self.objects.call(
+            self.objects.s3.upload_file,
+            Filename=str(path),
+            Key=key,
+            ExtraArgs={"ContentType": "text/csv"},
+        )
+        return key
+
+    def download_part_rows(self, run: str, kind: str, index: int, path: Any) -> None:
+        self.objects.call(
+            self.objects.s3.download_file,
+            Key=keys.dataset_run_part(run, kind, index, ".csv"),
+            Filename=str(path),
+        )
+
+    def train_folder(self, model: str, job: str) -> str:
+        """The job's ``train`` channel folder for a dataset of parts, ``inputs/{model}/{job}/train/``."""
+        return keys.job_train_part(model, job, 0).rsplit("/", 1)[0] + "/"
+
+    def stage_train_parts(self, run: str, model: str, job: str, count: int) -> list[str]:
+        """Copy each part's train rows into the job's ``train`` folder (server-side; create-only, as the
+        single-file train rows are: a retry finds the same bytes)."""
+        staged = []
+        for i in range(count):
+            dest = keys.job_train_part(model, job, i)
+            source = {"Bucket": self.bucket, "Key": keys.dataset_run_part(run, "train", i, ".csv")}
+            try:
+                self.objects.call(self.objects.s3.copy_object, Key=dest, CopySource=source, IfNoneMatch="*")
+            except AwsError as exc:
+                if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise
+            staged.append(dest)
+        return staged

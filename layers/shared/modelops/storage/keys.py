@@ -6,6 +6,8 @@ Data bucket (``DataBucket``)::
     datasets/{model}/{name}.csv|.csv.gz|.parquet   a dataset: each upload starts one training job
     datasets/{model}/code/...                      the model's training script (spec training.entry_point)
     datasets/{model}/eval/{name}.csv               a pinned evaluation set (never a training trigger)
+    datasets/{model}/{name}/part-*.csv|...         a dataset of many parts (never a trigger itself)
+    datasets/{model}/{name}/_SUCCESS               closes the folder: starts its validation (one job)
     quarantine/{rest of the dataset key}/{version}/ a rejected dataset's copy and reason.json
     captures/{YYYY/MM/DD/HH}/...                    predict's captured traffic (Firehose)
     capture-errors/...                              records Firehose could not deliver
@@ -26,6 +28,9 @@ Registry bucket (``RegistryBucket``)::
     code/training/{sha256}/sourcedir.tar.gz         the trainer uploaded as a SageMaker job's source
     code/{model}/{sha256}.tar.gz                    a model's training script, packaged (create-only)
     inputs/{model}/{job}/train.csv                  the train rows the platform hands a job (issue 14)
+    inputs/{model}/{job}/train/part-NNNNN.csv       a dataset of parts' train rows, one file per part
+    dataset-runs/{run}/plan.json|items.json|result.json  a dataset of parts being validated
+    dataset-runs/{run}/reports|train|evaluation/part-NNNNN.*  each part's report and split rows
     inputs/{model}/{job}/input_schema.json          production's input schema the job keeps (issue 16)
     evaluation/{model}/heldout|pinned/{sha256}.csv  evaluation rows the gate scores on (issue 14)
     monitoring/{model}/{stamp}/report.json|.html    one monitor window's report
@@ -86,7 +91,64 @@ def is_dataset(key: str) -> bool:
     parts = key.split("/")
     if len(parts) >= 4 and parts[2] in RESERVED_FOLDERS:
         return is_eval_dataset(key)
-    return True
+    return not is_dataset_part(key)
+
+
+# ---------------------------------------------------------------------------- datasets of many parts
+PART_PREFIX = "part-"
+SUCCESS_MARKER = "_SUCCESS"
+"""Spark/Glue/Hadoop's marker of a finished folder: its creation starts the dataset's validation."""
+
+
+def is_dataset_part(key: str) -> bool:
+    """``datasets/{model}/{name}/part-*.csv`` (``.csv.gz``, ``.parquet``): one part of a dataset of many
+    (docs/training.md "Datasets of many parts"). Its upload starts nothing: the folder's ``_SUCCESS``
+    does. ``datasets/{model}/part-1.csv`` (no folder) stays a dataset of its own."""
+    parts = key.split("/")
+    return (
+        len(parts) == 4
+        and parts[0] + "/" == DATASETS
+        and bool(parts[1])
+        and bool(parts[2])
+        and parts[2] not in RESERVED_FOLDERS
+        and parts[3].startswith(PART_PREFIX)
+        and key.endswith(DATASET_SUFFIXES)
+    )
+
+
+def dataset_folder_of_marker(key: str) -> tuple[str, str] | None:
+    """``(model, folder prefix)`` of ``datasets/{model}/{name}/_SUCCESS``; None for any other key."""
+    parts = key.split("/")
+    if (
+        len(parts) == 4
+        and parts[0] + "/" == DATASETS
+        and parts[1]
+        and parts[2]
+        and parts[2] not in RESERVED_FOLDERS
+        and parts[3] == SUCCESS_MARKER
+    ):
+        return parts[1], f"{DATASETS}{parts[1]}/{parts[2]}/"
+    return None
+
+
+DATASET_RUNS = "dataset-runs/"
+"""A dataset of parts being validated (registry bucket): the plan, each part's report and split rows."""
+
+
+def dataset_run(run: str, name: str) -> str:
+    """``dataset-runs/{run}/{name}`` (``plan.json``, ``items.json``, ``result.json``)."""
+    return f"{DATASET_RUNS}{run}/{name}"
+
+
+def dataset_run_part(run: str, kind: str, index: int, suffix: str = ".json") -> str:
+    """One part's ``reports`` (``.json``), ``train`` or ``evaluation`` rows (``.csv``), in part order."""
+    return f"{DATASET_RUNS}{run}/{kind}/part-{index:05d}{suffix}"
+
+
+def job_train_part(model: str, job: str, index: int) -> str:
+    """A dataset of parts' training rows, one file per part, in the job's ``train`` channel folder
+    ``inputs/{model}/{job}/train/``."""
+    return f"{INPUTS}{model}/{job}/train/part-{index:05d}.csv"
 
 
 def code_prefix(model: str) -> str:
@@ -323,3 +385,72 @@ def is_eval_dataset(key: str) -> bool:
         and parts[2] == "eval"
         and key.endswith(DATASET_SUFFIXES)
     )
+
+
+# ---------------------------------------------------------------------------- batch scoring (issue 20)
+# Inputs are ``datasets/{model}/score/{name}.csv`` (data bucket; never a training dataset:
+# RESERVED_FOLDERS), results ``scores/{model}/{version}/{run}/`` (data bucket, beside the inputs), a
+# run's working files ``score-runs/{run}/`` (registry bucket: the plan, the map's items, failed chunks).
+SCORE_FOLDER = "score"
+SCORES = "scores/"
+SCORE_RUNS = "score-runs/"
+
+
+def score_input_model(key: str) -> str | None:
+    """The model of ``datasets/{model}/score/NAME.csv`` (None for any other key, deeper ones too)."""
+    parts = key.split("/")
+    if (
+        len(parts) != 4
+        or parts[0] + "/" != DATASETS
+        or parts[2] != SCORE_FOLDER
+        or not parts[1]
+        or not parts[3].endswith(DATASET_SUFFIX)
+        or parts[3] == DATASET_SUFFIX
+    ):
+        return None
+    return parts[1]
+
+
+def score_input(model: str, name: str) -> str:
+    """``datasets/{model}/score/{name}`` (``name`` ends with ``.csv``)."""
+    return f"{DATASETS}{model}/{SCORE_FOLDER}/{name}"
+
+
+def scores_prefix(model: str, version: int | None = None, run: str | None = None) -> str:
+    """``scores/{model}/``, ``scores/{model}/{version}/`` or ``scores/{model}/{version}/{run}/``."""
+    out = f"{SCORES}{model}/"
+    if version is not None:
+        out += f"{version}/"
+        if run is not None:
+            out += f"{run}/"
+    return out
+
+
+def score_part(model: str, version: int, run: str, chunk: int) -> str:
+    """One chunk's scores: ``scores/{model}/{version}/{run}/part-{chunk:05d}.csv``."""
+    return f"{scores_prefix(model, version, run)}part-{chunk:05d}.csv"
+
+
+def score_rejects(model: str, version: int, run: str, chunk: int) -> str:
+    """One chunk's rejected rows (row, reason): ``.../{run}/rejects/part-{chunk:05d}.csv``."""
+    return f"{scores_prefix(model, version, run)}rejects/part-{chunk:05d}.csv"
+
+
+def score_chunk_summary(model: str, version: int, run: str, chunk: int) -> str:
+    """One chunk's counts (rows, scored, rejected): ``.../{run}/chunks/{chunk:05d}.json``."""
+    return f"{scores_prefix(model, version, run)}chunks/{chunk:05d}.json"
+
+
+def score_manifest(model: str, version: int, run: str) -> str:
+    """The run's manifest (create-only): ``scores/{model}/{version}/{run}/manifest.json``."""
+    return f"{scores_prefix(model, version, run)}manifest.json"
+
+
+def score_run(run: str, name: str) -> str:
+    """``score-runs/{run}/{name}`` (``plan.json``, ``items.json``, ``result.json``)."""
+    return f"{SCORE_RUNS}{run}/{name}"
+
+
+def score_run_failure(run: str, chunk: int) -> str:
+    """Why a chunk failed its retries (the state machine writes it): ``score-runs/{run}/failures/{chunk:05d}.json``."""
+    return f"{SCORE_RUNS}{run}/failures/{chunk:05d}.json"
