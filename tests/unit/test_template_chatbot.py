@@ -32,6 +32,8 @@ def evaluate(expr: Any, params: dict[str, str]) -> Any:
             return all(evaluate(a, params) for a in arg)
         if key == "Fn::Or":
             return any(evaluate(a, params) for a in arg)
+        if key in ("Condition", "Fn::Condition"):
+            return evaluate(T["Conditions"][arg], params)
         raise AssertionError(f"unexpected function {key}")
     return expr
 
@@ -78,7 +80,7 @@ def test_both_ids_create_the_channel_and_a_half_filled_pair_is_refused(
 def test_channel_is_subscribed_to_alerts_topic_and_can_run_nothing() -> None:
     channel, role = R["ChatbotSlackChannel"], R["ChatbotChannelRole"]
     assert channel["Type"] == "AWS::Chatbot::SlackChannelConfiguration"
-    assert channel["Condition"] == role["Condition"] == "HasChatbotSlack"
+    assert channel["Condition"] == "HasChatbotSlack" and role["Condition"] == "HasChatbot"
     props = channel["Properties"]
     assert props["SnsTopicArns"] == [{"Ref": "AlertsTopic"}]
     assert props["SlackWorkspaceId"] == {"Ref": "ChatbotSlackWorkspaceId"}
@@ -102,3 +104,52 @@ def test_the_twin_reads_the_template_with_the_channel_off_and_on() -> None:
         parameters={"ChatbotSlackWorkspaceId": "T01234567", "ChatbotSlackChannelId": "C0123456789"},
     )
     assert on.conditions["HasChatbotSlack"] is True and "ChatbotSlackChannel" in on.resources
+
+
+TEAMS = ("ChatbotTeamsTenantId", "ChatbotTeamsTeamId", "ChatbotTeamsChannelId")
+TENANT, TEAM, CHANNEL = (
+    "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+    "1a2b3c4d-5e6f-7081-92a3-b4c5d6e7f809",
+    "19:abcdef0123456789@thread.tacv2",
+)
+
+
+@pytest.mark.parametrize(
+    ("ids", "created", "refusals"),
+    [
+        ((TENANT, TEAM, CHANNEL), True, 0),
+        (("", "", ""), False, 0),
+        ((TENANT, "", ""), False, 1),
+        ((TENANT, TEAM, ""), False, 2),
+        (("", "", CHANNEL), False, 1),
+    ],
+)
+def test_teams_needs_all_three_ids_and_a_partial_set_is_refused(
+    ids: tuple[str, str, str], created: bool, refusals: int
+) -> None:
+    params = dict(zip(TEAMS, ids, strict=True))
+    assert evaluate(T["Conditions"]["HasChatbotTeams"], params) is created
+    assert evaluate(T["Conditions"]["HasChatbot"], params) is created  # the role comes with a channel
+    got = refused(params)
+    assert len(got) == refusals and all("give all three Microsoft Teams ids" in m for m in got)
+
+
+def test_teams_channel_is_subscribed_to_alerts_topic_and_can_run_nothing() -> None:
+    channel = R["ChatbotTeamsChannel"]
+    assert channel["Type"] == "AWS::Chatbot::MicrosoftTeamsChannelConfiguration"
+    assert channel["Condition"] == "HasChatbotTeams"
+    props = channel["Properties"]
+    assert props["SnsTopicArns"] == [{"Ref": "AlertsTopic"}]
+    assert (props["TeamsTenantId"], props["TeamId"], props["TeamsChannelId"]) == tuple(
+        {"Ref": n} for n in TEAMS
+    )
+    assert props["IamRoleArn"] == {"Fn::GetAtt": ["ChatbotChannelRole", "Arn"]}
+    assert props["GuardrailPolicies"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll"}]
+    for name in TEAMS:
+        assert T["Parameters"][name]["Default"] == ""
+    on = Template(
+        ROOT / "template.yaml", seed=7, parameters=dict(zip(TEAMS, (TENANT, TEAM, CHANNEL), strict=True))
+    )
+    assert on.conditions["HasChatbotTeams"] is True and on.conditions["HasChatbot"] is True
+    assert "ChatbotTeamsChannel" in on.resources and "ChatbotChannelRole" in on.resources
+    assert "ChatbotSlackChannel" not in on.resources
