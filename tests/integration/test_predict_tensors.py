@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from functions.predict.app import lambda_handler
+from modelops.domain.capture import decode_tensor_line
 from modelops.domain.errors import ConversionError, UnsupportedOpError
 from modelops.stages.predict.service import PredictService, configure
 from modelops.stages.predict.settings import Settings
@@ -127,6 +128,51 @@ def test_row_and_columnar_requests_answer_like_keras(served: dict[str, Any]) -> 
     assert status == 200, doc
     assert "predictions" not in doc and sorted(doc["outputs"]) == ["digit", "score"]
     np.testing.assert_allclose(np.array(doc["outputs"]["score"]), want["score"][:2], atol=1e-5)
+
+
+class _Firehose:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
+        self.data.extend(r["Data"] for r in Records)
+        return {"FailedPutCount": 0}
+
+
+def test_a_tensor_request_is_captured_as_a_v2_line_with_every_input_and_output(
+    served: dict[str, Any],
+    s3,
+    registry_bucket: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a service with a capture stream (the spec's sample rate defaults to 1)
+    firehose = _Firehose()
+    settings = Settings(
+        registry_bucket=registry_bucket, capture_stream="cap", artifact_dir=str(tmp_path / "c")
+    )
+    svc = PredictService.from_settings(
+        settings, s3=s3, events_factory=lambda: None, firehose_factory=lambda: firehose
+    )
+    configure(svc)
+    sample = served["sample"]
+
+    # When a columnar request of two rows is answered
+    status, doc = _post(
+        {"inputs": {"image": sample["image"][:2].tolist(), "meta": sample["meta"][:2].tolist()}}
+    )
+    assert status == 200, doc
+    assert svc.sink is not None and svc.sink.flush(10.0)
+
+    # Then one format-2 line holds both inputs as sent and both outputs as answered
+    (line,) = [line for rec in firehose.data for line in rec.splitlines()]
+    rec = decode_tensor_line(line)
+    assert (rec.model, rec.version, rec.request_id, rec.n) == ("digits", 1, doc["request_id"], 2)
+    assert list(rec.inputs) == ["image", "meta"] and list(rec.outputs) == ["digit", "score"]
+    np.testing.assert_array_equal(rec.inputs["image"], sample["image"][:2])
+    np.testing.assert_array_equal(rec.inputs["meta"], sample["meta"][:2])
+    np.testing.assert_allclose(rec.outputs["score"][:, 0], np.array(doc["outputs"]["score"])[:, 0], atol=1e-6)
+    assert svc.sink.take_failures() == 0
+    svc.sink.close()
 
 
 def test_the_model_page_shows_inputs_and_outputs(served: dict[str, Any]) -> None:

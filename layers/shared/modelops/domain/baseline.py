@@ -28,6 +28,24 @@ category shares instead::
 A ``STATS`` block has no ``type`` (numeric), so a version-1 baseline reads as before; the monitor
 reads both versions. Version 2 only says that a reader must understand ``CATEGORICAL`` blocks: a
 baseline without categorical features is still written as version 1.
+
+A tensor model (a schema with ``inputs``/``outputs``, ``modelops/domain/signature.py``) has a
+baseline of ``schema_version`` 3 (:func:`compute_tensor_baseline`): its ``features`` are the
+*channels* of its inputs, each a ``STATS`` block over every value of that channel (all rows and
+positions) with the share of zeros added, and every output has a ``STATS`` block of one number per row::
+
+    {"schema_version": 3, "kind": "tensor", "n_rows": int, "n_bins": int,
+     "inputs":  {input: {"shape": [...], "channels": [feature name, ...]}, ...},
+     "features": {"image[c0]": STATS + {"input", "channel", "zeros", "zero_rate"}, ...},
+     "outputs":  {output: STATS + {"reduce"}, ...},
+     "prediction": the first output's block}
+
+Channels: an input whose row shape has rank 3 or more (``[height, width, channels]``) has one channel
+per index of its last axis, named ``input[cK]``; any other input (``[n]``, ``[seq]``, ``[h, w]``) is
+one channel over all its values, named ``input``. An output's number per row (``reduce``) is its value
+when the output has one value per row (``"value"``), the index of its largest value when each row
+looks like class probabilities (``"argmax"``: every value in [0, 1] and each row sums to 1 within
+1e-3), and otherwise the mean of the row's values (``"mean"``). The monitor applies the same rule.
 """
 
 from __future__ import annotations
@@ -42,6 +60,10 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 CATEGORICAL_SCHEMA_VERSION = 2
 """The version of a baseline with at least one categorical feature."""
+TENSOR_SCHEMA_VERSION = 3
+"""The version of a tensor model's baseline (:func:`compute_tensor_baseline`)."""
+PROBABILITY_TOLERANCE = 1e-3
+"""How far a row of an output may sum from 1 and still read as class probabilities (``argmax``)."""
 DEFAULT_BINS = 10
 SAMPLE_SIZE = 2000
 
@@ -165,4 +187,109 @@ def compute_baseline(
         "prediction": column_stats(
             np.asarray(prediction).reshape(x.shape[0], -1)[:, 0], n_bins, seed + 10_007
         ),
+    }
+
+
+def channel_names(name: str, row_shape: tuple[int, ...]) -> list[str]:
+    """The monitored channels of an input with this row shape (batch left out): ``name[cK]`` per index
+    of the last axis when the rank is 3 or more, else ``[name]`` (see the module docstring)."""
+    if len(row_shape) >= 3:
+        return [f"{name}[c{k}]" for k in range(row_shape[-1])]
+    return [name]
+
+
+def channel_values(x: np.ndarray) -> list[np.ndarray]:
+    """Every value of each channel of ``x`` (rows x row shape), flat, in :func:`channel_names` order."""
+    if x.ndim >= 4:
+        flat = x.reshape(-1, x.shape[-1])
+        return [flat[:, k] for k in range(x.shape[-1])]
+    return [x.reshape(-1)]
+
+
+def _per_row(y: np.ndarray) -> np.ndarray:
+    return y.reshape(y.shape[0], int(np.prod(y.shape[1:], dtype=np.int64)))
+
+
+def output_reduce(y: np.ndarray) -> str:
+    """How an output (rows x row shape) becomes one number per row: ``value``, ``argmax`` or ``mean``."""
+    flat = _per_row(y)
+    if flat.shape[1] == 1:
+        return "value"
+    v = flat.astype(np.float64)
+    if (
+        flat.shape[0]
+        and np.all(np.isfinite(v))
+        and np.all((v >= 0) & (v <= 1))
+        and np.all(np.abs(v.sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE)
+    ):
+        return "argmax"
+    return "mean"
+
+
+def output_column(y: np.ndarray, reduce: str) -> np.ndarray:
+    """One number per row of an output (rows x row shape), by its ``reduce`` rule."""
+    flat = _per_row(np.asarray(y))
+    if reduce == "value":
+        return flat[:, 0].astype(np.float64)
+    if reduce == "argmax":
+        return np.argmax(flat, axis=1).astype(np.float64)
+    if reduce == "mean":
+        return flat.astype(np.float64).mean(axis=1) if flat.shape[1] else np.full(flat.shape[0], np.nan)
+    raise ValueError(f"unknown output reduction {str(reduce)[:20]!r}")
+
+
+def compute_tensor_baseline(
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    seed: int = 0,
+    n_bins: int = DEFAULT_BINS,
+) -> dict[str, Any]:
+    """Baseline of a tensor model (``schema_version`` 3, see the module docstring) from its sample or
+    training rows: ``inputs`` and ``outputs`` map each name to an array with the rows first (the
+    signature's order; every array has the same number of rows). Raises ``ValueError`` when there is
+    no input or output, or the arrays disagree on the rows."""
+    if not inputs or not outputs:
+        raise ValueError("a tensor baseline needs at least one input and one output")
+    arrays = {f"input {k!r}": np.asarray(v) for k, v in inputs.items()}
+    arrays.update({f"output {k!r}": np.asarray(v) for k, v in outputs.items()})
+    rows = {where: (int(a.shape[0]) if a.ndim else -1) for where, a in arrays.items()}
+    if -1 in rows.values() or len(set(rows.values())) != 1:
+        raise ValueError(f"every input and output needs the same number of rows first: {rows}")
+    n_rows = next(iter(rows.values()))
+    ins: dict[str, Any] = {}
+    features: dict[str, Any] = {}
+    i = 0
+    for name, x in inputs.items():
+        x = np.asarray(x)
+        names = channel_names(name, tuple(x.shape[1:]))
+        ins[name] = {"shape": [int(d) for d in x.shape[1:]], "channels": names}
+        for k, (channel, values) in enumerate(zip(names, channel_values(x), strict=True)):
+            stats = column_stats(values, n_bins, seed + i)
+            zeros = int(np.count_nonzero(np.asarray(values, dtype=np.float32) == 0))
+            stats.update(
+                {
+                    "input": name,
+                    "channel": k if len(names) > 1 or channel != name else None,
+                    "zeros": zeros,
+                    "zero_rate": zeros / values.size if values.size else 0.0,
+                }
+            )
+            features[channel] = stats
+            i += 1
+    outs: dict[str, Any] = {}
+    for j, (name, y) in enumerate(outputs.items()):
+        y = np.asarray(y)
+        reduce = output_reduce(y)
+        stats = column_stats(output_column(y, reduce), n_bins, seed + 10_007 + j)
+        stats["reduce"] = reduce
+        outs[name] = stats
+    return {
+        "schema_version": TENSOR_SCHEMA_VERSION,
+        "kind": "tensor",
+        "n_rows": int(n_rows),
+        "n_bins": n_bins,
+        "inputs": ins,
+        "features": features,
+        "outputs": outs,
+        "prediction": dict(next(iter(outs.values()))),
     }

@@ -18,6 +18,23 @@ types) and :func:`read_arrays` (strict base64, sizes matching n/f/k). :func:`dec
 in a row; the monitor calls them separately, so a line outside its window is never base64-decoded and
 its own checks (the version's feature count) come between them. A rejected line raises
 :class:`CaptureFormatError` whose ``reason`` names what was wrong (:data:`FORMAT_REASONS`).
+
+Tensor models (format ``v`` 2)
+------------------------------
+A tensor model's request (``modelops/domain/signature.py``: several named inputs and outputs of any
+fixed shape and dtype) is captured as one line of format 2 (:func:`encode_tensor_record`)::
+
+    {"v": 2, "model": "digits", "version": 1, "request_id": "…", "ts": 1732740000.123, "n": rows,
+     "inputs":  [{"name": "image", "dtype": "float32", "shape": [8, 8, 1], "data": "<base64>"}, ...],
+     "outputs": [{"name": "digit", "dtype": "float32", "shape": [10], "data": "<base64>"}, ...]}
+
+``shape`` leaves the rows out; ``data`` is the array (rows x shape, row-major) in little-endian
+``dtype`` (``float32``, ``int32`` or ``int64``), so its size is ``n * prod(shape) * itemsize``.
+:func:`decode_tensor_line` checks all of it (names unique strings, shapes of positive integers, at
+most ``MAX_TENSOR_RANK`` dimensions, strict base64 of exactly that size); an unknown dtype is
+reason ``unknown_dtype``. :func:`read_header` meets a format-2 line as ``unsupported_format``, raised
+as :class:`TensorLine` (a ``CaptureFormatError`` carrying the parsed document), so a v1 reader counts
+it as before and the monitor decodes it with :func:`tensor_record_from_doc` without parsing it twice.
 """
 
 from __future__ import annotations
@@ -47,8 +64,25 @@ except ImportError:  # pragma: no cover - the layer may ship without it
     _JSON_ERRORS = (ValueError, TypeError, RecursionError)
 
 FORMAT_VERSION = 1
+TENSOR_FORMAT_VERSION = 2
 _LE_F32 = np.dtype("<f4")
-FORMAT_REASONS = ("not_json", "missing_field", "non_numeric", "bad_array", "unsupported_format")
+TENSOR_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype("<f4"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+}
+"""The dtypes a format-2 array may have (the signature's), little-endian."""
+MAX_TENSOR_RANK = 6
+MAX_TENSORS = 64
+"""Inputs or outputs per format-2 line at most."""
+FORMAT_REASONS = (
+    "not_json",
+    "missing_field",
+    "non_numeric",
+    "bad_array",
+    "unsupported_format",
+    "unknown_dtype",
+)
 """Why a line is not a capture record (``CaptureFormatError.reason``)."""
 
 Header = tuple[str, int, str, float, int, int, int, Any, Any]
@@ -94,6 +128,15 @@ class CaptureFormatError(ValueError):
         self.reason = reason
 
 
+class TensorLine(CaptureFormatError):
+    """:func:`read_header` met a format-2 (tensor) line: ``unsupported_format`` for a v1 reader; ``doc``
+    is the parsed line, for :func:`tensor_record_from_doc`."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__("a v2 (tensor) capture record", "unsupported_format")
+        self.doc = doc
+
+
 def read_header(line: bytes | str, _loads: Callable[[bytes | str], Any] = _loads) -> Header:
     """Parse one line and check its fields: ``v`` 1; ``version``, ``n``, ``f``, ``k`` JSON integers;
     ``ts`` a JSON number; ``model`` and ``request_id`` strings. The arrays are not decoded."""
@@ -107,6 +150,8 @@ def read_header(line: bytes | str, _loads: Callable[[bytes | str], Any] = _loads
         fmt = d["v"]
     except (KeyError, TypeError) as exc:  # TypeError: valid JSON but not an object
         if isinstance(d, dict):
+            if d.get("v") == TENSOR_FORMAT_VERSION:
+                raise TensorLine(d) from None
             raise CaptureFormatError(f"missing field {exc}", "missing_field") from None
         raise CaptureFormatError("not a JSON object", "not_json") from None
     if fmt != FORMAT_VERSION:
@@ -147,6 +192,131 @@ def decode_line(line: bytes | str) -> CaptureRecord:
     x = np.frombuffer(xb, dtype=_LE_F32).reshape(n, f)
     y = np.frombuffer(yb, dtype=_LE_F32).reshape(n, k)
     return CaptureRecord(model, version, rid, float(ts), x, y)
+
+
+@dataclass(frozen=True)
+class TensorCaptureRecord:
+    """A decoded format-2 line: every array has the rows first (``n``), in the line's order."""
+
+    model: str
+    version: int
+    request_id: str
+    ts: float
+    n: int
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+
+def _tensor_entry(name: str, a: np.ndarray, n: int) -> dict[str, Any]:
+    dtype = next(
+        (k for k, d in TENSOR_DTYPES.items() if a.dtype == d or a.dtype == d.newbyteorder("=")), None
+    )
+    if dtype is None:
+        raise ValueError(f"{name!r}: dtype {a.dtype} is not one of {', '.join(TENSOR_DTYPES)}")
+    if a.ndim < 1 or a.shape[0] != n:
+        raise ValueError(f"{name!r}: shape {a.shape} does not have the {n} rows first")
+    data = np.ascontiguousarray(a, dtype=TENSOR_DTYPES[dtype])
+    return {
+        "name": name,
+        "dtype": dtype,
+        "shape": [int(d) for d in a.shape[1:]],
+        "data": base64.b64encode(data.tobytes()).decode("ascii"),
+    }
+
+
+def encode_tensor_record(
+    model: str,
+    version: int,
+    request_id: str,
+    ts: float,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+) -> bytes:
+    """One format-2 line (newline-terminated) of a tensor request's inputs and outputs by name (each
+    an array with the rows first, float32/int32/int64). ``ValueError`` when they disagree on the rows
+    or an array has another dtype."""
+    if not inputs or not outputs:
+        raise ValueError("a tensor capture needs at least one input and one output")
+    n = int(np.asarray(next(iter(inputs.values()))).shape[0])
+    doc = {
+        "v": TENSOR_FORMAT_VERSION,
+        "model": model,
+        "version": int(version),
+        "request_id": request_id,
+        "ts": round(float(ts), 3),
+        "n": n,
+        "inputs": [_tensor_entry(k, np.asarray(v), n) for k, v in inputs.items()],
+        "outputs": [_tensor_entry(k, np.asarray(v), n) for k, v in outputs.items()],
+    }
+    return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+
+
+def decode_tensor_line(line: bytes | str) -> TensorCaptureRecord:
+    """Decode one format-2 line; raise ``CaptureFormatError`` (with its reason) on anything malformed."""
+    try:
+        d = _loads(line)
+    except _JSON_ERRORS as exc:
+        raise CaptureFormatError(f"not JSON: {exc}", "not_json") from None
+    if not isinstance(d, dict):
+        raise CaptureFormatError("not a JSON object", "not_json")
+    return tensor_record_from_doc(d)
+
+
+def tensor_record_from_doc(d: dict[str, Any]) -> TensorCaptureRecord:
+    """The record of a parsed format-2 line (:class:`TensorLine`'s ``doc``), every field checked."""
+    try:
+        fmt, model, version, rid, ts, n = d["v"], d["model"], d["version"], d["request_id"], d["ts"], d["n"]
+        raw_in, raw_out = d["inputs"], d["outputs"]
+    except KeyError as exc:
+        raise CaptureFormatError(f"missing field {exc}", "missing_field") from None
+    if fmt != TENSOR_FORMAT_VERSION:
+        raise CaptureFormatError("not a v2 capture record", "unsupported_format")
+    if type(version) is not int or type(n) is not int or type(ts) not in (float, int):
+        raise CaptureFormatError("version and n must be integers and ts a number", "non_numeric")
+    if type(model) is not str or type(rid) is not str:
+        raise CaptureFormatError("model and request_id must be strings", "missing_field")
+    if n < 1:
+        raise CaptureFormatError("empty record", "bad_array")
+    return TensorCaptureRecord(
+        model, version, rid, float(ts), n, _tensors(raw_in, n, "inputs"), _tensors(raw_out, n, "outputs")
+    )
+
+
+def _tensors(raw: Any, n: int, kind: str) -> dict[str, np.ndarray]:
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_TENSORS:
+        raise CaptureFormatError(f"{kind} must be a list of 1 to {MAX_TENSORS} arrays", "missing_field")
+    out: dict[str, np.ndarray] = {}
+    for i, e in enumerate(raw):
+        where = f"{kind}[{i}]"
+        if not isinstance(e, dict):
+            raise CaptureFormatError(f"{where} must be an object", "missing_field")
+        try:
+            name, dtype, shape, data = e["name"], e["dtype"], e["shape"], e["data"]
+        except KeyError as exc:
+            raise CaptureFormatError(f"{where}: missing field {exc}", "missing_field") from None
+        if type(name) is not str or not name or name in out:
+            raise CaptureFormatError(f"{where}: name must be a unique non-empty string", "missing_field")
+        if type(dtype) is not str or dtype not in TENSOR_DTYPES:
+            raise CaptureFormatError(f"{where}: unknown dtype {str(dtype)[:20]!r}", "unknown_dtype")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_TENSOR_RANK
+            or not all(type(s) is int and s >= 1 for s in shape)
+        ):
+            raise CaptureFormatError(
+                f"{where}: shape must be a list of at most {MAX_TENSOR_RANK} positive integers", "bad_array"
+            )
+        dt = TENSOR_DTYPES[dtype]
+        try:
+            b = binascii.a2b_base64(data, strict_mode=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise CaptureFormatError(f"{where}: data must be strict base64", "non_numeric") from None
+        if len(b) != n * math.prod(shape) * dt.itemsize:
+            raise CaptureFormatError(
+                f"{where}: {len(b)} bytes, not n x shape x {dtype} ({n} x {shape})", "bad_array"
+            )
+        out[name] = np.frombuffer(b, dtype=dt).reshape(n, *shape)
+    return out
 
 
 def iter_lines(data: bytes) -> Iterator[bytes]:

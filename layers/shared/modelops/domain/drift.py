@@ -58,6 +58,19 @@ the partial's ``ties`` at its grid point, exactly, and the same partials merge a
 * KS, Wasserstein, mean/std and out-of-range are numeric statistics: None / 0 for a categorical feature.
 
 The shares (``reference_proportions``, ``current_proportions``) and the rate are over the valid rows.
+
+Tensor models
+-------------
+A tensor model's baseline (``schema_version`` 3, ``modelops/domain/baseline.py``) has one numeric
+block per input *channel* (``image[c0]``, or ``meta`` for an input without channels) and one per
+output. Each channel is a feature here: its partial counts every value of the channel (rows x
+positions), so PSI, KS, W1, mean, std, min and max are over those values; a channel block carries the
+baseline's share of zeros, and 0 joins its grid, so the partial's ``ties`` at 0 give the window's share
+exactly (merging as every count does). Every output is compared as the tabular ``prediction`` is
+(its number per row by the baseline's ``reduce`` rule). :class:`TensorLayout` is what a version's
+context holds for this; :func:`judge_tensors` is :func:`judge` with the channels' summaries
+(``min``, ``max``, ``zero_rate`` and the baseline's) and ``outputs``. An output's drift is reported,
+never a reason for the verdict (as the tabular prediction's).
 """
 
 from __future__ import annotations
@@ -99,6 +112,7 @@ class FeatureReference:
     missing_rate: float
     vocabulary: tuple[str, ...] | None = None  # a categorical feature's vocabulary (None: numeric)
     oov_rate: float = 0.0  # a categorical feature's baseline OOV share
+    zero_rate: float | None = None  # a tensor channel's baseline share of zeros (0 is then a grid point)
 
     @property
     def categorical(self) -> bool:
@@ -126,6 +140,11 @@ class FeatureReference:
         if not (np.all(np.isfinite(edges)) and np.all(np.isfinite(sample))):
             raise ValueError(f"baseline of {name!r}: non-finite edges or sample")
         extra = [float(v) for v in (lo, hi) if v is not None and math.isfinite(float(v))]
+        zero_rate = stats.get("zero_rate")
+        if zero_rate is not None:
+            if type(zero_rate) not in (int, float) or not 0.0 <= zero_rate <= 1.0:
+                raise ValueError(f"baseline of {name!r}: zero_rate must be a share from 0 to 1")
+            extra.append(0.0)
         grid = np.unique(np.concatenate([edges, sample, np.asarray(extra, dtype=np.float64)]))
         ref_cdf = (
             np.searchsorted(sample, grid, side="right") / sample.size if sample.size else np.zeros(grid.size)
@@ -146,6 +165,7 @@ class FeatureReference:
             mean=None if stats.get("mean") is None else float(stats["mean"]),
             std=None if stats.get("std") is None else float(stats["std"]),
             missing_rate=(missing / count) if count else 0.0,
+            zero_rate=None if zero_rate is None else float(zero_rate),
         )
 
     @classmethod
@@ -642,9 +662,91 @@ class VersionContext:
     """The monitoring settings in force: ``{"values", "sources", "problem"}``
     (:func:`modelops.domain.settings.effective`); empty when the caller gave none."""
 
+    tensor: TensorLayout | None = None
+    """A tensor model's layout (None: a tabular model); ``features`` are then its input channels."""
+
     @property
     def n_features(self) -> int:
         return len(self.features)
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """How a tensor version's traffic is compared: each input's row shape, dtype and channel names
+    (``features`` order), and each output's row shape, dtype, reduction and reference."""
+
+    inputs: tuple[tuple[str, tuple[int, ...], str, tuple[str, ...]], ...]  # name, shape, dtype, channels
+    outputs: tuple[tuple[str, tuple[int, ...], str, str], ...]  # name, shape, dtype, reduce
+    out_refs: tuple[FeatureReference, ...]
+
+    def matches(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> bool:
+        """A captured line's arrays are this signature's (names in order, row shapes and dtypes)."""
+        return _same(self.inputs, inputs) and _same(self.outputs, outputs)
+
+
+def _same(specs: tuple[tuple[Any, ...], ...], arrays: dict[str, np.ndarray]) -> bool:
+    if len(specs) != len(arrays):
+        return False
+    for (name, shape, dtype, _), (got, a) in zip(specs, arrays.items(), strict=True):
+        if name != got or tuple(a.shape[1:]) != shape or a.dtype.name != dtype:
+            return False
+    return True
+
+
+def zero_count(ref: FeatureReference, part: FeaturePartial) -> int | None:
+    """The partial's values equal to 0 (exact), for a reference whose grid holds 0 (a tensor channel)."""
+    k = int(np.searchsorted(ref.grid, 0.0))
+    if ref.zero_rate is None or k >= ref.grid.size or ref.grid[k] != 0.0:
+        return None
+    return int(part.ties[k])
+
+
+def judge_tensors(
+    ctx: VersionContext,
+    parts: list[FeaturePartial] | None,
+    pred: FeaturePartial | None,
+    rows: int,
+    min_samples: int,
+) -> dict[str, Any]:
+    """:func:`judge` of a tensor version: ``parts`` are its channels' partials then its outputs'
+    (``ctx.tensor.out_refs`` order). Each channel's entry adds ``min``, ``max``, ``zero_rate`` and
+    ``baseline`` (the same four and ``mean``/``std`` of the baseline); a drifted channel's entry too
+    (``input``, the numbers the alert shows); ``outputs`` holds every output's drift numbers."""
+    assert ctx.tensor is not None
+    nc = ctx.n_features
+    out = judge(ctx, None if parts is None else parts[:nc], pred, rows, min_samples)
+    out["kind"] = "tensor"
+    out["outputs"] = []
+    if parts is None or ctx.refs is None or out["verdict"] not in ("ok", "drift"):
+        return out
+    by_name: dict[str, dict[str, Any]] = {}
+    for ref, part, entry in zip(ctx.refs, parts[:nc], out["features"], strict=True):
+        zeros = zero_count(ref, part)
+        n = part.finite
+        entry.update(
+            {
+                "input": ref.name.split("[", 1)[0],
+                "min": part.vmin if n else None,
+                "max": part.vmax if n else None,
+                "zero_rate": (zeros / part.count) if zeros is not None and part.count else None,
+                "baseline": {
+                    "mean": ref.mean,
+                    "std": ref.std,
+                    "min": ref.lo,
+                    "max": ref.hi,
+                    "zero_rate": ref.zero_rate,
+                },
+            }
+        )
+        by_name[ref.name] = entry
+    for d in out["drifted_features"]:
+        f = by_name[d["name"]]
+        d.update({k: f[k] for k in ("input", "mean", "std", "min", "max", "zero_rate", "baseline")})
+    out["outputs"] = [
+        {**compare(ref, part).to_dict(), "reduce": spec[3]}
+        for spec, ref, part in zip(ctx.tensor.outputs, ctx.tensor.out_refs, parts[nc:], strict=True)
+    ]
+    return out
 
 
 def prediction_column(y: np.ndarray, task: str) -> np.ndarray:

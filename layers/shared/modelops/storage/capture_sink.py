@@ -17,6 +17,9 @@ A line larger than Firehose's 1,000 KiB limit (a batch of thousands of rows) is 
 several lines whose ``request_id`` is ``{request_id}#{first row}``; row ``r`` of such a line is row
 ``first row + r`` of the request.
 
+A tensor model's invocation (``submit_tensors``) is queued as its arrays, whatever their size, and
+encoded by the sender as format-2 line(s) (``encode_tensor_record``; split by rows as above).
+
 On Lambda the thread only runs while the container is thawed: a record queued by the last request
 before the container is frozen is sent during the next invocation (or lost with the container).
 """
@@ -35,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from modelops.domain.capture import encode_record
+from modelops.domain.capture import encode_record, encode_tensor_record
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,36 @@ def encode_lines(
     ]
 
 
+def encode_tensor_lines(
+    model: str,
+    version: int,
+    request_id: str,
+    ts: float,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+) -> list[bytes]:
+    """Format-2 line(s) for one tensor invocation: one line, or several (``{request_id}#{first row}``)
+    when one would exceed a Firehose record."""
+    arrays = [*inputs.values(), *outputs.values()]
+    n = int(arrays[0].shape[0])
+    per_row = sum(a.nbytes for a in arrays) // max(n, 1) * 4 // 3 + 8
+    overhead = _RECORD_OVERHEAD + len(model) + len(request_id) + 200 * len(arrays)
+    if n * per_row + overhead <= MAX_RECORD_BYTES:
+        return [encode_tensor_record(model, version, request_id, ts, inputs, outputs)]
+    rows = max(1, (MAX_RECORD_BYTES - overhead - 16) // per_row)
+    return [
+        encode_tensor_record(
+            model,
+            version,
+            f"{request_id}#{start}",
+            ts,
+            {k: v[start : start + rows] for k, v in inputs.items()},
+            {k: v[start : start + rows] for k, v in outputs.items()},
+        )
+        for start in range(0, n, rows)
+    ]
+
+
 ENCODE_LATER_MAX_BYTES = 4096
 """An invocation with at most this many bytes of inputs and outputs (~50 rows of 20 features) is
 queued as its arrays and encoded by the sender: encoding costs more than everything else its answer
@@ -81,6 +114,20 @@ class _Pending(NamedTuple):
     ts: float
     x: np.ndarray
     y: np.ndarray
+
+
+class _PendingTensors(NamedTuple):
+    """A sampled tensor invocation in the queue (``encode_tensor_lines``' arguments)."""
+
+    model: str
+    version: int
+    request_id: str
+    ts: float
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+
+_Item = _Pending | _PendingTensors | list[bytes]
 
 
 class CaptureSink:
@@ -113,7 +160,7 @@ class CaptureSink:
         self.clock = clock
         self.max_queue_bytes = max_queue_bytes
         self.linger = linger_seconds
-        self._queue: deque[tuple[_Pending | list[bytes], int]] = deque()  # (invocation, bytes held)
+        self._queue: deque[tuple[_Item, int]] = deque()  # (invocation, bytes held)
         self._queued_bytes = 0
         self._in_flight = 0
         self._failures = 0
@@ -133,7 +180,7 @@ class CaptureSink:
         """
         if sample_rate <= 0.0 or (sample_rate < 1.0 and self.rng() >= sample_rate):
             return False
-        item: _Pending | list[bytes]
+        item: _Item
         try:
             size = x.nbytes + y.nbytes
             if size <= ENCODE_LATER_MAX_BYTES:
@@ -146,6 +193,33 @@ class CaptureSink:
             with self._cv:
                 self._failures += 1
             return False
+        return self._enqueue(item, size, records)
+
+    def submit_tensors(
+        self,
+        model: str,
+        version: int,
+        request_id: str,
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+        sample_rate: float,
+    ) -> bool:
+        """Sample and queue one tensor invocation's capture (its arrays, by name, rows first); True when
+        it was queued. Never raises. Encoded by the sender thread (format 2): the caller must not change
+        the arrays afterwards."""
+        if sample_rate <= 0.0 or (sample_rate < 1.0 and self.rng() >= sample_rate):
+            return False
+        try:
+            size = sum(int(a.nbytes) for a in (*inputs.values(), *outputs.values()))
+            item = _PendingTensors(model, version, request_id, self.clock(), dict(inputs), dict(outputs))
+        except Exception:  # a capture must never fail an answer
+            self.log.exception("could not queue a tensor capture record")
+            with self._cv:
+                self._failures += 1
+            return False
+        return self._enqueue(item, size, 1)
+
+    def _enqueue(self, item: _Item, size: int, records: int) -> bool:
         if self._client is None:
             # Built once, on the first captured request's thread: it resolves the invocation's
             # credentials, region and endpoint (the sender thread may see a different environment,
@@ -225,9 +299,9 @@ class CaptureSink:
                     self._in_flight = 0
                     self._cv.notify_all()
 
-    def _take(self) -> list[_Pending | list[bytes]]:
+    def _take(self) -> list[_Item]:
         """Up to ``MAX_BATCH_RECORDS`` queued invocations (they stay in flight until sent)."""
-        taken: list[_Pending | list[bytes]] = []
+        taken: list[_Item] = []
         with self._cv:
             while self._queue and len(taken) < MAX_BATCH_RECORDS:
                 item, size = self._queue.popleft()
@@ -236,7 +310,7 @@ class CaptureSink:
             self._in_flight = len(taken)
         return taken
 
-    def _batches(self, taken: list[_Pending | list[bytes]]) -> Iterator[list[tuple[bytes, int]]]:
+    def _batches(self, taken: list[_Item]) -> Iterator[list[tuple[bytes, int]]]:
         """The taken invocations' lines packed into records (``(data, lines)``: consecutive lines up to
         ``record_bytes``), in PutRecordBatch-sized batches."""
         batch: list[tuple[bytes, int]] = []
@@ -259,7 +333,10 @@ class CaptureSink:
                 lines = item
             else:
                 try:
-                    lines = encode_lines(*item)
+                    if isinstance(item, _PendingTensors):
+                        lines = encode_tensor_lines(*item)
+                    else:
+                        lines = encode_lines(*item)
                     _yield()  # a request waiting for the GIL takes it now, not after the 5 ms switch interval
                 except Exception:
                     self.log.exception("could not encode a capture record")

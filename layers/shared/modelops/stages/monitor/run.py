@@ -28,6 +28,7 @@ from modelops import aws
 from modelops.domain import drift
 from modelops.domain import report as reports
 from modelops.domain import settings as model_settings
+from modelops.domain.baseline import channel_names
 from modelops.domain.drift import VersionContext
 from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import (
@@ -39,6 +40,7 @@ from modelops.domain.errors import (
     SpecError,
     VersionNotFoundError,
 )
+from modelops.domain.signature import Signature, SignatureError
 from modelops.domain.spec import check_model_name, parse_spec
 from modelops.stages import runtime
 from modelops.stages.monitor import labels as late
@@ -228,7 +230,22 @@ def load_context(
         ctx.problem = "no_baseline"
         return ctx
     try:
+        signature = Signature.from_schema(schema)
+    except SignatureError as exc:
+        ctx.problem = f"baseline_error: the schema's signature: {exc}"
+        return ctx
+    if signature is not None:
+        ctx.features = [c for spec in signature.inputs for c in channel_names(spec.name, spec.shape)]
+    try:
         baseline = json.loads(registry.read_artifact(manifest, "baseline"))
+        if signature is not None:
+            tensor = _tensor_layout(signature, baseline)
+            ctx.refs, _ = drift.references(baseline, ctx.features)
+            ctx.pred_ref = tensor.out_refs[
+                0
+            ]  # the signature's first output (the baseline's dict order may differ)
+            ctx.tensor = tensor
+            return ctx
         if not ctx.features:
             ctx.features = list(baseline["features"])
         ctx.refs, ctx.pred_ref = drift.references(baseline, ctx.features)
@@ -238,6 +255,27 @@ def load_context(
     except (ValueError, KeyError, TypeError, CorruptDocumentError) as exc:
         ctx.problem = f"baseline_error: {exc}"
     return ctx
+
+
+def _tensor_layout(signature: Signature, baseline: dict[str, Any]) -> drift.TensorLayout:
+    """A tensor version's layout from its signature and its ``schema_version`` 3 baseline
+    (``modelops.domain.baseline.compute_tensor_baseline``); ``ValueError``/``KeyError`` when they disagree."""
+    if baseline.get("kind") != "tensor":
+        raise ValueError("a tensor model needs a tensor baseline (schema_version 3)")
+    outs = baseline["outputs"]
+    reduces = []
+    for spec in signature.outputs:
+        reduce = outs[spec.name].get("reduce")
+        if reduce not in ("value", "argmax", "mean"):
+            raise ValueError(f"output {spec.name!r}: unknown reduce {str(reduce)[:20]!r}")
+        reduces.append(str(reduce))
+    return drift.TensorLayout(
+        inputs=tuple(
+            (s.name, s.shape, s.dtype, tuple(channel_names(s.name, s.shape))) for s in signature.inputs
+        ),
+        outputs=tuple((s.name, s.shape, s.dtype, r) for s, r in zip(signature.outputs, reduces, strict=True)),
+        out_refs=tuple(drift.FeatureReference.from_stats(s.name, outs[s.name]) for s in signature.outputs),
+    )
 
 
 def _check_kinds(schema: dict[str, Any], refs: list[drift.FeatureReference]) -> None:
@@ -559,6 +597,9 @@ def metric_data(
         pred = r.get("prediction")
         if pred and pred.get("psi") is not None:
             data.append(_metric("PredictionPsi", pred["psi"], "None", ts, **dims))
+        for o in r.get("outputs") or []:  # a tensor model's outputs (bounded by its signature)
+            if o.get("psi") is not None:
+                data.append(_metric("OutputPsi", o["psi"], "None", ts, **dims, Output=o["name"]))
         q = r.get("quality") or {}
         for m, v in (q.get("metrics") or {}).items():
             if v is not None and math.isfinite(v):

@@ -8,6 +8,12 @@ drops lines outside the window or of other models and checks the feature count a
 schema, and it keeps each line's bytes to build one array per block and (model, version) rather than
 one per line. Every line that is not used is counted under a reason (``BAD_REASONS``), or as outside
 the window / another model.
+
+A tensor model's lines (capture format 2) reach the scan as ``read_header``'s :class:`TensorLine`
+(an exception path: a v1 line pays nothing for it). They are decoded in full
+(``tensor_record_from_doc``), checked against the version's signature (``wrong_signature``
+otherwise, as is a v2 line of a tabular version or a v1 line of a tensor one) and folded per block
+into the channels' and outputs' partials (``drift.judge_tensors``). Their labels are not joined yet.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from typing import Any
 import numpy as np
 
 from modelops.domain import drift
+from modelops.domain.baseline import channel_values, output_column
 from modelops.domain.capture import (
     CaptureFormatError,
+    TensorLine,
     read_arrays,
     read_header,
     split_request_id,
+    tensor_record_from_doc,
 )
 from modelops.domain.drift import VersionContext
 from modelops.storage.captures import Labels, Readable
@@ -42,6 +51,8 @@ BAD_REASONS = (
     "wrong_output_count",
     "unknown_version",
     "unsupported_format",
+    "unknown_dtype",
+    "wrong_signature",
 )
 """Why a line was not used, in the summary's order: the format's (``capture.FORMAT_REASONS``) and the
 monitor's own."""
@@ -61,7 +72,8 @@ class GroupState:
     first_ts: float = math.inf
     last_ts: float = -math.inf
     nf: int = 0
-    """The version's feature count (0: its schema is unknown, lines are only counted)."""
+    """The version's feature count (0: its schema is unknown, lines are only counted; -1: a tensor
+    version, whose lines are format 2)."""
     # the block being decoded
     xb: list[bytes] = field(default_factory=list)
     yb: list[bytes] = field(default_factory=list)
@@ -72,12 +84,19 @@ class GroupState:
     label_y: list[np.ndarray] = field(default_factory=list)
     label_x: list[np.ndarray] = field(default_factory=list)
     label_v: list[Any] = field(default_factory=list)
+    # a tensor version's block: each line's inputs and outputs by name
+    tensors: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.nf = self.ctx.n_features
         if self.ctx.refs is not None and self.ctx.pred_ref is not None:
-            self.parts = [drift.FeaturePartial.empty(r) for r in self.ctx.refs]
+            refs = list(self.ctx.refs)
+            if self.ctx.tensor is not None:  # the channels' partials, then the outputs' (judge_tensors)
+                refs.extend(self.ctx.tensor.out_refs)
+            self.parts = [drift.FeaturePartial.empty(r) for r in refs]
             self.pred = drift.FeaturePartial.empty(self.ctx.pred_ref)
+        if self.ctx.tensor is not None:
+            self.nf = -1
 
 
 class WindowScan:
@@ -150,7 +169,10 @@ class WindowScan:
             try:
                 model, version, rid, ts, n, f, k, xs, ys = header(line)
             except format_error as exc:
-                bad[exc.reason] += 1
+                if isinstance(exc, TensorLine):
+                    self._feed_tensor(exc.doc)
+                else:
+                    bad[exc.reason] += 1
                 continue
             if not start <= ts < end:
                 self.outside_window += 1
@@ -170,8 +192,8 @@ class WindowScan:
             if not g.nf:  # the version's schema is unknown (ctx.problem says why): count only
                 g.bad["not_compared"] += 1
                 continue
-            if f != g.nf:
-                g.bad["wrong_feature_count"] += 1
+            if f != g.nf:  # a tensor version's nf is -1: a v1 line never fits it
+                g.bad["wrong_signature" if g.nf < 0 else "wrong_feature_count"] += 1
                 continue
             try:
                 xb, yb = arrays(xs, ys, n, f, k)
@@ -199,6 +221,36 @@ class WindowScan:
         self.lines += n_lines
         self._fold()
 
+    def _feed_tensor(self, doc: dict[str, Any]) -> None:
+        """One format-2 line (see the module docstring); its arrays wait in the group's block."""
+        try:
+            rec = tensor_record_from_doc(doc)
+        except CaptureFormatError as exc:
+            self.bad[exc.reason] += 1
+            return
+        if not self.start <= rec.ts < self.end:
+            self.outside_window += 1
+            return
+        if self.model is not None and rec.model != self.model:
+            self.other_models += 1
+            return
+        key = (rec.model, rec.version)
+        g = self.groups.get(key) or self._group(key)
+        if g is None:
+            self.bad["unknown_version"] += 1
+            self.unknown[key] = self.unknown.get(key, 0) + 1
+            return
+        g.lines += 1
+        if not g.nf or (g.ctx.tensor is None and g.ctx.problem is not None):
+            g.bad["not_compared"] += 1  # no usable baseline (ctx.problem says why): count only
+            return
+        if g.ctx.tensor is None or not g.ctx.tensor.matches(rec.inputs, rec.outputs):
+            g.bad["wrong_signature"] += 1
+            return
+        g.first_ts = min(g.first_ts, rec.ts)
+        g.last_ts = max(g.last_ts, rec.ts)
+        g.tensors.append((rec.inputs, rec.outputs))
+
     def _group(self, key: tuple[str, int]) -> GroupState | None:
         if key in self.unknown:
             return None
@@ -210,6 +262,8 @@ class WindowScan:
 
     def _fold(self) -> None:
         for g in self.groups.values():
+            if g.tensors:
+                _fold_tensors(g)
             if not g.xb:
                 continue
             x = np.frombuffer(b"".join(g.xb), dtype="<f4").reshape(-1, g.nf)
@@ -263,6 +317,26 @@ class WindowScan:
         }
 
 
+def _fold_tensors(g: GroupState) -> None:
+    """A tensor group's block into its channels' and outputs' partials (``drift.judge_tensors``)."""
+    lines, g.tensors = g.tensors, []
+    layout, refs = g.ctx.tensor, g.ctx.refs
+    g.rows += sum(next(iter(ins.values())).shape[0] for ins, _ in lines)
+    if layout is None or refs is None or g.parts is None or g.pred is None or g.ctx.pred_ref is None:
+        return
+    j = 0
+    for name, _, _, _ in layout.inputs:
+        x = np.concatenate([ins[name] for ins, _ in lines])
+        for values in channel_values(x):
+            g.parts[j].merge(drift.partial(refs[j], values))
+            j += 1
+    for i, (name, _, _, reduce) in enumerate(layout.outputs):
+        y = output_column(np.concatenate([outs[name] for _, outs in lines]), reduce)
+        g.parts[j + i].merge(drift.partial(layout.out_refs[i], y))
+        if i == 0:
+            g.pred.merge(drift.partial(g.ctx.pred_ref, y))
+
+
 def evaluate(g: GroupState, min_samples: int) -> dict[str, Any]:
     """The verdict and numbers of one (model, version) group (:func:`modelops.domain.drift.judge`),
     with its counts and the quality of its labelled rows."""
@@ -279,5 +353,7 @@ def evaluate(g: GroupState, min_samples: int) -> dict[str, Any]:
         "first_ts": g.first_ts if math.isfinite(g.first_ts) else None,
         "last_ts": g.last_ts if math.isfinite(g.last_ts) else None,
         "quality": drift.labelled_quality(ctx, y, g.label_v),
-        **drift.judge(ctx, g.parts, g.pred, g.rows, min_samples),
+        **(drift.judge_tensors if ctx.tensor is not None else drift.judge)(
+            ctx, g.parts, g.pred, g.rows, min_samples
+        ),
     }

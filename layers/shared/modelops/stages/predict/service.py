@@ -184,7 +184,8 @@ class PredictService:
         self, req: RawRequest, lm: LoadedModel, doc: Any, raw: str | bytes, started: float
     ) -> tuple[int, str, dict[str, str]]:
         """A tensor model's request (``modelops.domain.signature``): TF Serving's row or columnar
-        format, checked against the signature, answered as TF Serving does. Not captured (yet)."""
+        format, checked against the signature, answered as TF Serving does; captured as a format-2 line
+        (``modelops.domain.capture``), sampled as a tabular request is."""
         info = lm.info
         assert info.signature is not None
         try:
@@ -198,6 +199,19 @@ class PredictService:
         _check_answer_size(rows, (fixed, per_row, 0), req, self.settings.max_response_bytes)
         y = lm.predict_tensors(treq.inputs)
         body = render_tensors(info, req.name, y, req.request_id, treq.columnar)
+        sink = self.sink
+        if sink is not None:
+            sink.submit_tensors(
+                req.name,
+                info.version,
+                req.request_id,
+                treq.inputs,
+                y,
+                self._sample_rate(req.name, info.capture_sample_rate),
+            )
+            lost = sink.take_failures()
+            if lost:
+                self.metrics.capture_failures(lost)
         self.metrics.served(
             req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
         )
