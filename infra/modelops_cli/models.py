@@ -221,3 +221,4 @@ def _register_config() -> None:
 
 
 _register_config()
+import modelops_cli.models_import  # noqa: E402, F401  (registers `models import` on the group)

@@ -61,6 +61,8 @@ class ConvertOutput:
     serving_budget: dict[str, Any]
     frameworks: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
+    reference: dict[str, np.ndarray] | None = None
+    """Tensor models: the SavedModel's outputs on the sample, by output name (the baseline's outputs)."""
 
 
 # ---------------------------------------------------------------------------- numpy helpers
@@ -351,7 +353,25 @@ def convert_tensors(
         )
     if over:
         raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
-    return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds), sig
+    return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds, reference), sig
+
+
+def export_keras(keras_file: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """A ``.keras`` file loaded with Keras and exported as a SavedModel (``serving_default``) into
+    ``out_dir``; :class:`ConversionError` when Keras cannot load or export it."""
+    import keras
+
+    target = Path(out_dir)
+    try:
+        model = keras.models.load_model(str(keras_file), compile=False)
+        try:
+            model.export(str(target), format="tf_saved_model", verbose=False)
+        except TypeError:  # Keras before 3.5 has no ``verbose``
+            model.export(str(target), format="tf_saved_model")
+    except Exception as exc:  # Keras raises ValueError, TypeError, OSError...
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"the .keras file cannot be loaded and exported: {first[:500]}") from exc
+    return target
 
 
 def _signature_io(fn: Any) -> tuple[str, str | None]:
@@ -447,7 +467,7 @@ def frameworks() -> dict[str, str]:
 def convert_and_verify(
     saved_model_dir: str | os.PathLike[str],
     x: np.ndarray,
-    y: np.ndarray,
+    y: np.ndarray | None,
     *,
     task: str,
     metric: str,
@@ -455,11 +475,13 @@ def convert_and_verify(
     parity_tolerance: float = 1e-4,
     limits: Limits | None = None,
 ) -> ConvertOutput:
-    """Convert, check float32 parity (raise :class:`ParityError`), measure int8, check the budget."""
+    """Convert, check float32 parity (raise :class:`ParityError`), measure int8, check the budget.
+    ``y`` None (rows without targets: a script model's training rows used for parity only): no metric."""
     limits = limits or Limits()
     saved_model_dir = Path(saved_model_dir)
     x = np.ascontiguousarray(x[: limits.parity_max_rows], dtype=np.float32)
-    y = np.asarray(y[: limits.parity_max_rows])
+    labelled = y is not None
+    y = np.asarray(y[: limits.parity_max_rows]) if y is not None else np.zeros(len(x), dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ConversionError(f"held-out rows must be a non-empty 2-D array, got shape {x.shape}")
     seconds: dict[str, float] = {}
@@ -478,8 +500,8 @@ def convert_and_verify(
     reference = run_savedmodel(saved_model_dir, x)
     out32 = run_tflite(tflite, x)
     f32 = compare_outputs(reference, out32, task=task, tolerance=parity_tolerance)
-    ref_metric = score(task, metric, y, reference)
-    f32_metric = score(task, metric, y, out32)
+    ref_metric = score(task, metric, y, reference) if labelled else None
+    f32_metric = score(task, metric, y, out32) if labelled else None
     f32["metric"] = {
         "name": metric,
         "savedmodel": ref_metric,
@@ -496,7 +518,7 @@ def convert_and_verify(
     if int8 is not None:
         out8 = run_tflite(int8, x)
         i8 = compare_outputs(reference, out8, task=task)
-        i8_metric = score(task, metric, y, out8)
+        i8_metric = score(task, metric, y, out8) if labelled else None
         delta = None if i8_metric is None or f32_metric is None else i8_metric - f32_metric
         worse = None
         if delta is not None:

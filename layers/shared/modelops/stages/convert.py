@@ -69,6 +69,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from modelops import aws
+from modelops.domain import baseline as baselines
+from modelops.domain import evaluation as evalrows
 from modelops.domain import search as searching
 from modelops.domain.archive import deterministic_targz, safe_extract
 from modelops.domain.encoding import InputSchema, SchemaError
@@ -86,6 +88,7 @@ from modelops.domain.errors import (
 from modelops.domain.spec import ModelSpec, SearchSpec, check_model_name, parse_spec
 from modelops.stages import runtime
 from modelops.stages.runtime import logger
+from modelops.storage.evaluation import EvaluationStore
 from modelops.storage.events import EventBus
 from modelops.storage.jobs import ArtifactVersion, JobStore
 from modelops.storage.registry import Manifest, Registry
@@ -95,6 +98,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 """SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
 REQUIRED_FILES = ("saved_model/saved_model.pb", "schema.json", "metrics.json", "baseline.json", "heldout.npz")
+
+
+IMPORT_SOURCE = "import"
+"""The job record's ``source`` of a model imported with `modelops models import`: the only job an S3
+"Object Created" event of its archive converts."""
 
 
 class EventSink(Protocol):
@@ -231,6 +239,17 @@ def parse_job_event(event: Any) -> JobEvent | None:
         array = detail.get("arrayProperties")
         if isinstance(array, Mapping) and isinstance(array.get("index"), int):
             array_index = int(array["index"])
+    elif source == "aws.s3" and kind == "Object Created":
+        # `modelops models import` wrote an archive (docs/convert.md "Script and imported models"): the
+        # job is the key's; convert goes on only for a job record whose source is "import"
+        obj = detail.get("object")
+        key = str(obj.get("key", "")) if isinstance(obj, Mapping) else ""
+        parts = key.split("/")
+        if len(parts) != 5 or parts[0] != "staging" or parts[3:] != ["output", "model.tar.gz"]:
+            return None
+        job, raw, status, reason = parts[2], "Imported", "completed", ""
+        uri, hyper, backend, event_kind = None, {}, "import", "import"
+        times = ("", "")
     else:
         return None
     if not isinstance(job, str) or not searching.JOB_NAME_RE.match(job):
@@ -308,10 +327,15 @@ class Bundle:
     y: Any  # np.ndarray
     search: dict[str, Any] | None = None
     """``trials.json`` of a job that ran its search itself (every trial), when present."""
+    saved_model_dir: Path | None = None
+    """Where the SavedModel is, when not ``root/saved_model`` (a script's or an imported model)."""
+    tensors: dict[str, Any] | None = None
+    """A tensor model's sample (``sample.npz``: arrays by input name); None for a tabular model, whose
+    parity rows are ``x``/``y``. Its ``schema`` and ``baseline`` are filled in by :func:`_convert`."""
 
     @property
     def saved_model(self) -> Path:
-        return self.root / "saved_model"
+        return self.saved_model_dir or self.root / "saved_model"
 
 
 def _json_file(root: Path, name: str) -> dict[str, Any]:
@@ -375,6 +399,179 @@ def read_bundle(root: Path, task: str) -> Bundle:
     return Bundle(root, schema, metrics, baseline, record, x, y, search)
 
 
+# ---------------------------------------------------------------------------- a model without our files
+SAMPLE_FILE = "sample.npz"
+"""A tensor model's representative inputs in its model dir (arrays keyed by input name, rows first)."""
+MAX_BASELINE_ROWS = 20_000
+"""Training rows a script model's baseline is computed on (the first ones, in file order)."""
+
+
+def find_model(root: Path) -> tuple[str, Path]:
+    """The one model of a model dir without ``schema.json``: ``("savedmodel", dir)`` (a folder holding
+    ``saved_model.pb``, at any depth) or ``("keras", file)``; anything else is
+    :class:`ArtifactInvalidError` naming what the dir holds."""
+    saved = sorted(p.parent for p in root.rglob("saved_model.pb") if p.is_file())
+    keras_files = sorted(p for p in root.rglob("*.keras") if p.is_file())
+    found = [("savedmodel", p) for p in saved] + [("keras", p) for p in keras_files]
+    if len(found) == 1:
+        return found[0]
+    names = [str(p.relative_to(root)) or "." for _, p in found]
+    if found:
+        raise ArtifactInvalidError(
+            f"the model dir holds {len(found)} models ({', '.join(names[:10])}); convert serves one: "
+            "leave one SavedModel or one .keras file"
+        )
+    present = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())[:20]
+    raise ArtifactInvalidError(
+        f"the model dir holds neither a SavedModel (saved_model.pb) nor a .keras file (it holds {present})"
+    )
+
+
+def _split_key(record: JobRecord, part: str) -> str | None:
+    split = record.doc.get("split")
+    entry = split.get(part) if isinstance(split, Mapping) else None
+    key = entry.get("key") if isinstance(entry, Mapping) else None
+    return str(key) if isinstance(key, str) and key else None
+
+
+def _feature_matrix(table: evalrows.Table, features: list[str], limit: int) -> Any:
+    """(rows, features) float32 of the CSV rows whose features are all finite numbers, at most ``limit``."""
+    import numpy as np
+
+    missing = [f for f in features if f not in table.header]
+    if missing:
+        raise ArtifactInvalidError(f"the rows lack the model's feature columns {missing[:10]}")
+    pos = [table.header.index(f) for f in features]
+    out: list[list[float]] = []
+    for r in table.rows:
+        if len(r) != len(table.header):
+            continue
+        try:
+            values = [float(r[i]) for i in pos]
+        except ValueError:
+            continue
+        if all(np.isfinite(values)):
+            out.append(values)
+        if len(out) >= limit:
+            break
+    return np.asarray(out, dtype=np.float32).reshape(len(out), len(features))
+
+
+def _tabular_features(record: JobRecord, spec: ModelSpec) -> tuple[list[str], bool]:
+    """The dataset's features (the job record's validation, else the spec's) and whether every one is
+    numeric (a categorical column has no meaning to a model the platform did not encode for)."""
+    validation = record.doc.get("validation")
+    validation = validation if isinstance(validation, Mapping) else {}
+    names = validation.get("features") or spec.features or []
+    kinds = {**(validation.get("feature_types") or {}), **dict(spec.feature_types)}
+    features = [str(n) for n in names]
+    return features, all(kinds.get(f, "numeric") == "numeric" for f in features)
+
+
+def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, work: Path) -> Bundle:
+    """A model dir with only a model in it (a script's, or an imported one: docs/convert.md "Script and
+    imported models"). Its serving signature decides: one float32 input of shape [n features] (and one
+    output) is a tabular model over the dataset's features, converted exactly like the built-in
+    trainer's (schema from the dataset, baseline on the training rows, parity on the platform's
+    evaluation rows); anything else is a tensor model, whose sample must be ``sample.npz``."""
+    import numpy as np
+
+    from modelops.ml import convert as ml_convert  # TensorFlow: only here
+
+    kind, path = find_model(root)
+    saved_model = ml_convert.export_keras(path, work / "exported") if kind == "keras" else path
+    sig = ml_convert.savedmodel_signature(saved_model)
+    metrics = _json_file(root, "metrics.json") if (root / "metrics.json").is_file() else {}
+    validation = record.doc.get("validation")
+    classes = validation.get("classes") if isinstance(validation, Mapping) else None
+    training = {
+        "source": str(record.doc.get("source") or "training"),
+        "model": {"kind": kind, "path": str(path.relative_to(root))},
+    }
+    features, numeric = _tabular_features(record, spec)
+    first = sig.inputs[0]
+    tabular = (
+        len(sig.inputs) == 1
+        and len(sig.outputs) == 1
+        and first.dtype == "float32"
+        and sig.outputs[0].dtype == "float32"
+        and first.shape == (len(features),)
+        and bool(features)
+        and numeric
+    )
+    common = {"task": spec.task, "target": spec.target, "classes": classes}
+    if not tabular:
+        sample_path = root / SAMPLE_FILE
+        if not sample_path.is_file():
+            raise ArtifactInvalidError(
+                f"a tensor model needs {SAMPLE_FILE} in its model dir (arrays keyed by input name: "
+                f"{sig.describe_inputs()}) for parity and the monitoring baseline; write it next to the "
+                "model in SM_MODEL_DIR, or pass --sample to `modelops models import`"
+            )
+        try:
+            with np.load(sample_path, allow_pickle=False) as npz:
+                tensors = {k: np.asarray(npz[k]) for k in npz.files}
+        except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+            raise ArtifactInvalidError(f"{SAMPLE_FILE} is unreadable: {exc}") from exc
+        return Bundle(
+            root,
+            dict(common),
+            metrics,
+            b"",
+            training,
+            None,
+            None,
+            saved_model_dir=saved_model,
+            tensors=tensors,
+        )
+    objects = deps.registry.objects
+    train_key, eval_key = _split_key(record, "train"), _split_key(record, "evaluation")
+    x_train = np.zeros((0, len(features)), dtype=np.float32)
+    if train_key is not None:
+        body = objects.get_bytes(train_key)
+        if body is None:
+            raise ArtifactInvalidError(f"the job's training rows {deps.jobs.staging_uri(train_key)} are gone")
+        x_train = _feature_matrix(_parse_rows(train_key, body), features, MAX_BASELINE_ROWS)
+    if len(x_train) == 0:
+        raise ArtifactInvalidError(
+            "a tabular model needs rows of its features for its baseline and parity: the job's training "
+            f"rows ({train_key or 'none in the job record'}) have none usable"
+        )
+    x, y = x_train[: deps.options.parity_max_rows], None
+    if eval_key is not None:
+        rows = evalrows.combine(
+            [_parse_rows(eval_key, EvaluationStore(objects).read(eval_key))],
+            features,
+            spec.target,
+            max_rows=deps.options.parity_max_rows,
+        )
+        if len(rows):
+            x = evalrows.features_of(rows, features)
+            try:
+                y = np.asarray(evalrows.targets_for(rows, spec.task, classes), dtype=np.float32)
+            except ValueError:
+                y = None  # no classes to index the labels with: parity only
+            if y is not None and spec.task != "regression" and (y < 0).any():
+                y = None
+    out = ml_convert.run_savedmodel(saved_model, x_train)
+    out = np.asarray(out, dtype=np.float64).reshape(len(x_train), -1)
+    prediction = out[:, 0] if spec.task != "multiclass" else np.argmax(out, axis=1)
+    schema_doc = {
+        **common,
+        "features": [{"name": f, "type": "numeric", "dtype": "float32"} for f in features],
+    }
+    doc = baselines.compute_baseline(x_train, features, prediction)
+    baseline = json.dumps(doc, sort_keys=True).encode()
+    return Bundle(root, schema_doc, metrics, baseline, training, x, y, saved_model_dir=saved_model)
+
+
+def _parse_rows(key: str, body: bytes) -> evalrows.Table:
+    try:
+        return evalrows.parse(key.rsplit("/", 1)[-1].removesuffix(".csv"), body)
+    except ValueError as exc:
+        raise ArtifactInvalidError(f"rows at {key}: {exc}") from exc
+
+
 # ---------------------------------------------------------------------------- orchestration
 def handle_event(event: Any, deps: Deps) -> Result:
     """Everything the convert function does for one EventBridge event."""
@@ -390,6 +587,10 @@ def handle_event(event: Any, deps: Deps) -> Result:
     record = load_job_record(deps.jobs, job_event.job)
     if record is None:
         return _ignored(job_event.job, "no job record in this stack's registry: another stack's job")
+    if job_event.kind == "import" and record.doc.get("source") != IMPORT_SOURCE:
+        return _ignored(
+            job_event.job, "an archive written for a job that is not an import: its job's end converts it"
+        )
     if job_event.status == "failed":
         return _training_failed(deps, job_event, record)
     plan = record.doc.get("search")
@@ -615,7 +816,11 @@ def convert_job(
                 archive, Path(tmp) / "model", max_bytes=opts.max_extracted_bytes, max_members=opts.max_members
             )
             archive.unlink()
-            bundle = read_bundle(root, spec.task)
+            if (root / "schema.json").is_file():
+                bundle = read_bundle(root, spec.task)
+            else:  # a script's model or an imported one: the platform supplies the rest
+                stage = "model"
+                bundle = read_model_only(root, record, spec, deps, Path(tmp))
             stage = "convert"
             out = _convert(bundle, spec, opts)
         except (ConversionError, IntegrityError) as exc:
@@ -802,9 +1007,38 @@ def _check_link(
     raise IntegrityError(message)
 
 
+def _limits(opts: Options) -> Any:
+    from modelops.ml import convert as ml_convert
+
+    return ml_convert.Limits(
+        max_tflite_bytes=opts.max_tflite_bytes,
+        max_single_row_latency_us=opts.max_single_row_latency_us,
+        latency_calls=opts.latency_calls,
+        parity_max_rows=opts.parity_max_rows,
+    )
+
+
 def _convert(bundle: Bundle, spec: ModelSpec, opts: Options) -> ConvertOutput:
     from modelops.ml import convert as ml_convert  # TensorFlow: only here
 
+    if bundle.tensors is not None:
+        out, sig = ml_convert.convert_tensors(
+            bundle.saved_model,
+            bundle.tensors,
+            task=spec.task,
+            quantize=spec.conversion.quantize,
+            parity_tolerance=spec.conversion.parity_tolerance,
+            limits=_limits(opts),
+        )
+        bundle.schema = {**bundle.schema, **sig.to_dict()}
+        rows = int(out.parity["float32"]["rows"])
+        sample = {s.name: bundle.tensors[s.name][:rows] for s in sig.inputs}
+        try:
+            doc = baselines.compute_tensor_baseline(sample, dict(out.reference or {}))
+        except ValueError as exc:
+            raise ArtifactInvalidError(f"no baseline from the sample: {exc}") from exc
+        bundle.baseline = json.dumps(doc, sort_keys=True).encode()
+        return out
     return ml_convert.convert_and_verify(
         bundle.saved_model,
         bundle.x,
@@ -903,8 +1137,9 @@ def _replay(ev: JobEvent, record: JobRecord, manifest: Manifest, deps: Deps) -> 
 # registry's dedup_key (the job name) covers replays after it. Batch is keyed by job id: the children of
 # an array job share their parent's name (and are ignored), so a child's answer must not stand for it.
 IDEMPOTENCY_KEY = (
-    "[detail.TrainingJobName || detail.HyperParameterTuningJobName || detail.jobId || detail.jobName, "
-    "detail.TrainingJobStatus || detail.HyperParameterTuningJobStatus || detail.status]"
+    "[detail.TrainingJobName || detail.HyperParameterTuningJobName || detail.jobId || detail.jobName "
+    "|| detail.object.key, detail.TrainingJobStatus || detail.HyperParameterTuningJobStatus || detail.status "
+    "|| detail.object.etag]"
 )
 IDEMPOTENCY_SECONDS = 6 * 3600
 
