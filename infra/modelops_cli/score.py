@@ -8,6 +8,7 @@ command prints the run's name and where its manifest will be.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 
 import click
@@ -31,8 +32,9 @@ def _split_s3(uri: str) -> tuple[str, str]:
 @click.command("score")
 @click.argument("name")
 @click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def score(c: Context, name: str, source: str) -> None:
+def score(c: Context, name: str, source: str, as_json: bool) -> None:
     """Score every row of a CSV with NAME's production version (a Distributed Map of chunks)."""
     if not MODEL_NAME_RE.fullmatch(name):
         raise click.BadParameter(f"{name!r} is not a model name", param_hint="NAME")
@@ -65,6 +67,16 @@ def score(c: Context, name: str, source: str) -> None:
     except AwsError as exc:
         raise click.ClickException(f"could not put the input in s3://{bucket}/: {exc}") from exc
     run = run_name(key, version_id)
+    if as_json:
+        doc = {
+            "model": name,
+            "input": f"s3://{bucket}/{key}",
+            "version_id": version_id,
+            "run": run,
+            "manifest": f"s3://{bucket}/{keys.SCORES}{name}/{{version}}/{run}/manifest.json",
+        }
+        click.echo(json.dumps(doc, sort_keys=True))
+        return
     click.echo(f"input: s3://{bucket}/{key} (version {version_id or '-'})")
     click.echo(f"run: {run} (the upload starts it)")
     click.echo(f"manifest: s3://{bucket}/{keys.SCORES}{name}/{{production version}}/{run}/manifest.json")

@@ -442,6 +442,12 @@ def test_every_command_on_the_twin_by_its_stack_name(on_twin: Any) -> None:
     assert doc["stack"] == twin.stack_name and model in [m["model"] for m in doc["models"]]
     assert all(is_stack_alarm(a["name"], twin.stack_name) for a in doc["alarms"])
     assert "models" in js(run(*s, "monitor", "run", "--dry-run", "--json", "--window", "5m"))
+    rows = Path.cwd() / "rows.csv"
+    rows.write_text("a,b,c,d\n1,2,3,4\n")
+    scoring = js(run(*s, "score", model, str(rows), "--json"))
+    assert scoring["input"].endswith(f"/datasets/{model}/score/rows.csv") and scoring["run"].startswith(
+        "rows-"
+    )
     config = js(run(*s, "models", "config", model, "--capture-sample-rate", "0.5", "--json"))
     assert config["settings"] == {"capture_sample_rate": 0.5}
     site = js(run(*s, "ui", "build", "--out", str(Path.cwd() / "site"), "--json"))

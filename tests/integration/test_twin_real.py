@@ -39,9 +39,12 @@ def test_the_template_comes_up_in_moto(twin: Twin) -> None:
         tuple(sorted((f["Name"].lower(), f["Value"]) for f in r["Filter"]["Key"]["FilterRules"]))
         for r in rules
     )
-    assert filters == [  # one rule per dataset format train_trigger reads (docs/training.md "Formats")
-        (("prefix", "datasets/"), ("suffix", suffix)) for suffix in (".csv", ".csv.gz", ".parquet")
-    ]
+    # one rule per dataset format train_trigger reads (docs/training.md "Formats"), and the marker that
+    # closes a dataset of parts ("Datasets of many parts")
+    assert filters == sorted(
+        (("prefix", "datasets/"), ("suffix", suffix))
+        for suffix in (".csv", ".csv.gz", ".parquet", "_SUCCESS")
+    )
     topics = {t["TopicArn"] for t in twin.client("sns").list_topics()["Topics"]}
     assert {out["AlertsTopicArn"], out["AlarmTopicArn"]} <= topics
     assert (
