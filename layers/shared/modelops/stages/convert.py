@@ -484,10 +484,13 @@ def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, 
     metrics = _json_file(root, "metrics.json") if (root / "metrics.json").is_file() else {}
     validation = record.doc.get("validation")
     classes = validation.get("classes") if isinstance(validation, Mapping) else None
-    training = {
+    training: dict[str, Any] = {
         "source": str(record.doc.get("source") or "training"),
         "model": {"kind": kind, "path": str(path.relative_to(root))},
     }
+    code = record.doc.get("code")
+    if isinstance(code, Mapping):  # script mode: the version names the code that trained it
+        training["code"] = {k: code[k] for k in ("uri", "sha256", "entry_point", "requirements") if k in code}
     features, numeric = _tabular_features(record, spec)
     first = sig.inputs[0]
     tabular = (
