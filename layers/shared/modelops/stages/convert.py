@@ -69,8 +69,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from modelops import aws
-from modelops.domain import baseline as baselines
-from modelops.domain import evaluation as evalrows
 from modelops.domain import search as searching
 from modelops.domain.archive import deterministic_targz, safe_extract
 from modelops.domain.encoding import InputSchema, SchemaError
@@ -94,6 +92,7 @@ from modelops.storage.jobs import ArtifactVersion, JobStore
 from modelops.storage.registry import Manifest, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelops.domain import evaluation as evalrows
     from modelops.ml.convert import ConvertOutput
 
 """SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
@@ -541,6 +540,8 @@ def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, 
             f"rows ({train_key or 'none in the job record'}) have none usable"
         )
     x, y = x_train[: deps.options.parity_max_rows], None
+    from modelops.domain import evaluation as evalrows  # numpy: only when converting
+
     if eval_key is not None:
         rows = evalrows.combine(
             [_parse_rows(eval_key, EvaluationStore(objects).read(eval_key))],
@@ -563,12 +564,16 @@ def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, 
         **common,
         "features": [{"name": f, "type": "numeric", "dtype": "float32"} for f in features],
     }
+    from modelops.domain import baseline as baselines  # numpy: only when converting
+
     doc = baselines.compute_baseline(x_train, features, prediction)
     baseline = json.dumps(doc, sort_keys=True).encode()
     return Bundle(root, schema_doc, metrics, baseline, training, x, y, saved_model_dir=saved_model)
 
 
 def _parse_rows(key: str, body: bytes) -> evalrows.Table:
+    from modelops.domain import evaluation as evalrows  # numpy: only when converting
+
     try:
         return evalrows.parse(key.rsplit("/", 1)[-1].removesuffix(".csv"), body)
     except ValueError as exc:
@@ -1037,6 +1042,8 @@ def _convert(bundle: Bundle, spec: ModelSpec, opts: Options) -> ConvertOutput:
         rows = int(out.parity["float32"]["rows"])
         sample = {s.name: bundle.tensors[s.name][:rows] for s in sig.inputs}
         try:
+            from modelops.domain import baseline as baselines  # numpy: only when converting
+
             doc = baselines.compute_tensor_baseline(sample, dict(out.reference or {}))
         except ValueError as exc:
             raise ArtifactInvalidError(f"no baseline from the sample: {exc}") from exc
