@@ -606,14 +606,18 @@ def test_the_models_settings_change_the_capture_sample_rate_without_a_new_versio
     SettingsStore(ObjectStore(env.s3, env.registry.bucket), actor="test").update(
         "iris", {"capture_sample_rate": 0.0}
     )
-    assert predict("iris", [GOOD])[0] == 200  # still within the settings' TTL: the cached value holds
     assert env.service.overrides is not None
+    env.service.overrides.wait()  # the first request's background read has landed (no document then)
+    assert predict("iris", [GOOD])[0] == 200  # still within the settings' TTL: the cached value holds
     env.service.overrides.ttl = 0.0  # the TTL has passed
+    # the next request is answered at once with what is known, and starts a read in the background
+    assert predict("iris", [GOOD])[0] == 200
+    env.service.overrides.wait()
     for _ in range(5):
         assert predict("iris", [GOOD])[0] == 200
     env.service.sink.flush(10)
-    # Then the version is unchanged and nothing more is captured after the TTL
-    assert len(captured_lines(env)) == 2
+    # Then the version is unchanged, and once the read has landed nothing more is captured
+    assert len(captured_lines(env)) == 3
 
 
 def test_a_failing_capture_stream_never_fails_the_answer(

@@ -99,3 +99,38 @@ def test_apply_sets_removes_and_counts_revisions() -> None:
 def test_a_malformed_document_is_an_error_not_a_guess(doc: object) -> None:
     with pytest.raises(st.SettingsError, match="settings document of demo"):
         st.parse_document("demo", doc)
+
+
+def test_get_nowait_never_waits_for_the_read_and_uses_it_once_it_lands() -> None:
+    import threading
+
+    from modelops.storage.settings import SettingsCache
+
+    class SlowStore:
+        """A settings store whose read blocks until released (S3 being slow)."""
+
+        def __init__(self) -> None:
+            self.release = threading.Event()
+            self.reads = 0
+
+        def overrides(self, model: str) -> dict[str, float]:
+            self.reads += 1
+            assert self.release.wait(10)
+            return {"capture_sample_rate": 0.25}
+
+    store = SlowStore()
+    now = [0.0]
+    cache = SettingsCache(store, ttl=60.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    # Given a read that has not landed: the caller gets nothing at once, and only one read starts
+    assert cache.get_nowait("demo") == {}
+    assert cache.get_nowait("demo") == {}
+    store.release.set()
+    cache.wait()
+    assert store.reads == 1
+    # Then the landed value is used, without another read, until the TTL passes
+    assert cache.get_nowait("demo") == {"capture_sample_rate": 0.25}
+    assert store.reads == 1
+    now[0] = 61.0
+    assert cache.get_nowait("demo") == {"capture_sample_rate": 0.25}  # stale but at once
+    cache.wait()
+    assert store.reads == 2

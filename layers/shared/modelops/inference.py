@@ -17,14 +17,16 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from modelops.domain.encoding import Feature, InputSchema, SchemaError
 from modelops.domain.errors import CorruptDocumentError
-from modelops.domain.signature import SIGNATURE_KEY, Signature, SignatureError, TensorSpec
+
+if TYPE_CHECKING:  # the tensor path imports it when a tensor model is served
+    from modelops.domain.signature import Signature, TensorSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
 TASKS = frozenset({"regression", "binary", "multiclass"})
@@ -116,13 +118,17 @@ def model_info(manifest: ManifestLike) -> ModelInfo:
     task = manifest.get("task") or schema.get("task")
     if task not in TASKS:
         raise CorruptDocumentError(f"{where}: unknown task {str(task)[:40]!r}")
+    signature: Signature | None = None
     try:
-        signature = Signature.from_schema(schema)
+        if "inputs" in schema:  # a tensor model (modelops.domain.signature, imported only for one)
+            from modelops.domain.signature import Signature as _Signature
+
+            signature = _Signature.from_schema(schema)
         if signature is None:
             input_schema = InputSchema.from_dict(schema)
         else:
             input_schema = InputSchema(tuple(Feature(name) for name in signature.input_names))
-    except (SchemaError, SignatureError) as exc:
+    except (SchemaError, ValueError) as exc:  # SignatureError is a ValueError
         raise CorruptDocumentError(f"{where}: {exc}") from None
     classes = schema.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) < 2):
@@ -249,6 +255,8 @@ class _TensorRunner:
     (names, dtypes, shapes without the batch); a batch of one runs at load."""
 
     def __init__(self, interp: Any, sig: Signature):
+        from modelops.domain.signature import SIGNATURE_KEY
+
         self.sig = sig
         self._interp = interp
         signatures = interp.get_signature_list()
@@ -293,6 +301,8 @@ class _TensorRunner:
 
 def _tensor_name(name: str) -> str:
     """``serving_default_image:0`` -> ``image`` (LiteRT's names for a signature's tensors)."""
+    from modelops.domain.signature import SIGNATURE_KEY
+
     name = name.split(":", 1)[0]
     return name.removeprefix(f"{SIGNATURE_KEY}_")
 

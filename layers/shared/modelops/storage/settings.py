@@ -17,6 +17,7 @@ per container; a document that does not parse is reported and the version's defa
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -168,6 +169,8 @@ class SettingsCache:
         self.ttl = ttl
         self.clock = clock
         self._cache: dict[str, tuple[float, dict[str, Any], str | None]] = {}
+        self._lock = threading.Lock()
+        self._reading: dict[str, threading.Thread] = {}
 
     def get(self, model: str) -> tuple[dict[str, Any], str | None]:
         """``(overrides, problem)``."""
@@ -183,3 +186,34 @@ class SettingsCache:
             got, problem = {}, f"settings_unreadable: {type(exc).__name__}: {str(exc)[:200]}"
         self._cache[model] = (now, got, problem)
         return got, problem
+
+    def get_nowait(self, model: str) -> dict[str, Any]:
+        """The overrides as last read, without waiting for S3: a model not read yet, or read more than
+        ``ttl`` ago, is read again by a background thread (one at a time per model) and the caller gets
+        what is known now (nothing at first: the version's defaults hold until the read lands). For a
+        request path that must not wait on a network read (predict)."""
+        hit = self._cache.get(model)
+        if hit is None or self.clock() - hit[0] >= self.ttl:
+            with self._lock:
+                start = model not in self._reading
+                if start:
+                    self._reading[model] = threading.Thread(
+                        target=self._read_in_background, args=(model,), name="settings-read", daemon=True
+                    )
+            if start:
+                self._reading[model].start()
+        return hit[1] if hit is not None else {}
+
+    def _read_in_background(self, model: str) -> None:
+        try:
+            self.get(model)
+        finally:
+            with self._lock:
+                self._reading.pop(model, None)
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Wait for the background reads in flight (tests, a SnapStart snapshot)."""
+        with self._lock:
+            threads = list(self._reading.values())
+        for t in threads:
+            t.join(timeout)

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelops.domain.signature import predictions
 from modelops.stages.predict.serving import ModelInfo
 
 FLOAT32_TEXT_MAX = 16
@@ -95,6 +94,8 @@ def render_tensors(
     """A tensor model's answer: ``{"model", "version", "request_id"}`` and TF Serving's
     ``predictions`` (row format) or ``outputs`` (columnar format), ``modelops.domain.signature.predictions``."""
     assert info.signature is not None
+    from modelops.domain.signature import predictions  # tensor models only
+
     key, value = predictions(info.signature, outputs, columnar)
     doc = {"model": name, "version": info.version, "request_id": request_id, key: value}
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -12,7 +12,6 @@ from modelops import aws
 from modelops.domain.alias import PRODUCTION
 from modelops.domain.encoding import InputSchema, SchemaError
 from modelops.domain.errors import ModelNotFoundError
-from modelops.domain.signature import TensorRequestError, parse_request
 from modelops.domain.spec import MODEL_NAME_RE
 from modelops.stages.predict.errors import JSON, RequestError
 from modelops.stages.predict.parse import (
@@ -115,11 +114,12 @@ class PredictService:
 
     def _sample_rate(self, model: str, default: float) -> float:
         """The capture sample rate: the model's settings document's when it sets one (``modelops models
-        config``), else the version's manifest's. A corrupt document keeps the manifest's value."""
+        config``), else the version's manifest's. A corrupt document keeps the manifest's value. The
+        document is read in the background (``SettingsCache.get_nowait``): no request waits on S3, and
+        a change is used within the TTL plus one read."""
         if self.overrides is None:
             return default
-        got, _ = self.overrides.get(model)
-        rate = got.get("capture_sample_rate")
+        rate = self.overrides.get_nowait(model).get("capture_sample_rate")  # never waits on S3
         return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else default
 
     def predict(self, req: RawRequest) -> tuple[int, str, dict[str, str]]:
@@ -188,6 +188,8 @@ class PredictService:
         (``modelops.domain.capture``), sampled as a tabular request is."""
         info = lm.info
         assert info.signature is not None
+        from modelops.domain.signature import TensorRequestError, parse_request  # tensor models only
+
         try:
             treq = parse_request(
                 doc, info.signature, self.settings.max_rows, may_hold_booleans=may_hold_booleans(raw)
