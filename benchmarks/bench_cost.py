@@ -7,7 +7,7 @@ CPU core (Lambda at 1,769 MB has one vCPU):
 
 * ``predict_cold_start_fresh`` (ms): a fresh process to its first answer, as a Lambda cold start
   without SnapStart: Python, the imports, the service, the alias, manifest and artifact from S3, the
-  interpreter, the first answer. Peer: the Init target in ../shared/reference/performance.md.
+  interpreter, the first answer. Peer: the project's Init target (docs/predict.md).
 * ``predict_cold_start_restore`` (ms): a fresh process imports, builds and runs the before-snapshot
   hook (``snapstart.before_snapshot``: the production model loaded); then only what a restored
   environment runs is timed: ``snapstart.after_restore`` (reseed, new clients, a new service keeping
@@ -26,7 +26,7 @@ what Lambda's CPU share scales; another process's load on this machine does not 
 first request's waits on S3 as its wall time less its CPU time. Lambda gives a function CPU in proportion to its memory, one
 vCPU at 1,769 MB (AWS: "configuration-memory"), and the handler runs one thread, so a duration
 measured at one core is modelled at ``M`` MB as ``d x max(1, 1769 / M)``: slower below 1,769 MB, no
-faster above. Init is not scaled (Lambda gives Init burst CPU: ../shared/reference/performance.md).
+faster above. Init is not scaled (Lambda gives Init burst CPU: https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html).
 Billed duration is rounded up to the millisecond; prices are us-east-1's (``PRICES``). The memory
 size chosen (``choose``) is the cheapest, at x86_64 prices, that meets every target: the modelled p99
 of the 100-row batch and of the largest request within the PredictLatencyAlarm threshold (250 ms),
@@ -57,9 +57,9 @@ COLD_RUNS = 5
 MEMORY_SIZES = (128, 256, 512, 1024, 1769, 3008)
 ONE_VCPU_MB = 1769
 TARGET_P99_MS = 250.0  # template.yaml PredictLatencyAlarm: p99 Duration over 250 ms
-COLD_START_TARGET_MS = 1000.0  # ../shared/reference/performance.md: cold start p99 <= 1 s without SnapStart
+COLD_START_TARGET_MS = 1000.0  # docs/predict.md: cold start p99 <= 1 s without SnapStart
 RSS_HEADROOM = 2.0
-PRICES = {  # us-east-1, AWS Lambda's public price list as of 2026 (not in ../shared/reference/)
+PRICES = {  # us-east-1, AWS Lambda's public price list as of 2026 (aws.amazon.com/lambda/pricing)
     "x86_64": {"gb_second": 0.0000166667, "request": 0.20 / 1e6},
     "arm64": {"gb_second": 0.0000133334, "request": 0.20 / 1e6},
 }
@@ -348,7 +348,7 @@ def run() -> list[dict[str, Any]]:
             "name": "predict_cold_start_fresh",
             "value": round(fresh, 1),
             "unit": "ms",
-            "peer": "Init target at 1,769 MB without SnapStart (../shared/reference/performance.md)",
+            "peer": "Init target at 1,769 MB without SnapStart (docs/predict.md)",
             "peer_value": 500.0,
             "ratio": round(500.0 / fresh, 2),
             "target": "<= 500 ms",

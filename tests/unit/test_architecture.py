@@ -93,3 +93,6 @@ def test_docs_link_nothing_outside_the_repository() -> None:
             resolved = (path.parent / target).resolve()
             assert resolved.is_relative_to(ROOT), f"{path.name} links outside the repository: {target}"
             assert resolved.exists(), f"{path.name} links a missing file: {target}"
+        # a path named in plain text (`../shared/...`) points outside the clone just the same
+        outside = re.findall(r"(?<![\w./])\.\./[\w./-]+", path.read_text())
+        assert not outside, f"{path.name} names paths outside the repository: {outside[:3]}"
