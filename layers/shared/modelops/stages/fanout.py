@@ -15,9 +15,9 @@ from pydantic import Field
 from modelops import aws
 from modelops.stages import runtime
 from modelops.stages.monitor import fanout
-from modelops.stages.monitor.run import MonitorSettings, Stores
+from modelops.stages.monitor.run import MonitorSettings, Stores, stores_for
 from modelops.stages.monitor.run import Settings as MonitorFunctionSettings
-from modelops.storage.reports import SIGNING_CONFIG, MonitorRuns
+from modelops.storage.reports import MonitorRuns
 from modelops.storage.s3 import ObjectStore
 
 
@@ -83,18 +83,7 @@ class Fanout:
 def build() -> Fanout:
     """Settings, clients and stores: once per warm container."""
     settings = Settings()
-    stores = Stores.from_clients(
-        settings.data_bucket,
-        settings.registry_bucket,
-        s3=aws.client("s3"),
-        cloudwatch=aws.client("cloudwatch"),
-        events=aws.client("events"),
-        event_bus_name=settings.event_bus_name,
-        settings_ttl_seconds=settings.settings_ttl_seconds,
-        report_base_url=settings.report_base_url,
-        report_link_seconds=settings.report_link_seconds,
-        signer=aws.client("s3", config=SIGNING_CONFIG),
-    )
+    stores = stores_for(settings)
     return Fanout(settings, stores, MonitorRuns(ObjectStore(aws.client("s3"), settings.registry_bucket)))
 
 

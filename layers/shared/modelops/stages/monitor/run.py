@@ -723,11 +723,9 @@ class Monitor:
         return summary
 
 
-@functools.cache
-def build() -> Monitor:
-    """Settings, clients and stores: once per warm container."""
-    settings = Settings()
-    stores = Stores.from_clients(
+def stores_for(settings: Settings) -> Stores:
+    """The monitor's stores on this container's clients (the single pass and the fan-out's steps)."""
+    return Stores.from_clients(
         settings.data_bucket,
         settings.registry_bucket,
         s3=aws.client("s3"),
@@ -739,7 +737,13 @@ def build() -> Monitor:
         report_link_seconds=settings.report_link_seconds,
         signer=aws.client("s3", config=SIGNING_CONFIG),
     )
-    return Monitor(settings, stores)
+
+
+@functools.cache
+def build() -> Monitor:
+    """Settings, clients and stores: once per warm container."""
+    settings = Settings()
+    return Monitor(settings, stores_for(settings))
 
 
 def run(event: Any) -> dict[str, Any]:

@@ -168,17 +168,7 @@ class PredictService:
                 y,
                 self._sample_rate(req.name, info.capture_sample_rate),
             )
-            lost = sink.take_failures()
-            if lost:
-                self.metrics.capture_failures(lost)
-        self.metrics.served(
-            req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
-        )
-        return (
-            200,
-            body,
-            {"Content-Type": JSON, "X-Model-Version": str(info.version), "X-Request-Id": req.request_id},
-        )
+        return self._answered(req, info.version, rows, started, body)
 
     def _predict_tensors(
         self, req: RawRequest, lm: LoadedModel, doc: Any, raw: str | bytes, started: float
@@ -211,16 +201,25 @@ class PredictService:
                 y,
                 self._sample_rate(req.name, info.capture_sample_rate),
             )
+        return self._answered(req, info.version, rows, started, body)
+
+    def _answered(
+        self, req: RawRequest, version: int, rows: int, started: float, body: str
+    ) -> tuple[int, str, dict[str, str]]:
+        """The 200 of a served request (tabular or tensor): captures lost since the last answer and this
+        one's metrics, then the proxy result's parts."""
+        sink = self.sink
+        if sink is not None:
             lost = sink.take_failures()
             if lost:
                 self.metrics.capture_failures(lost)
         self.metrics.served(
-            req.name, info.version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
+            req.name, version, (time.perf_counter() - started) * 1000.0, rows, req.request_id, req.caller
         )
         return (
             200,
             body,
-            {"Content-Type": JSON, "X-Model-Version": str(info.version), "X-Request-Id": req.request_id},
+            {"Content-Type": JSON, "X-Model-Version": str(version), "X-Request-Id": req.request_id},
         )
 
     def _answer_bound(self, lm: LoadedModel) -> tuple[int, int, int]:
