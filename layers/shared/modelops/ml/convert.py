@@ -344,15 +344,7 @@ def convert_tensors(
         "max_single_row_latency_us": limits.max_single_row_latency_us,
         "ops": ops,
     }
-    over = []
-    if len(tflite) > limits.max_tflite_bytes:
-        over.append(f"model.tflite is {len(tflite)} bytes (limit {limits.max_tflite_bytes})")
-    if lat["median"] > limits.max_single_row_latency_us:
-        over.append(
-            f"single-row latency {lat['median']:.0f} µs (limit {limits.max_single_row_latency_us:.0f} µs)"
-        )
-    if over:
-        raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
+    check_serving_budget(len(tflite), lat["median"], limits, budget)
     return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds, reference), sig
 
 
@@ -430,6 +422,21 @@ def run_tflite(model: bytes, x: np.ndarray) -> np.ndarray:
     if len(out) != 1:
         raise ConversionError(f"the tflite model must have exactly one output, it has {sorted(out)}")
     return np.asarray(next(iter(out.values())))
+
+
+def check_serving_budget(
+    tflite_bytes: int, latency_us: float, limits: Limits, budget: dict[str, Any]
+) -> None:
+    """``ServingBudgetError`` naming every limit the converted model is over (size, single-row latency)."""
+    over = []
+    if tflite_bytes > limits.max_tflite_bytes:
+        over.append(f"model.tflite is {tflite_bytes} bytes (limit {limits.max_tflite_bytes})")
+    if latency_us > limits.max_single_row_latency_us:
+        over.append(
+            f"single-row latency {latency_us:.0f} µs (limit {limits.max_single_row_latency_us:.0f} µs)"
+        )
+    if over:
+        raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
 
 
 def single_row_latency_us(
@@ -540,13 +547,5 @@ def convert_and_verify(
         lat8 = single_row_latency_us(int8, x[:1], calls=limits.latency_calls)
         budget["tflite_int8_bytes"] = len(int8)
         budget["int8_single_row_latency_us"] = round(lat8["median"], 2)
-    over = []
-    if len(tflite) > limits.max_tflite_bytes:
-        over.append(f"model.tflite is {len(tflite)} bytes (limit {limits.max_tflite_bytes})")
-    if lat["median"] > limits.max_single_row_latency_us:
-        over.append(
-            f"single-row latency {lat['median']:.0f} µs (limit {limits.max_single_row_latency_us:.0f} µs)"
-        )
-    if over:
-        raise ServingBudgetError("over the serving budget: " + "; ".join(over), {"serving_budget": budget})
+    check_serving_budget(len(tflite), lat["median"], limits, budget)
     return ConvertOutput(tflite, int8, parity, budget, frameworks(), seconds)

@@ -15,7 +15,7 @@ from pydantic import Field
 from modelops import aws
 from modelops.stages import runtime
 from modelops.stages.monitor import fanout
-from modelops.stages.monitor.run import MonitorSettings, Stores, stores_for
+from modelops.stages.monitor.run import MonitorSettings, Stores, stores_for, window_settings
 from modelops.stages.monitor.run import Settings as MonitorFunctionSettings
 from modelops.storage.reports import MonitorRuns
 from modelops.storage.s3 import ObjectStore
@@ -38,18 +38,7 @@ class Fanout:
     clock: Callable[[], float] = field(default=time.time)
 
     def base(self, model: str | None = None, window: int | None = None) -> MonitorSettings:
-        cfg = self.settings
-        return MonitorSettings(
-            data_bucket=cfg.data_bucket,
-            registry_bucket=cfg.registry_bucket,
-            namespace=cfg.powertools_metrics_namespace,
-            window_seconds=window or cfg.monitor_window_seconds,
-            min_samples=cfg.min_samples,
-            model=model,
-            now=self.clock(),
-            capture_lag_seconds=cfg.capture_lag_seconds(),
-            feature_metrics=cfg.monitor_feature_metrics,
-        )
+        return window_settings(self.settings, model, window, self.clock())
 
     def plan(self, event: Any) -> dict[str, Any]:
         run, model, window, chunks = fanout.plan_request(event)

@@ -700,17 +700,7 @@ class Monitor:
         cfg = self.settings
         model, window = request_from_event(event)
         summary = run_window(
-            MonitorSettings(
-                data_bucket=cfg.data_bucket,
-                registry_bucket=cfg.registry_bucket,
-                namespace=cfg.powertools_metrics_namespace,
-                window_seconds=window or cfg.monitor_window_seconds,
-                min_samples=cfg.min_samples,
-                model=model,
-                now=self.clock(),
-                capture_lag_seconds=cfg.capture_lag_seconds(),
-                feature_metrics=cfg.monitor_feature_metrics,
-            ),
+            window_settings(cfg, model, window, self.clock()),
             self.stores,
         )
         runtime.logger.info(
@@ -721,6 +711,21 @@ class Monitor:
             },
         )
         return summary
+
+
+def window_settings(cfg: Settings, model: str | None, window: int | None, now: float) -> MonitorSettings:
+    """One run's parameters from the function's settings and the run's request (``model``, ``window``)."""
+    return MonitorSettings(
+        data_bucket=cfg.data_bucket,
+        registry_bucket=cfg.registry_bucket,
+        namespace=cfg.powertools_metrics_namespace,
+        window_seconds=window or cfg.monitor_window_seconds,
+        min_samples=cfg.min_samples,
+        model=model,
+        now=now,
+        capture_lag_seconds=cfg.capture_lag_seconds(),
+        feature_metrics=cfg.monitor_feature_metrics,
+    )
 
 
 def stores_for(settings: Settings) -> Stores:
