@@ -87,6 +87,21 @@ def twin() -> Iterator[object]:
     started.stop()
 
 
+@pytest.fixture
+def twin_in_env(twin: object, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterator[object]:
+    """The session twin, with the environment naming it as ``eval "$(modelops local env)"`` would (for
+    the CLI in this process), run from an empty directory (no ``.modelops/local.json`` there)."""
+    from modelops_local.twin import exports
+
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    for key, value in dict(exports(twin.state())).items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELOPS_TEST_KEEP_ENDPOINT", "1")
+    aws.clear_cache()
+    yield twin
+    aws.clear_cache()
+
+
 @pytest.fixture(autouse=True)
 def _twin_cold_start(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests may call handlers directly (and leave their cached clients built for ``mock_aws``):

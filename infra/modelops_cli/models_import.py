@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,8 @@ import numpy as np
 from modelops.domain.archive import deterministic_targz
 from modelops.domain.dataset import validate_file
 from modelops.domain.errors import ModelOpsError, SpecError
+from modelops.domain.metrics import match_class
+from modelops.domain.signature import TensorSpec, classes_problem
 from modelops.domain.spec import MODEL_NAME_RE, ModelSpec, parse_spec
 from modelops.stages.convert import IMPORT_SOURCE, SAMPLE_FILE
 from modelops.stages.train_trigger import job_name, spec_sha256
@@ -71,9 +74,9 @@ def model_kind(path: Path) -> str:
     raise _usage(f"{path} is neither a SavedModel folder (saved_model.pb at its top) nor a .keras file")
 
 
-def serving_inputs(path: Path, kind: str, work: Path) -> list[Input]:
-    """The ``serving_default`` inputs of the model at ``path`` (a ``.keras`` file is exported first,
-    as convert does)."""
+def serving_signature(path: Path, kind: str, work: Path) -> tuple[list[Input], list[Input]]:
+    """The ``serving_default`` inputs and outputs of the model at ``path``, each by name (a ``.keras``
+    file is exported first, as convert does)."""
     import tensorflow as tf
 
     saved = path
@@ -91,10 +94,63 @@ def serving_inputs(path: Path, kind: str, work: Path) -> list[Input]:
     except (KeyError, OSError, ValueError) as exc:
         raise _usage(f"{path} has no usable {SIGNATURE!r} signature: {exc}") from None
     _, kwargs = fn.structured_input_signature
-    return [
-        (name, tuple(int(d) if d is not None else -1 for d in spec.shape.as_list()[1:]), spec.dtype.name)
-        for name, spec in sorted(kwargs.items())
-    ]
+    outputs = fn.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {"output_0": outputs}
+
+    def described(specs: dict[str, Any]) -> list[Input]:
+        """(name, shape without the batch, dtype); -1 for a dynamic dimension (convert refuses it)."""
+        out: list[Input] = []
+        for name, spec in sorted(specs.items()):
+            dims = spec.shape.as_list() if spec.shape.rank is not None else [None, -1]
+            out.append((name, tuple(-1 if d is None else int(d) for d in dims[1:]), spec.dtype.name))
+        return out
+
+    return described(kwargs), described(outputs)
+
+
+def parse_classes(text: str) -> list[Any]:
+    """``--classes``: a JSON list of strings or numbers (``'["cat", "dog"]'``, ``'[0, 1]'``), or names
+    separated by commas (``cat,dog``; all numbers read as numbers, ``0,1,2`` as ``[0, 1, 2]``, as the
+    dataset validator reads a numeric target). Usage error: fewer than two, a repeat, an empty name."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            found = json.loads(text)
+        except ValueError as exc:
+            raise _usage(f"--classes: not a JSON list: {exc}") from None
+        if not isinstance(found, list) or any(
+            isinstance(c, bool)
+            or not isinstance(c, str | int | float)
+            or (isinstance(c, float) and not math.isfinite(c))
+            for c in found
+        ):
+            raise _usage('--classes: a JSON list of strings or numbers, e.g. \'["cat", "dog"]\'')
+        classes: list[Any] = found
+    else:
+        names = [c.strip() for c in text.split(",")]
+        if any(not n for n in names):
+            raise _usage(f"--classes: an empty name in {text[:80]!r}; separate the names with commas")
+        classes = names
+        try:
+            numbers = [float(n) for n in names]
+        except ValueError:
+            numbers = None
+        if numbers is not None and all(math.isfinite(v) for v in numbers):
+            classes = [int(v) if v.is_integer() else v for v in numbers]
+    if len(classes) < 2:
+        raise _usage(f"--classes: a classifier has at least two classes; got {classes!r}")
+    if len({str(c) for c in classes}) != len(classes):
+        raise _usage(f"--classes: a class repeats in {classes!r}")
+    return classes
+
+
+def _check_classes(spec: ModelSpec, classes: list[Any], outputs: list[Input], source: str) -> None:
+    """The classes name the scores of the model's first output, as convert checks (usage error)."""
+    name, shape, dtype = outputs[0]
+    problem = classes_problem(spec.task, classes, TensorSpec(name, shape, dtype))
+    if problem is not None:
+        raise _usage(f"{source}: {problem}")
 
 
 def _describe(inputs: list[Input]) -> str:
@@ -136,19 +192,30 @@ def _header(path: Path) -> list[str]:
         return [c.strip() for c in next(csv.reader(fh), [])]
 
 
-def _validation(spec: ModelSpec, csv_path: Path | None, sample_csv: Path | None) -> dict[str, Any]:
+def _validation(
+    spec: ModelSpec, csv_path: Path | None, sample_csv: Path | None, classes: list[Any] | None = None
+) -> dict[str, Any]:
     """What train_trigger records as ``validation``: the features, their types and the classes, from
-    the labelled rows (``--eval``, else a CSV sample holding the target); usage error when rejected."""
+    the labelled rows (``--eval``, else a CSV sample holding the target); usage error when rejected.
+    ``classes`` (``--classes``) win over the rows' labels, which must then be among them."""
     labelled = csv_path or (sample_csv if sample_csv and spec.target in _header(sample_csv) else None)
     if labelled is not None:
         report = validate_file(labelled, spec)
         if not report.ok:
             raise _usage(f"{labelled.name}: {report.code}: {report.reason}")
-        return {"features": report.features, "feature_types": report.feature_types, "classes": report.classes}
+        found = report.classes
+        if classes is not None and found is not None:
+            unknown = [c for c in found if match_class(c, classes) is None]
+            if unknown:
+                raise _usage(
+                    f"{labelled.name}: labels {unknown[:10]!r} are not among --classes {classes[:20]!r}"
+                )
+        chosen = classes if classes is not None else found
+        return {"features": report.features, "feature_types": report.feature_types, "classes": chosen}
     features = list(
         spec.features or [c for c in _header(sample_csv) if c != spec.target] if sample_csv else []
     )
-    return {"features": features, "feature_types": {}, "classes": None}
+    return {"features": features, "feature_types": {}, "classes": classes}
 
 
 def _read_spec(ctx: Context, name: str, spec_file: Path | None) -> ModelSpec:
@@ -195,6 +262,13 @@ def _who(ctx: Context) -> str:
     default=None,
     help="The model's spec (default: datasets/NAME/model.json in the data bucket).",
 )
+@click.option(
+    "--classes",
+    "classes_text",
+    default=None,
+    help="A classifier's class names, in the order of its first output's scores: comma-separated "
+    "(cat,dog) or a JSON list ('[0, 1]'). Default: the --eval rows' labels, else none (no labels).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def import_model(
@@ -204,6 +278,7 @@ def import_model(
     sample: Path | None,
     eval_csv: Path | None,
     spec_file: Path | None,
+    classes_text: str | None,
     as_json: bool,
 ) -> None:
     """Import a SavedModel folder or a .keras file as a new version of NAME (convert, parity, gate)."""
@@ -212,13 +287,22 @@ def import_model(
     kind = model_kind(path)
     if sample is not None and sample.suffix not in (".csv", ".npy", ".npz"):
         raise _usage(f"--sample must be a .csv, .npy or .npz file, not {sample.name}")
+    given_classes = parse_classes(classes_text) if classes_text is not None else None
     obj: Context = ctx.find_object(Context)
     spec = _read_spec(obj, name, spec_file)
     with tempfile.TemporaryDirectory(prefix="modelops-import-") as tmp:
         work = Path(tmp)
-        inputs = serving_inputs(path, kind, work)
+        inputs, outputs = serving_signature(path, kind, work)
+        if given_classes is not None:
+            if spec.task == "regression":
+                raise _usage("--classes is for a binary or multiclass model; the spec says regression")
+            _check_classes(spec, given_classes, outputs, "--classes")
         sample_csv = sample if sample is not None and sample.suffix == ".csv" else None
-        validation = _validation(spec, eval_csv, sample_csv)
+        validation = _validation(spec, eval_csv, sample_csv, given_classes)
+        if given_classes is None and validation["classes"] is not None and spec.task != "regression":
+            _check_classes(
+                spec, validation["classes"], outputs, "the --eval rows' labels (or pass --classes)"
+            )
         features = validation["features"]
         tabular = len(inputs) == 1 and inputs[0][1] == (len(features),) and bool(features)
         tensors: dict[str, np.ndarray] | None = None
@@ -250,9 +334,10 @@ def import_model(
             np.savez(folder / SAMPLE_FILE, **tensors)
         archive = deterministic_targz(folder, ".")
         model_sha = _sha256(path)
-        rows_sha = hashlib.sha256(
-            b"".join(p.read_bytes() for p in (sample, eval_csv) if p is not None)
-        ).hexdigest()
+        rows = b"".join(p.read_bytes() for p in (sample, eval_csv) if p is not None)
+        if given_classes is not None:  # other classes, another job (none: the job names of before)
+            rows += b"\0classes:" + json.dumps(given_classes).encode()
+        rows_sha = hashlib.sha256(rows).hexdigest()
         registry = obj.registry(ctx.meta.get("registry_bucket"))
         bucket = registry.objects.bucket
         job = job_name(
@@ -302,6 +387,7 @@ def import_model(
         "sha256": model_sha,
         "inputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in inputs],
         "tabular": tabular,
+        "classes": validation["classes"],
     }
     if as_json:
         click.echo(json.dumps(out, indent=1))

@@ -3,8 +3,12 @@
 spec + data (scikit-learn's breast cancer table, shipped inside the package) → training job → convert
 and parity → registry v1 in production → predictions over HTTP → a second, larger dataset → v2 and
 the promotion gate's decision → traffic with one feature shifted → monitor → drift alarm → one alert
-on an SQS queue subscribed to AlertsTopic; ends by writing the fleet page as files (``modelops ui
-build``'s site) and printing its ``file://`` URL. Leaves nothing running.
+on an SQS queue subscribed to AlertsTopic. Then, on the same twin, your own TensorFlow model both ways
+(modelops_local.own_model, on scikit-learn's 8x8 digits): the CNN ``train.py`` of docs/training.md
+uploaded with its data (script mode), served with image tensors and scored on the digits the platform
+held out from it; and a CNN trained here with Keras, imported with ``modelops models import``, answering
+over HTTP as Keras does within the parity tolerance. Ends by writing the fleet page as files (``modelops
+ui build``'s site) and printing its ``file://`` URL. Leaves nothing running; exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -23,10 +27,23 @@ from modelops_cli.status import StackAlarms
 from modelops_cli.ui.data import FleetData
 from modelops_cli.ui.site import Site
 from modelops_local.lifecycle import Life, sklearn_table
+from modelops_local.own_model import (
+    IMPORT_MODEL,
+    SCRIPT_MODEL,
+    SCRIPT_SPEC,
+    digits_csv,
+    documented_script,
+    held_out_digits,
+    job_record,
+    run_cli,
+    train_outside,
+)
 from modelops_local.twin import Twin
 
 ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / ".modelops" / "demo"
 MODEL = "tumours"
+MIN_DIGIT_ACCURACY = 0.9
 SPEC = {
     "task": "binary",
     "target": "label",
@@ -64,7 +81,7 @@ def _g(v: object) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
 
 
-def gate_lines(d: dict) -> list[str]:  # type: ignore[type-arg]
+def gate_lines(d: dict[str, Any]) -> list[str]:
     """The gate's comparison of v2 with production, on the same rows (docs/convert.md "The promotion gate")."""
     ev = d.get("evaluation") or {}
     metric, cand, prod = d.get("metric"), d.get("candidate"), d.get("production")
@@ -87,6 +104,129 @@ def gate_lines(d: dict) -> list[str]:  # type: ignore[type-arg]
         )
     out.append(f"gate: {d.get('decision')}: {d.get('reason') or d}")
     return out
+
+
+def _io(schema: dict[str, Any]) -> str:
+    """A tensor schema's inputs and outputs: ``image [8, 8, 1] float32 → output_0 [10] float32``."""
+
+    def one(t: dict[str, Any]) -> str:
+        return f"{t.get('name')} {t.get('shape')} {t.get('dtype')}"
+
+    return (
+        f"{', '.join(map(one, schema.get('inputs', [])))} → {', '.join(map(one, schema.get('outputs', [])))}"
+    )
+
+
+def script_mode(life: Life) -> bool:
+    """Your ``train.py`` and its data uploaded together: trained, converted, served with image tensors;
+    True when it is right on at least MIN_DIGIT_ACCURACY of the digits the platform held out."""
+    step("Your own TensorFlow model (1/2): your train.py uploaded with its data (script mode)")
+    script = documented_script()
+    life.upload_spec(SCRIPT_MODEL, SCRIPT_SPEC)
+    say(
+        f"  the spec's training.entry_point {SCRIPT_SPEC['training']['entry_point']!r} names the script to run"
+    )
+    key = f"datasets/{SCRIPT_MODEL}/code/train.py"
+    life.s3().put_object(Bucket=life.data_bucket, Key=key, Body=script)
+    say(
+        f"uploaded your script      s3://{life.data_bucket}/{key} "
+        f'({script.count(b"\n")} lines: docs/training.md "A CNN on images", a small CNN on 8×8 images)'
+    )
+    life.upload_dataset(SCRIPT_MODEL, "digits.csv", digits_csv())
+    life.settle()
+    if life.versions(SCRIPT_MODEL) != [1]:
+        say(f"{SCRIPT_MODEL} has versions {life.versions(SCRIPT_MODEL)}, not [1]: the script's job failed?")
+        return False
+    m = life.manifest(SCRIPT_MODEL, 1)
+    job = job_record(life, m.get("training")["job"])
+    split = job["split"]
+    say(
+        f"job {job['job']} ran {job['code']['entry_point']} (code sha256 {job['code']['sha256'][:12]}…) on "
+        f"{split['train']['rows']} train rows; the platform kept {split['evaluation']['rows']} rows back"
+    )
+    parity = m.get("parity", {}).get("float32", {})
+    say(f"version 1: {_io(m.get('schema'))}; artifacts {sorted(m.artifacts)}")
+    say(
+        f"parity float32 max |Δ| = {parity.get('max_abs_diff')} on the {parity.get('rows')} images "
+        f"of the script's sample.npz; production → v{life.production(SCRIPT_MODEL)}"
+    )
+
+    step("Predict with image tensors (TF Serving's row format) on the digits the script never saw")
+    x, y = held_out_digits(life, job)
+    answer = life.predict(SCRIPT_MODEL, x.tolist())
+    got = np.asarray(answer["predictions"], dtype=np.float64).argmax(axis=1)
+    accuracy = float(np.mean(got == y))
+    say(
+        f'POST {life.twin.api_url}/models/{SCRIPT_MODEL}/predict {{"instances": [{len(x)} images, each '
+        f"8×8×1]}} → version {answer['version']}, ten probabilities per image"
+    )
+    say(f"digits {y[:12].tolist()}, predicted {got[:12].tolist()}, …")
+    say(f"accuracy on the {len(y)} held-out digits: {accuracy:.3f} (the demo wants ≥ {MIN_DIGIT_ACCURACY})")
+    if accuracy < MIN_DIGIT_ACCURACY:
+        say(f"the script's model is right on only {accuracy:.3f} of the held-out digits: something is wrong")
+        return False
+    return True
+
+
+def imported(life: Life) -> bool:
+    """A CNN trained here, outside the platform, imported with the CLI; True when predict over HTTP
+    answers what Keras answers, within the parity tolerance convert recorded."""
+    step("Your own TensorFlow model (2/2): a Keras model trained here, outside the platform, imported")
+    folder = OUT / "digits"
+    outside = train_outside(folder)
+    say(
+        f"trained a CNN with Keras in this process ({outside.epochs} epochs on {outside.train_rows} digits); "
+        f"saved {outside.path.relative_to(ROOT)} and {outside.sample.name} (256 of its training images)"
+    )
+    args = [
+        "models",
+        "import",
+        IMPORT_MODEL,
+        str(outside.path.relative_to(ROOT)),
+        "--sample",
+        str(outside.sample.relative_to(ROOT)),
+        "--spec",
+        str(outside.spec.relative_to(ROOT)),
+    ]
+    say(f"$ modelops {' '.join(args)}")
+    done = run_cli(life.twin, args, cwd=ROOT)
+    for line in (done.stdout + (done.stderr if done.returncode else "")).strip().splitlines()[-20:]:
+        say(f"  {line}")
+    if done.returncode != 0:
+        say(f"`modelops models import` exited with status {done.returncode}")
+        return False
+    life.settle()
+    if life.versions(IMPORT_MODEL) != [1]:
+        say(f"{IMPORT_MODEL} has versions {life.versions(IMPORT_MODEL)}, not [1]: convert refused it?")
+        return False
+    m = life.manifest(IMPORT_MODEL, 1)
+    parity = m.get("parity", {}).get("float32", {})
+    tolerance = float(parity.get("tolerance"))
+    say(
+        f"convert: version 1 (source {m.get('training')['record']['source']}), {_io(m.get('schema'))}; "
+        f"parity float32 max |Δ| = {parity.get('max_abs_diff')} on {parity.get('rows')} images, "
+        f"tolerance {tolerance}; production → v{life.production(IMPORT_MODEL)}"
+    )
+    answer = life.predict(IMPORT_MODEL, outside.x_held.tolist())
+    probs = np.asarray(answer["predictions"], dtype=np.float64)
+    if probs.shape != outside.expected.shape:
+        say(
+            f"predict answered {probs.shape} probabilities, Keras {outside.expected.shape}: something is wrong"
+        )
+        return False
+    diff = float(np.max(np.abs(probs - outside.expected)))
+    accuracy = float(np.mean(probs.argmax(axis=1) == outside.y_held))
+    say(
+        f"POST {life.twin.api_url}/models/{IMPORT_MODEL}/predict with the {len(probs)} digits Keras did not "
+        f"train on → version {answer['version']}"
+    )
+    say(
+        f"max |HTTP − Keras| over {probs.size} probabilities = {diff:.3g} (tolerance {tolerance}); accuracy {accuracy:.3f}"
+    )
+    if not diff <= tolerance:
+        say("predict does not answer what the Keras model answers: something is wrong")
+        return False
+    return True
 
 
 def main() -> int:
@@ -176,12 +316,20 @@ def main() -> int:
             for line in a.body.splitlines():
                 say(f"    {line}")
 
+        if not (script_mode(life) and imported(life)):
+            return 1
+
         step("Summary")
         say(f"model {MODEL}: versions {life.versions(MODEL)}, production v{life.production(MODEL)}")
         say(f"{len(alerts)} alert(s) received on the AlertsTopic subscription, {len(drift)} about drift")
+        say(
+            f"your own CNNs, in production on the same registry, predict API and fleet page: "
+            f"{SCRIPT_MODEL} v{life.production(SCRIPT_MODEL)} (your train.py), "
+            f"{IMPORT_MODEL} v{life.production(IMPORT_MODEL)} (`modelops models import`)"
+        )
         latest = life.s3().get_object(Bucket=life.registry_bucket, Key=f"monitoring/{MODEL}/latest.json")
         report = json.loads(latest["Body"].read())
-        out = ROOT / ".modelops" / "demo"
+        out = OUT
         out.mkdir(parents=True, exist_ok=True)
         for name in ("report.html", "report.json"):
             key = str(report[{"report.html": "report_html", "report.json": "report"}[name]]).split("/", 3)[3]

@@ -6,7 +6,6 @@ errors (exit 2)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from modelops import aws
 from modelops_cli.main import cli
 from modelops_local.lifecycle import Life
-from modelops_local.twin import Twin, exports
+from modelops_local.twin import Twin
 
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
@@ -32,14 +30,9 @@ SPEC = {
 
 
 @pytest.fixture
-def env(twin: Twin, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Twin]:
-    monkeypatch.chdir(tmp_path)  # no .modelops/local.json here: the environment names the twin
-    for key, value in dict(exports(twin.state())).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MODELOPS_TEST_KEEP_ENDPOINT", "1")
-    aws.clear_cache()
-    yield twin
-    aws.clear_cache()
+def env(twin_in_env: Twin) -> Twin:
+    """The twin, named by the environment as ``eval "$(modelops local env)"`` would (for the CLI)."""
+    return twin_in_env
 
 
 @pytest.fixture(scope="module")

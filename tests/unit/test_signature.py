@@ -13,6 +13,11 @@ from modelops.domain.signature import (
     Signature,
     SignatureError,
     TensorRequestError,
+    TensorSpec,
+    classes_problem,
+    label_output,
+    labels,
+    labels_per_row,
     parse_request,
     predictions,
 )
@@ -192,3 +197,103 @@ def test_answers_take_tf_servings_shapes() -> None:
     }
     key, one = predictions(ONE, {"score": y["score"]}, columnar=False)
     assert key == "predictions" and one.tolist() == [[0.5], [1.5]]
+
+
+# ---------------------------------------------------------------------------- classification labels
+DIGITS = [str(d) for d in range(10)]
+CLASSIFIER = Signature.from_schema(
+    {
+        "inputs": [{"name": "image", "shape": [8, 8, 1], "dtype": "float32"}],
+        "outputs": [
+            {"name": "digit", "shape": [10], "dtype": "float32"},
+            {"name": "embed", "shape": [2], "dtype": "float32"},
+        ],
+    }
+)
+assert CLASSIFIER is not None
+
+
+def _sig(*shape: int) -> Signature:
+    sig = Signature.from_schema(
+        {"inputs": [{"name": "x", "shape": [3]}], "outputs": [{"name": "p", "shape": list(shape)}]}
+    )
+    assert sig is not None
+    return sig
+
+
+def test_multiclass_labels_are_the_argmax_of_the_first_outputs_last_axis_one_per_row() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random((5, 10)).astype(np.float32)
+    y = {"digit": scores, "embed": rng.random((5, 2)).astype(np.float32)}
+    assert labels(CLASSIFIER, "multiclass", DIGITS, y) == [DIGITS[i] for i in scores.argmax(axis=1)]
+    assert label_output(CLASSIFIER, "multiclass", DIGITS) == CLASSIFIER.outputs[0]
+    # classes keep their JSON type: numbers stay numbers
+    assert labels(CLASSIFIER, "multiclass", list(range(10)), y) == scores.argmax(axis=1).tolist()
+
+
+def test_a_single_sigmoid_is_the_second_class_at_one_half_or_more() -> None:
+    y = {"p": np.array([[0.2], [0.5], [0.9], [0.49]], np.float32)}
+    assert labels(_sig(1), "binary", ["no", "yes"], y) == ["no", "yes", "yes", "no"]
+    # a scalar output per row, and two scores per row
+    assert labels(_sig(), "binary", ["no", "yes"], {"p": np.array([0.7, 0.1], np.float32)}) == ["yes", "no"]
+    two = {"p": np.array([[0.7, 0.3], [0.2, 0.8]], np.float32)}
+    assert labels(_sig(2), "binary", ["no", "yes"], two) == ["no", "yes"]
+
+
+def test_scores_over_a_longer_shape_give_nested_labels() -> None:
+    y = {"p": np.array([[[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]], np.float32)}  # 1 row of [2, 3]
+    assert labels(_sig(2, 3), "multiclass", ["a", "b", "c"], y) == [["b", "a"]]
+    assert labels_per_row(_sig(2, 3).outputs[0]) == 2 and labels_per_row(_sig(4).outputs[0]) == 1
+    assert labels_per_row(_sig().outputs[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "classes"),
+    [
+        ("regression", DIGITS),  # a regression task has no labels, whatever its schema says
+        ("multiclass", None),  # an imported classifier without classes: outputs only
+        ("multiclass", DIGITS[:3]),  # classes that do not fit (a version convert did not check)
+    ],
+)
+def test_no_labels_without_a_classification_task_and_classes_that_fit(task: str, classes: Any) -> None:
+    y = {"digit": np.ones((2, 10), np.float32), "embed": np.ones((2, 2), np.float32)}
+    assert labels(CLASSIFIER, task, classes, y) is None
+    assert label_output(CLASSIFIER, task, classes) is None
+
+
+@pytest.mark.parametrize(
+    ("task", "classes", "shape", "message"),
+    [
+        (
+            "multiclass",
+            ["a", "b", "c"],
+            [10],
+            "first output 'p' has shape [10] per row: its last dimension is 10; the 3 classes",
+        ),
+        (
+            "multiclass",
+            ["a", "b", "c"],
+            [3, 4],
+            "its last dimension is 4; the 3 classes (['a', 'b', 'c']) need 3",
+        ),
+        ("multiclass", ["a"], [1], "a multiclass model has at least 2 classes; 1 given"),
+        ("binary", ["no", "yes"], [3], "a binary model's last dimension is 1 (a sigmoid: P('yes')) or 2"),
+        ("binary", ["a", "b", "c"], [1], "a binary model has 2 classes; 3 given"),
+        ("multiclass", ["a", "a"], [2], "the classes repeat"),
+        ("multiclass", [True, False], [2], "the classes must be strings or numbers"),
+        ("multiclass", [["a"], ["b"]], [2], "the classes must be strings or numbers"),
+    ],
+)
+def test_classes_that_cannot_name_the_first_outputs_scores_say_why(
+    task: str, classes: list[Any], shape: list[int], message: str
+) -> None:
+    problem = classes_problem(task, classes, TensorSpec("p", tuple(shape), "float32"))
+    assert problem is not None and message in problem, problem
+
+
+def test_classes_that_fit_have_no_problem() -> None:
+    assert classes_problem("multiclass", DIGITS, CLASSIFIER.outputs[0]) is None
+    assert classes_problem("binary", [0, 1], TensorSpec("p", (), "float32")) is None
+    assert classes_problem("binary", [0, 1], TensorSpec("p", (2,), "float32")) is None
+    assert classes_problem("regression", ["a"], TensorSpec("p", (7,), "float32")) is None
+    assert classes_problem("multiclass", None, TensorSpec("p", (7,), "float32")) is None

@@ -20,13 +20,20 @@ before the model runs; the first problem is named with its place (``instances[3]
 (row format: per row, the output's list, or an object keyed by output name) or ``outputs``
 (columnar: the output's list, or an object keyed by output name).
 
+A classifier's ``classes`` (task ``binary`` or ``multiclass``) name the scores of its **first output**
+(``outputs[0]``; convert lists outputs by name): for ``multiclass`` its last dimension is
+``len(classes)``, for ``binary`` (two classes) 1 (a sigmoid: P(``classes[1]``)) or 2.
+:func:`classes_problem` says why classes do not fit (convert refuses such a model), :func:`labels`
+gives each row's label (argmax of the last axis; a sigmoid at 0.5), which the answer carries next to
+TF Serving's fields. Regression, or no classes: no labels.
+
 Pure: numpy only.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +48,7 @@ MAX_NAME_CHARS = 64
 SIGNATURE_KEY = "serving_default"
 """The SavedModel signature a tensor model serves (and convert converts)."""
 
+CLASSIFICATION_TASKS = ("binary", "multiclass")
 _FLOAT32_FINITE = 2.0**128 - 2.0**103  # a number under this in magnitude rounds to a finite float32
 _RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
@@ -377,3 +385,73 @@ def predictions(sig: Signature, outputs: Mapping[str, np.ndarray], columnar: boo
 def answer_values_per_row(sig: Signature) -> int:
     """Numbers one row of the answer holds (every output's values)."""
     return sum(s.size for s in sig.outputs)
+
+
+# ---------------------------------------------------------------------------- classification labels
+def classes_problem(task: str, classes: Sequence[Any] | None, output: TensorSpec) -> str | None:
+    """Why ``classes`` cannot name the scores of ``output`` (a classifier's first output), or None when
+    they can, or when there is nothing to label (a regression task, no classes)."""
+    if task not in CLASSIFICATION_TASKS or classes is None:
+        return None
+    n = len(classes)
+    last = output.shape[-1] if output.shape else 1
+    count_ok = n == 2 if task == "binary" else n >= 2
+    shape_ok = last in (1, 2) if task == "binary" else last == n
+    scalars = all(isinstance(c, str | int | float) and not isinstance(c, bool) for c in classes)
+    distinct = len({str(c) for c in classes}) == n
+    if count_ok and shape_ok and scalars and distinct:
+        return None  # the common case (predict asks per request): no message built
+    shown = ", ".join(repr(c) for c in list(classes)[:10]) + (", ..." if n > 10 else "")
+    where = f"the model's first output {output.name!r} has shape {list(output.shape)} per row"
+    if not scalars:
+        return f"the classes must be strings or numbers; they are [{shown}]"
+    if not distinct:
+        return f"the classes repeat: [{shown}]"
+    if task == "binary" and n != 2:
+        return f"a binary model has 2 classes; {n} given ([{shown}])"
+    if task == "binary":
+        return (
+            f"{where}: a binary model's last dimension is 1 (a sigmoid: P({classes[1]!r})) or 2 (one "
+            f"score per class), not {last}"
+        )
+    if n < 2:
+        return f"a multiclass model has at least 2 classes; {n} given ([{shown}])"
+    return f"{where}: its last dimension is {last}; the {n} classes ([{shown}]) need {n}, one score per class"
+
+
+def label_output(sig: Signature, task: str, classes: Sequence[Any] | None) -> TensorSpec | None:
+    """The output whose rows :func:`labels` names (the first), or None when no labels apply: a
+    regression task, no classes, or classes that do not fit it (:func:`classes_problem`; convert
+    refuses such a model, a version written before is answered without labels)."""
+    if task not in CLASSIFICATION_TASKS or classes is None:
+        return None
+    first = sig.outputs[0]
+    return first if classes_problem(task, classes, first) is None else None
+
+
+def labels_per_row(output: TensorSpec) -> int:
+    """Labels one row of the answer holds: one per score vector (the output's shape without its last axis)."""
+    return math.prod(output.shape[:-1]) if output.shape else 1
+
+
+def labels(
+    sig: Signature, task: str, classes: Sequence[Any] | None, outputs: Mapping[str, np.ndarray]
+) -> list[Any] | None:
+    """Per row, the class of the first output's scores (the argmax of its last axis; for a single
+    sigmoid ``classes[1]`` at 0.5 or more, else ``classes[0]``), nested like the output without its
+    last axis (one label per row for an output of shape ``[k]``); None when no labels apply
+    (:func:`label_output`)."""
+    spec = label_output(sig, task, classes)
+    if spec is None or classes is None:
+        return None
+    y = np.asarray(outputs[spec.name])
+    y = y.reshape(len(y), *spec.shape)
+    if not spec.shape or spec.shape[-1] == 1:  # a sigmoid: P(classes[1])
+        index = ((y >= 0.5) if not spec.shape else (y[..., 0] >= 0.5)).astype(np.int64)
+    else:
+        index = y.argmax(axis=-1)
+    table = tuple(classes)
+    if index.ndim == 1:
+        return [table[i] for i in index.tolist()]
+    named: list[Any] = np.array(table, dtype=object)[index].tolist()
+    return named

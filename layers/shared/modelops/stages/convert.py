@@ -93,6 +93,7 @@ from modelops.storage.registry import Manifest, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelops.domain import evaluation as evalrows
+    from modelops.domain.signature import Signature
     from modelops.ml.convert import ConvertOutput
 
 """SageMaker's (and our) job-name rule; nothing else can be turned into an S3 key."""
@@ -467,6 +468,30 @@ def _tabular_features(record: JobRecord, spec: ModelSpec) -> tuple[list[str], bo
     return features, all(kinds.get(f, "numeric") == "numeric" for f in features)
 
 
+def _model_classes(record: JobRecord, spec: ModelSpec, sig: Signature) -> list[Any] | None:
+    """A script's or an imported classifier's classes: the job record's ``validation.classes`` (the
+    dataset's target values; an import's ``--classes``, else its ``--eval`` labels); None for
+    regression. Classes that cannot name the scores of the model's first output (their number and its
+    last dimension, ``modelops.domain.signature.classes_problem``) are refused."""
+    from modelops.domain.signature import classes_problem
+
+    validation = record.doc.get("validation")
+    classes = validation.get("classes") if isinstance(validation, Mapping) else None
+    if spec.task == "regression" or classes is None:
+        return None
+    if not isinstance(classes, list):
+        raise ArtifactInvalidError("the job record's validation.classes is not a list")
+    problem = classes_problem(spec.task, classes, sig.outputs[0])
+    if problem is not None:
+        source = (
+            "the import's classes (--classes, else the --eval rows' labels)"
+            if record.doc.get("source") == IMPORT_SOURCE
+            else "the dataset's classes (its target's values)"
+        )
+        raise ArtifactInvalidError(f"{source} cannot label the model's answers: {problem}")
+    return classes
+
+
 def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, work: Path) -> Bundle:
     """A model dir with only a model in it (a script's, or an imported one: docs/convert.md "Script and
     imported models"). Its serving signature decides: one float32 input of shape [n features] (and one
@@ -481,8 +506,7 @@ def read_model_only(root: Path, record: JobRecord, spec: ModelSpec, deps: Deps, 
     saved_model = ml_convert.export_keras(path, work / "exported") if kind == "keras" else path
     sig = ml_convert.savedmodel_signature(saved_model)
     metrics = _json_file(root, "metrics.json") if (root / "metrics.json").is_file() else {}
-    validation = record.doc.get("validation")
-    classes = validation.get("classes") if isinstance(validation, Mapping) else None
+    classes = _model_classes(record, spec, sig)
     training: dict[str, Any] = {
         "source": str(record.doc.get("source") or "training"),
         "model": {"kind": kind, "path": str(path.relative_to(root))},

@@ -92,19 +92,26 @@ def render_tensors(
     info: ModelInfo, name: str, outputs: dict[str, np.ndarray], request_id: str, columnar: bool
 ) -> str:
     """A tensor model's answer: ``{"model", "version", "request_id"}`` and TF Serving's
-    ``predictions`` (row format) or ``outputs`` (columnar format), ``modelops.domain.signature.predictions``."""
+    ``predictions`` (row format) or ``outputs`` (columnar format), ``modelops.domain.signature.predictions``;
+    for a classifier whose schema has classes also ``labels``, per row the class of the first output
+    (``modelops.domain.signature.labels``)."""
     assert info.signature is not None
-    from modelops.domain.signature import predictions  # tensor models only
+    from modelops.domain.signature import labels, predictions  # tensor models only
 
     key, value = predictions(info.signature, outputs, columnar)
     doc = {"model": name, "version": info.version, "request_id": request_id, key: value}
+    if info.classes is not None:  # model_info leaves a regression model's classes out
+        named = labels(info.signature, info.task, info.classes, outputs)
+        if named is not None:
+            doc["labels"] = named
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def tensor_answer_bound(info: ModelInfo) -> tuple[int, int]:
     """``(fixed, per_row)`` of :func:`render_tensors`' answer, as :func:`answer_bound` for tabular
     models: every value counts its longest text and its comma, every list its brackets, every output
-    of a row its name (row format, several outputs)."""
+    of a row its name (row format, several outputs), every label (a classifier with classes) the
+    longest class's text and its comma."""
     assert info.signature is not None
     skeleton = '{"model":"","version":18446744073709551615,"request_id":"","predictions":[]}'
     per_row = 0
@@ -115,4 +122,13 @@ def tensor_answer_bound(info: ModelInfo) -> tuple[int, int]:
     fixed = (
         PROXY_ENVELOPE_MAX + _escaped(skeleton) + sum(_escaped(s.name) + 8 for s in info.signature.outputs)
     )
+    if info.classes is not None:
+        from modelops.domain.signature import label_output, labels_per_row  # tensor models only
+
+        labelled = label_output(info.signature, info.task, info.classes)
+        if labelled is not None:
+            count = labels_per_row(labelled)
+            longest = max(_escaped(orjson.dumps(c).decode()) for c in info.classes)
+            fixed += _escaped(',"labels":[]')
+            per_row += count * (longest + 1) + 2 * count  # brackets: at most a pair per label
     return fixed, per_row + 2

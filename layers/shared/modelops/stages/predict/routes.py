@@ -71,11 +71,19 @@ class PredictResponse(BaseModel):
     model: str
     version: int = Field(description="The version that answered (also in the X-Model-Version header)")
     request_id: str
-    predictions: list[Any] = Field(description="A value per row (regression) or a class label per row")
+    predictions: list[Any] = Field(
+        description="A value per row (regression) or a class label per row; a tensor model: TF Serving's "
+        "row-format predictions (per row, the output's nested list, or an object keyed by output name)"
+    )
     probabilities: list[list[float]] | None = Field(
         default=None, description="Classification: per row, one per label"
     )
-    labels: list[Any] | None = Field(default=None, description="Classification: the schema's classes")
+    labels: list[Any] | None = Field(
+        default=None,
+        description="Classification: the schema's classes, in the order of each probability row. A tensor "
+        "model whose schema has a classification task and classes: per row, the class of its first "
+        "output's scores (argmax of the last axis; a single sigmoid at 0.5)",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -132,7 +140,8 @@ class ModelDetail(BaseModel):
         'order, each {"name", "type": "numeric" | "categorical", "dtype"} and a categorical one\'s '
         '"vocabulary" (its index in this list is what the model sees; any other value is out of vocabulary). '
         'A tensor model has "inputs" and "outputs" instead: each {"name", "shape" (without the batch), '
-        '"dtype": "float32" | "int32" | "int64"}',
+        '"dtype": "float32" | "int32" | "int64"}; a tensor classifier\'s "classes" name the scores of its '
+        'first output (the last dimension), and its answers carry "labels", one per row',
     )
     metrics: dict[str, Any]
 

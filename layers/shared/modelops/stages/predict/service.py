@@ -187,8 +187,11 @@ class PredictService:
         except TensorRequestError as exc:
             raise RequestError(413 if exc.code == "too_many_rows" else 422, exc.code, str(exc)) from None
         rows = req.rows = treq.rows
-        fixed, per_row = tensor_answer_bound(info)
-        _check_answer_size(rows, (fixed, per_row, 0), req, self.settings.max_response_bytes)
+        bound = lm.answer_bound
+        if bound is None:  # once per loaded version (its classes' texts are measured once)
+            fixed, per_row = tensor_answer_bound(info)
+            bound = lm.answer_bound = (fixed, per_row, 0)
+        _check_answer_size(rows, bound, req, self.settings.max_response_bytes)
         y = lm.predict_tensors(treq.inputs)
         body = render_tensors(info, req.name, y, req.request_id, treq.columnar)
         sink = self.sink
