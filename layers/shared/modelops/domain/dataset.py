@@ -40,7 +40,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import sys
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,9 @@ from modelops.domain.formats import PLAIN, Dialect, FormatError, csv_rows, forma
 from modelops.domain.spec import ModelSpec
 
 CHUNK = 1024 * 1024
+PLAIN_BATCH_BYTES = 256 * 1024
+"""Bytes of plain lines (no quotes: ``formats.csv_rows``) the validator checks a column at a time (the
+fast path, :meth:`_Scanner._plain`); 0 reads every row one at a time. Either way the report is the same."""
 DATASET_WIDE = ("too_few_rows", "constant_target", "too_many_missing", "too_many_duplicates")
 """Checks of a whole dataset that a part alone cannot make (with the class checks: :func:`merge_parts`)."""
 _EXAMPLES = 5
@@ -342,6 +347,7 @@ class _Scanner:
         self.fmt = fmt
         self.sink = csv.writer(sink, lineterminator="\n") if sink is not None else None
         """Where the rows go as plain CSV (``,``, ``.``, UTF-8), for the platform's split."""
+        self.sink_file = sink
         self.production = production
         self.y_min = math.inf
         self.y_max = -math.inf
@@ -522,7 +528,11 @@ class _Scanner:
                 counts[text] = n + 1
                 if col.codes is not None:
                     col.codes.append(col.index[text])
-        text = cells[self.target_idx].strip()
+        self._target(cells[self.target_idx], lineno)
+
+    def _target(self, raw: str, lineno: int) -> None:
+        """One row's target cell."""
+        text = raw.strip()
         if text.lower() in MISSING_TOKENS:
             self.target_missing += 1
             self._note("missing_target", f"row {lineno}")
@@ -558,12 +568,176 @@ class _Scanner:
             else:
                 self.y_num.append(float(key))
 
+    # ------------------------------------------------------------------ plain batches (the fast path)
+    def _plain(self, first: int, text: str) -> bool:
+        """Check a batch of plain lines (``formats.csv_rows``: ``first`` is the number of its first line,
+        each line's cells are ``line.split(delimiter)``) a column at a time, leaving the scanner exactly
+        as :meth:`_row` on each row in turn would. False (nothing done) for what only :meth:`_row`
+        does: before the header, a blank or ragged row, a row past ``max_rows``; and when loading
+        (``collect``) or for a ``,`` decimal mark (the caller offers nothing then)."""
+        header = self.header
+        if header is None or not text or text[0] == "\n" or text[-1] == "\n" or "\n\n" in text:
+            return False
+        ncols = len(header)
+        d = self.dialect.delimiter
+        nrows = text.count("\n") + 1
+        if ncols < 2 or self.report.rows + nrows > self.limits.max_rows:
+            return False  # a lone empty cell is written '""' to the sink
+        if self.sink_file is not None and d != "," and "," in text:
+            return False  # the sink would quote such cells
+        # every line starts a cell with "\n": the rows are aligned when those cells are each row's first
+        cells = text.replace("\n", d + "\n").split(d)
+        if len(cells) != nrows * ncols or "".join(cells[ncols::ncols]).count("\n") != nrows - 1:
+            return False
+        self.report.rows += nrows
+        if self.sink_file is not None:
+            self.sink_file.write((text if d == "," else text.replace(d, ",")) + "\n")
+        self._plain_duplicates(text.replace(d, "\x1f").encode().split(b"\n"))
+        notes: list[tuple[int, int, str]] = []
+        for pos, col in enumerate(self.columns):
+            self._plain_column(col, cells[col.i :: ncols], first, pos, notes)
+        for _, _, note in sorted(notes):
+            self._note("non_finite", note)
+        self._plain_target(cells[self.target_idx :: ncols], first)
+        return True
+
+    def _plain_duplicates(self, rows: list[bytes]) -> None:
+        """:meth:`_row`'s duplicate sample for many rows (``"\\x1f".join(cells)`` encoded, each): the
+        sample after them does not depend on the order the rows come in."""
+        digests = array("Q")
+        blake2b = hashlib.blake2b
+        digests.frombytes(b"".join([blake2b(row, digest_size=8).digest() for row in rows]))
+        if sys.byteorder != "little":  # pragma: no cover - the hash is read little-endian
+            digests.byteswap()
+        threshold = self.dup_threshold
+        if threshold == _FULL:
+            self.dups.update(digests)
+        else:
+            self.dups.update(h for h in digests if h < threshold)
+        while len(self.dups) > self.limits.duplicate_sample:
+            self.dup_threshold //= 2
+            self.dups = {h for h in self.dups if h < self.dup_threshold}
+
+    def _plain_column(
+        self, col: _Column, cells: list[str], first: int, pos: int, notes: list[tuple[int, int, str]]
+    ) -> None:
+        """One feature column's cells of a plain batch (row ``first + k`` holds ``cells[k]``; the first
+        row's cell may start with ``\\n``, which strip() removes as :meth:`_row` would). ``notes``:
+        where its non-finite numbers are, ``(k, pos, note)``, for the batch's notes in row order."""
+        if col.counts is None:  # numeric: only counters, so one float() over the cells
+            numbers, missing = cells, 0
+            try:
+                total = sum(map(float, numbers))
+            except ValueError:
+                numbers = [c for c in cells if c]
+                missing = len(cells) - len(numbers)
+                try:
+                    total = sum(map(float, numbers)) if missing else math.nan
+                except ValueError:
+                    total = math.nan
+            if math.isfinite(total):  # then every cell was a finite number, or empty
+                col.missing += missing
+                col.numbers += len(numbers)
+                return
+        # each distinct cell once, in the order of its first row: what _row counts does not depend on
+        # the order of the cells, but for the distinct values' order and the examples (found below)
+        tally = Counter(cells)
+        counts = col.counts
+        texts: set[str] = set()
+        bad: set[str] = set()
+        long: str | None = None
+        cap = self.limits.max_cardinality
+        for raw, n in tally.items():
+            text = raw.strip()
+            if text.lower() in MISSING_TOKENS:
+                col.missing += n
+                continue
+            try:
+                v = float(text)
+            except ValueError:
+                col.texts += n
+                texts.add(raw)
+            else:
+                col.numbers += n
+                if not math.isfinite(v):
+                    col.non_finite += n
+                    bad.add(raw)
+            if counts is None:
+                continue
+            if len(text) > MAX_CATEGORY_CHARS:
+                if long is None and col.long_value is None:
+                    long = raw
+                continue
+            seen = counts.get(text)
+            if seen is not None:
+                counts[text] = seen + n
+            elif len(counts) >= cap:  # a new value past the cap: counting stops here, as in _row
+                col.overflow = True
+                col.counts = None
+                col.index = {}
+                counts = None
+            else:
+                counts[text] = n
+        if long is not None:
+            col.long_value = (first + cells.index(long), len(long.strip()))
+        if texts and len(col.text_examples) < _EXAMPLES:
+            for k, raw in enumerate(cells):
+                if raw in texts:
+                    col.text_examples.append((first + k, raw.strip()))
+                    if len(col.text_examples) >= _EXAMPLES:
+                        break
+        if bad and len(self.examples.get("non_finite", ())) < _EXAMPLES:
+            found = 0
+            for k, raw in enumerate(cells):
+                if raw in bad:
+                    notes.append((k, pos, f"row {first + k}, column {col.name!r}: {raw.strip()[:40]!r}"))
+                    found += 1
+                    if found >= _EXAMPLES:
+                        break
+
+    def _plain_target(self, cells: list[str], first: int) -> None:
+        """The target's cells of a plain batch; a missing or bad one: :meth:`_target` on each, in order."""
+        if self.classification:
+            tally = Counter(cells)
+            texts = [raw.strip() for raw in tally]
+            if not any(t.lower() in MISSING_TOKENS for t in texts):
+                labels, most = self.labels, self.limits.max_classes
+                for text, n in zip(texts, tally.values(), strict=True):
+                    key = _label_key(text)
+                    entry = labels.get(key)
+                    if entry is not None:
+                        entry[1] += n
+                    elif len(labels) >= most:
+                        self.too_many_classes = True
+                    else:
+                        labels[key] = [text, n]
+                return
+        else:
+            try:
+                values = list(map(float, cells))
+            except ValueError:
+                values = [math.nan]
+            if math.isfinite(sum(values)):
+                low, high = min(values), max(values)
+                if low < self.y_min:
+                    self.y_min = low
+                if high > self.y_max:
+                    self.y_max = high
+                return
+        for k, raw in enumerate(cells):
+            self._target(raw, first + k)
+
     # ------------------------------------------------------------------ driver
     def run(self, chunks: Iterable[bytes]) -> DatasetReport:
         """Validate CSV (or ``.csv.gz``) bytes."""
+        fast = not self.collect and self.dialect.decimal == "."
         return self._drive(
             lambda: csv_rows(
-                self._text_bytes(chunks), self.dialect, max_line_bytes=self.limits.max_line_bytes
+                self._text_bytes(chunks),
+                self.dialect,
+                max_line_bytes=self.limits.max_line_bytes,
+                plain=self._plain if fast else None,
+                batch_bytes=PLAIN_BATCH_BYTES,
             )
         )
 

@@ -21,7 +21,8 @@ import codecs
 import csv
 import math
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,44 +119,141 @@ def gunzip(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
 
 
 # ---------------------------------------------------------------------------- CSV
+PlainBatch = Callable[[int, str], bool]
+"""``plain(first, text)``: offered a batch of plain lines (see :func:`csv_rows`); True when it took them."""
+
+
 def csv_rows(
-    data: Iterable[bytes], dialect: Dialect, *, max_line_bytes: int
+    data: Iterable[bytes],
+    dialect: Dialect,
+    *,
+    max_line_bytes: int,
+    plain: PlainBatch | None = None,
+    batch_bytes: int = 0,
 ) -> Iterator[tuple[list[str], int]]:
     """Rows of a CSV given as byte chunks (already decompressed): lines are cut here with a bound on
     their length, decoded in ``dialect.encoding`` (a UTF-8 BOM dropped) and parsed with
     ``dialect.delimiter``. Raises ``FormatError`` (``line_too_long``, ``not_utf8``/``bad_encoding``,
-    ``bad_csv``)."""
-    lines = _lines(data, dialect.encoding, max_line_bytes)
-    reader = csv.reader(lines, delimiter=dialect.delimiter)
+    ``bad_csv``).
+
+    ``plain`` (a UTF-8 dialect only): each chunk's lines, in batches of about ``batch_bytes`` bytes, are
+    first offered to ``plain(first, text)`` when the reader stands between two rows and the batch is
+    *plain*: UTF-8 text without a quote character, a NUL or a CR (but for CRLF line ends, dropped), no
+    line over ``max_line_bytes`` or the ``csv`` module's field size limit. ``first`` is the number of
+    the batch's first line; ``text`` holds its lines joined by ``\\n``, each line's cells being exactly
+    ``line.split(dialect.delimiter)`` as the ``csv`` module reads them (an empty line: no row). When
+    ``plain`` returns True it took those rows, and they are not yielded; otherwise they are read here as
+    any other line. Either way, the rows and the errors (with their line numbers) are those of the
+    plain reading, in the same order."""
+    decode = _decoder(dialect.encoding)
+    if plain is not None and (
+        batch_bytes <= 0
+        or codecs.lookup(dialect.encoding).name != "utf-8"
+        or dialect.delimiter in '"\r\n\x00'
+    ):
+        plain = None
+    limit = min(max_line_bytes, csv.field_size_limit())  # no plain batch is longer: nor any of its lines
+    batches = _line_batches(data, max_line_bytes, min(batch_bytes, limit) if plain is not None else 0)
+    queue: deque[bytes] = deque()
+    line = 0  # lines handed on so far (the csv module's line_num: the line where a row ends)
+    terminated = True  # whether the queue's last line ended with a newline (only the file's last may not)
+
+    def source() -> Iterator[str]:
+        """The reader's lines: the queue's, then (a row running on past them) the next batches'."""
+        nonlocal line, terminated
+        while True:
+            if not queue:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                queue.extend(batch[0].split(b"\n"))
+                terminated = batch[1]
+                continue
+            raw = queue.popleft()
+            line += 1
+            if len(raw) > max_line_bytes:
+                raise FormatError("line_too_long", f"line {line} is longer than {max_line_bytes} bytes")
+            yield decode(raw, line) + ("\n" if queue or terminated else "")
+
+    reader = csv.reader(source(), delimiter=dialect.delimiter)
     try:
-        for cells in reader:
-            yield cells, reader.line_num
+        for lines, ended in batches:  # source() takes the batches a row runs on into
+            if plain is not None and ended:
+                text = _plain_text(lines, limit, line + 1)
+                if text is not None and plain(line + 1, text):
+                    line += text.count("\n") + 1
+                    continue
+            queue.extend(lines.split(b"\n"))
+            terminated = ended
+            while queue:
+                cells = next(reader, None)
+                if cells is None:
+                    break
+                yield cells, line
     except csv.Error as exc:
-        raise FormatError("bad_csv", f"not a valid CSV near line {reader.line_num}: {exc}") from None
+        raise FormatError("bad_csv", f"not a valid CSV near line {line}: {exc}") from None
 
 
-def _lines(data: Iterable[bytes], encoding: str, max_line_bytes: int) -> Iterator[str]:
+def _line_batches(
+    data: Iterable[bytes], max_line_bytes: int, batch_bytes: int
+) -> Iterator[tuple[bytes, bool]]:
+    """Each chunk's complete lines, joined by ``\\n`` without the last one's (cut into batches of at most
+    ``batch_bytes`` bytes, or one longer line, when it is positive), then the last line when the data
+    does not end with one: ``(lines, ended)``, ``ended`` false for that last line alone. A line still
+    growing past ``max_line_bytes`` is refused as soon as its chunk arrives (before that chunk's
+    lines)."""
     pending = b""
     lineno = 0
-    decode = _decoder(encoding)
     for chunk in data:
         if not chunk:
             continue
-        pieces = chunk.split(b"\n")
-        if pending:
-            pieces[0] = pending + pieces[0]
-        pending = pieces.pop()
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            pending += chunk
+            if len(pending) > max_line_bytes:
+                raise FormatError("line_too_long", f"line {lineno + 1} is longer than {max_line_bytes} bytes")
+            continue
+        body = pending + chunk[:cut] if pending else chunk[:cut]
+        pending = chunk[cut + 1 :]
+        lines = body.count(b"\n") + 1
         if len(pending) > max_line_bytes:
             raise FormatError(
-                "line_too_long", f"line {lineno + len(pieces) + 1} is longer than {max_line_bytes} bytes"
+                "line_too_long", f"line {lineno + lines + 1} is longer than {max_line_bytes} bytes"
             )
-        for raw in pieces:
-            lineno += 1
-            if len(raw) > max_line_bytes:
-                raise FormatError("line_too_long", f"line {lineno} is longer than {max_line_bytes} bytes")
-            yield decode(raw, lineno) + "\n"
+        lineno += lines
+        if batch_bytes <= 0 or len(body) <= batch_bytes:
+            yield body, True
+            continue
+        start = 0
+        while start <= len(body):
+            end = body.rfind(b"\n", start, start + batch_bytes + 1)
+            if start + batch_bytes >= len(body):
+                end = len(body)
+            elif end < 0:  # a line longer than a batch: alone
+                end = body.find(b"\n", start)
+                end = len(body) if end < 0 else end
+            yield body[start:end], True
+            start = end + 1
     if pending:
-        yield decode(pending, lineno + 1)
+        yield pending, False
+
+
+def _plain_text(lines: bytes, limit: int, first: int) -> str | None:
+    """The batch's text when it is plain (see :func:`csv_rows`), else None."""
+    if len(lines) > limit or b'"' in lines or b"\x00" in lines:
+        return None
+    if b"\r" in lines:
+        ended = lines + b"\n"
+        if ended.count(b"\r") != ended.count(b"\r\n"):
+            return None
+        lines = ended.replace(b"\r\n", b"\n")[:-1]
+    try:
+        text = lines.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if first == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    return text
 
 
 def _decoder(encoding: str) -> Any:
