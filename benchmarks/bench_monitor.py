@@ -4,8 +4,9 @@
 "ratio", "notes"}``; ratio > 1 means we are better):
 
 * ``monitor_1m_x20`` (s): the monitor's own code path (``modelops.stages.monitor.WindowScan`` streaming
-  capture files in 16 MB blocks, then ``evaluate``: PSI, KS, Wasserstein, missing and out-of-range
-  rates per feature and for the prediction), in a fresh subprocess pinned to one CPU core.
+  capture files in 4 MiB blocks, clean pieces decoded column-wise, then ``evaluate``: PSI, KS,
+  Wasserstein, missing and out-of-range rates per feature and for the prediction), in a fresh
+  subprocess pinned to one CPU core.
 * ``monitor_peak_memory`` (MB): ``ru_maxrss`` of that subprocess (interpreter and numpy included).
 
 The data: capture lines exactly as ``modelops.domain.capture.encode_record`` writes them, a realistic mix

@@ -240,7 +240,8 @@ class FeaturePartial:
     sumsq: float
     vmin: float = math.inf
     vmax: float = -math.inf
-    raw: list[np.ndarray] | None = field(default_factory=list)  # finite values while <= EXACT_LIMIT
+    raw: list[np.ndarray] | None = field(default_factory=list)
+    """The finite values (float32 or float64, as they came) while at most ``EXACT_LIMIT``."""
     sums_err: np.ndarray | None = None
     """What rounding left out of ``sums`` (float64, same shape; None: nothing yet): see :meth:`merge`."""
     sumsq_err: float = 0.0
@@ -349,7 +350,8 @@ def partial(ref: FeatureReference, values: np.ndarray) -> FeaturePartial:
     if not finite_mask.all():
         v = v[finite_mask]
     # Sorting (SIMD-accelerated in numpy) makes every count a searchsorted of the small grid.
-    v = np.sort(v).astype(np.float64, copy=False)
+    ordered = np.sort(v)
+    v = ordered.astype(np.float64, copy=False)
     m = ref.grid.size
     left = np.searchsorted(v, ref.grid, side="left")  # values < grid[i]
     right = np.searchsorted(v, ref.grid, side="right")  # values <= grid[i]
@@ -370,8 +372,8 @@ def partial(ref: FeatureReference, values: np.ndarray) -> FeaturePartial:
         sumsq=float(np.sum(np.square(v))),  # not np.dot: BLAS threads cost more than they save here
         vmin=float(v[0]) if v.size else math.inf,
         vmax=float(v[-1]) if v.size else -math.inf,
-        raw=[v] if v.size <= EXACT_LIMIT else None,
-    )
+        raw=[ordered if ordered.dtype == np.float32 else v] if v.size <= EXACT_LIMIT else None,
+    )  # float32 values (captures) are kept as they came: half the memory, the same numbers
 
 
 # ---------------------------------------------------------------------------------------------- statistics

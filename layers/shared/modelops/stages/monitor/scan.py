@@ -1,8 +1,10 @@
 """One window's captured traffic, decoded in blocks and folded into per-(model, version) partials.
 
-Memory is bounded by the block size plus the partials (a few KB per feature) plus the joined labels
-(at most ``storage.captures.MAX_LABELS``), whatever the size of the window. Lines are checked by the
-capture format's own :func:`~modelops.domain.capture.read_header` and
+Memory is bounded by the block size, the rows waiting to be folded (``FOLD_BYTES``), the partials (a
+few KB per feature) and the joined labels (at most ``storage.captures.MAX_LABELS``), whatever the size
+of the window. A piece of clean lines (``PIECE_BYTES``) is decoded in one call, column-wise
+(:func:`~modelops.domain.capture.read_block`, :meth:`WindowScan._feed_piece`); any other piece line by
+line. Lines are checked by the capture format's own :func:`~modelops.domain.capture.read_header` and
 :func:`~modelops.domain.capture.read_arrays` (the checks of ``decode_line``); between the two the scan
 drops lines outside the window or of other models and checks the feature count against the version's
 schema, and it keeps each line's bytes to build one array per block and (model, version) rather than
@@ -32,6 +34,7 @@ from modelops.domain.capture import (
     CaptureFormatError,
     TensorLine,
     read_arrays,
+    read_block,
     read_header,
     split_request_id,
     tensor_record_from_doc,
@@ -39,7 +42,18 @@ from modelops.domain.capture import (
 from modelops.domain.drift import VersionContext
 from modelops.storage.captures import Labels, Readable
 
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 4 * 1024 * 1024
+"""Bytes read from a capture object at a time."""
+PIECE_BYTES = 256 * 1024
+"""Lines decoded together by :func:`~modelops.domain.capture.read_block` (cut at a line's end): one bad
+line sends only its piece down the line-by-line path."""
+FOLD_BYTES = 8 * 1024 * 1024
+"""Decoded feature bytes (all groups together) that wait before they are folded into the partials:
+fewer, larger folds (one ``drift.partial`` per feature searches the baseline's grid, whatever the rows)
+with memory still bounded. A capture object's rows are folded at its end too, so an object folds the
+same way whether one function reads the window or a fan-out child reads that object (the merged
+statistics are then identical to the last bit). Rows still waiting are folded before anyone reads
+:attr:`WindowScan.groups`."""
 MAX_LINE_BYTES = 8 * 1024 * 1024
 BAD_REASONS = (
     "not_json",
@@ -122,7 +136,9 @@ class WindowScan:
         self.labels = labels or {}
         self._label_ids = {m: {rid for rid, _ in lab} for m, lab in self.labels.items()}
         self.block_bytes = block_bytes
-        self.groups: dict[tuple[str, int], GroupState] = {}
+        self._groups: dict[tuple[str, int], GroupState] = {}
+        self._pending = 0
+        """Decoded feature bytes not folded yet (``FOLD_BYTES``)."""
         self.unknown: dict[tuple[str, int], int] = {}
         self.bad: Counter[str] = Counter()
         self.lines = 0
@@ -130,6 +146,12 @@ class WindowScan:
         self.other_models = 0
         self.objects = 0
         self.bytes = 0
+
+    @property
+    def groups(self) -> dict[tuple[str, int], GroupState]:
+        """Every (model, version) seen, its decoded rows all folded into its partials."""
+        self._fold(everything=True)
+        return self._groups
 
     # ------------------------------------------------------------------ input
     def feed_stream(self, body: Readable) -> None:
@@ -141,25 +163,123 @@ class WindowScan:
             if not chunk:
                 break
             self.bytes += len(chunk)
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
+            first = chunk.find(b"\n")
+            if first < 0:
+                carry += chunk
                 if len(carry) > MAX_LINE_BYTES:  # a line that never ends: count it, drop it
                     self.lines += 1
                     self.bad["not_json"] += 1
                     carry = b""
                 continue
-            carry = data[cut + 1 :]
-            self.feed_lines(data[:cut].split(b"\n"))
+            if carry:  # the line the previous block began (no copy of the whole block for it)
+                self.feed_block(carry + chunk[:first])
+            else:
+                self.feed_block(chunk, 0, first)
+            cut = chunk.rfind(b"\n")
+            carry = chunk[cut + 1 :]
+            self.feed_block(chunk, first + 1, cut)
         if carry.strip():
-            self.feed_lines([carry])
+            self._feed_each([carry])
+        self._fold(everything=True)  # an object's rows fold the same whoever reads it (the fan-out)
+
+    def feed_block(self, block: bytes, start: int = 0, stop: int | None = None) -> None:
+        """Lines joined by newlines (``block[start:stop]``), decoded ``PIECE_BYTES`` at a time: a piece
+        whose every line is a well-formed v1 record that fits its version (the common case)
+        column-wise (:meth:`_feed_piece`), any other piece line by line (:meth:`feed_lines`). Both
+        count every line the same way and give the same rows (tests/unit/test_monitor_block.py)."""
+        pos, size = start, len(block) if stop is None else stop
+        while pos < size:
+            end = block.find(b"\n", pos + PIECE_BYTES, size)
+            if end < 0:
+                end = size
+            piece = block[pos:end]
+            pos = end + 1
+            if not self._feed_piece(piece):
+                self._feed_each(piece.split(b"\n"))
+        self._fold_if_full()
+
+    def _feed_piece(self, piece: bytes) -> bool:
+        """One piece column-wise; False, with nothing counted, when :func:`read_block` refuses it or a
+        line does not fit its version (the line-by-line path then says how)."""
+        b = read_block(piece)
+        if b is None:
+            return False
+        total = len(b.models)
+        inside = (b.ts >= self.start) & (b.ts < self.end)
+        keys = list(zip(b.models, b.versions, strict=True))
+        if keys.count(keys[0]) == total:  # one version's lines (the common case)
+            by_key: dict[tuple[str, int], np.ndarray] = {keys[0]: np.flatnonzero(inside)}
+        else:
+            rows: dict[tuple[str, int], list[int]] = {}
+            for i in np.flatnonzero(inside).tolist():
+                rows.setdefault(keys[i], []).append(i)
+            by_key = {key: np.asarray(idx, dtype=np.int64) for key, idx in rows.items()}
+        plan: list[tuple[tuple[str, int], GroupState | None, np.ndarray]] = []
+        for key, idx in by_key.items():
+            if not idx.size or (self.model is not None and key[0] != self.model):
+                plan.append((key, None, idx))
+                continue
+            g = self._groups.get(key) or self._group(key)
+            if g is not None and g.nf > 0:
+                k0 = g.k if g.k is not None else int(b.k[idx[0]])
+                if np.any(b.f[idx] != g.nf) or np.any(b.k[idx] != k0):
+                    return False  # the line-by-line path counts these lines' faults
+            plan.append((key, g, idx))
+        # from here on the piece counts
+        inside_count = int(np.count_nonzero(inside))
+        self.lines += total
+        self.outside_window += total - inside_count
+        for key, g, idx in plan:
+            m = int(idx.size)
+            if not m:
+                continue
+            if g is None:
+                if self.model is not None and key[0] != self.model:
+                    self.other_models += m
+                else:
+                    self.bad["unknown_version"] += m
+                    self.unknown[key] = self.unknown.get(key, 0) + m
+                continue
+            g.lines += m
+            if not g.nf:  # the version's schema is unknown (ctx.problem says why): count only
+                g.bad["not_compared"] += m
+                continue
+            if g.nf < 0:  # a tensor version: a v1 line never fits it
+                g.bad["wrong_signature"] += m
+                continue
+            if g.k is None:
+                g.k = int(b.k[idx[0]])
+            ts = b.ts[idx]
+            g.first_ts = min(g.first_ts, float(ts.min()))
+            g.last_ts = max(g.last_ts, float(ts.max()))
+            rows_n = b.n[idx].tolist()
+            ids = self._label_ids.get(key[0]) if self._label_ids else None
+            if ids:
+                for i, n in zip(idx.tolist(), rows_n, strict=True):
+                    base, offset = split_request_id(b.request_ids[i])
+                    if base in ids:
+                        g.labelled_lines.append((base, g.block_rows, n, offset))
+                    g.block_rows += n
+            if m == total:
+                xb, yb = b"".join(b.x), b"".join(b.y)
+            else:
+                pick = idx.tolist()
+                xb, yb = b"".join([b.x[i] for i in pick]), b"".join([b.y[i] for i in pick])
+            g.xb.append(xb)
+            g.yb.append(yb)
+            self._pending += len(xb)
+        return True
 
     def feed_lines(self, lines: Iterable[bytes]) -> None:
-        """Decode a block of lines, then fold the block into the partials."""
+        """Decode lines one by one, then fold what is due into the partials."""
+        self._feed_each(lines)
+        self._fold_if_full()
+
+    def _feed_each(self, lines: Iterable[bytes]) -> None:
+        """Lines one by one: what each bad line is counted under is decided here."""
         header, arrays, format_error = read_header, read_arrays, CaptureFormatError
         bad, start, end, only = self.bad, self.start, self.end, self.model
-        groups, label_ids = self.groups, self._label_ids
+        groups, label_ids = self._groups, self._label_ids
         last_model, last_version, g = None, None, None  # most lines belong to the previous line's group
         n_lines = 0
         for line in lines:
@@ -218,8 +338,11 @@ class WindowScan:
                 g.block_rows += n  # only the join reads it
             g.xb.append(xb)
             g.yb.append(yb)
+            self._pending += len(xb)
         self.lines += n_lines
-        self._fold()
+
+    def _fold_if_full(self) -> None:
+        self._fold(everything=self._pending >= FOLD_BYTES)
 
     def _feed_tensor(self, doc: dict[str, Any]) -> None:
         """One format-2 line (see the module docstring); its arrays wait in the group's block."""
@@ -235,7 +358,7 @@ class WindowScan:
             self.other_models += 1
             return
         key = (rec.model, rec.version)
-        g = self.groups.get(key) or self._group(key)
+        g = self._groups.get(key) or self._group(key)
         if g is None:
             self.bad["unknown_version"] += 1
             self.unknown[key] = self.unknown.get(key, 0) + 1
@@ -257,14 +380,18 @@ class WindowScan:
         ctx = self.resolve(*key)
         if ctx is None:
             return None
-        g = self.groups[key] = GroupState(ctx)
+        g = self._groups[key] = GroupState(ctx)
         return g
 
-    def _fold(self) -> None:
-        for g in self.groups.values():
+    def _fold(self, everything: bool = False) -> None:
+        """Fold the groups' tensor lines, and with ``everything`` their decoded rows, into their
+        partials."""
+        if everything:
+            self._pending = 0
+        for g in self._groups.values():
             if g.tensors:
                 _fold_tensors(g)
-            if not g.xb:
+            if not g.xb or not everything:
                 continue
             x = np.frombuffer(b"".join(g.xb), dtype="<f4").reshape(-1, g.nf)
             y = np.frombuffer(b"".join(g.yb), dtype="<f4").reshape(-1, g.k or 1)
@@ -277,8 +404,9 @@ class WindowScan:
                 and g.ctx.refs is not None
                 and g.ctx.pred_ref is not None
             ):
+                columns = np.ascontiguousarray(x.T)  # one copy, not one per feature
                 for j, ref in enumerate(g.ctx.refs):
-                    g.parts[j].merge(drift.partial(ref, x[:, j]))
+                    g.parts[j].merge(drift.partial(ref, columns[j]))
                 g.pred.merge(drift.partial(g.ctx.pred_ref, drift.prediction_column(y, g.ctx.task)))
             if g.labelled_lines:
                 self._join_labels(g, x, y)
@@ -301,7 +429,7 @@ class WindowScan:
     # ------------------------------------------------------------------ output
     def summary(self) -> dict[str, Any]:
         bad = Counter(self.bad)
-        for g in self.groups.values():
+        for g in self._groups.values():
             bad.update(g.bad)
         return {
             "objects": self.objects,
