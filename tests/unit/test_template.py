@@ -167,3 +167,14 @@ def test_every_function_deploys_through_an_alias_with_rollback_alarms(name: str)
     props = FUNCTIONS[name]["Properties"]
     assert props["AutoPublishAlias"] == "live"
     assert props["DeploymentPreference"]["Alarms"], name
+
+
+def test_only_the_state_machines_working_files_expire() -> None:
+    """Plans, map items, partials and per-part files expire (docs/scale.md "Working files"); no rule
+    reaches a model, a job record, an input, a report or a score."""
+    registry = R["RegistryBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    prefixes = sorted(rule["Prefix"] for rule in registry)
+    assert prefixes == ["dataset-runs/", "monitor-runs/", "score-runs/"]
+    for rule in registry:
+        assert rule["Status"] == "Enabled" and "Filter" not in rule
+        assert rule["ExpirationInDays"] >= 7
