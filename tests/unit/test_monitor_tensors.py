@@ -137,6 +137,26 @@ def test_a_shifted_channel_mean_drifts_that_channel_with_its_numbers_in_the_aler
     assert outputs == {"digit", "score"}
 
 
+def test_the_html_report_shows_each_channel_beside_its_baseline_and_every_output(bus: FakeBus) -> None:
+    world = World(bus)
+    _publish(world)
+    _capture(world, _lines(world, 400, shift=0.5))
+    world.run()
+
+    (key,) = [k for k in world.reg_objects.keys("monitoring/digits/") if k.endswith("/report.html")]
+    html = (world.reg_objects.get_bytes(key) or b"").decode()
+    section = html.split("<h3>Inputs per channel</h3>", 1)[1]
+    channels, outputs = section.split("<h3>Outputs</h3>", 1)
+    v = _version(world)
+    c0 = {f["name"]: f for f in v["features"]}["image[c0]"]
+    # the drifted channel's row: marked, its mean beside the baseline's
+    row = next(r for r in channels.split("<tr") if "image[c0]" in r)
+    assert "class='drift'" in row
+    assert f"{c0['mean']:.4f}" in row and f"({c0['baseline']['mean']:.4f})" in row
+    assert all(f"<td>{n}</td>" in channels for n in ("image[c1]", "meta"))
+    assert "<td>digit</td><td>argmax</td>" in outputs and "<td>score</td>" in outputs
+
+
 def test_lines_that_do_not_fit_the_signature_are_counted_not_fatal(bus: FakeBus) -> None:
     world = World(bus)
     _publish(world)

@@ -273,6 +273,8 @@ def _version_section(r: dict[str, Any]) -> str:
         cats = [f for f in feats if f.get("type") == "categorical"]
         if cats:
             out.append(_categorical_section(r, cats, drifted))
+        if r.get("kind") == "tensor":
+            out.append(tensor_section(r, drifted))
         for f in feats:
             if f["name"] in drifted and f.get("type") == "categorical":
                 out.append(
@@ -283,6 +285,47 @@ def _version_section(r: dict[str, Any]) -> str:
                 )
         out.append(data_quality_section(r, feats))
         out.append(histograms_section(feats, drifted))
+    return "".join(out)
+
+
+def _vs(now: Any, base: Any, fmt: Any = _num) -> str:
+    return f"{fmt(now)} <span class='muted'>({fmt(base)})</span>"
+
+
+def tensor_section(r: dict[str, Any], drifted: set[str]) -> str:
+    """A tensor model's inputs, one row per channel (an image's colour channel, a vector's element:
+    ``modelops/domain/baseline.py``) with this window's summary beside the baseline's, and every
+    output's drift (``drift.judge_tensors``)."""
+    channels = [f for f in r.get("features") or [] if "baseline" in f]
+    out = []
+    if channels:
+        rows = "".join(
+            f"<tr class='{'drift' if f['name'] in drifted else ''}'><td>{escape(str(f.get('input')))}</td>"
+            f"<td>{escape(str(f['name']))}</td><td>{_vs(f.get('mean'), f['baseline'].get('mean'))}</td>"
+            f"<td>{_vs(f.get('std'), f['baseline'].get('std'))}</td>"
+            f"<td>{_vs(f.get('min'), f['baseline'].get('min'))}</td>"
+            f"<td>{_vs(f.get('max'), f['baseline'].get('max'))}</td>"
+            f"<td>{_vs(f.get('zero_rate'), f['baseline'].get('zero_rate'), _pct)}</td>"
+            f"<td>{_num(f.get('psi'))}</td></tr>"
+            for f in channels
+        )
+        out.append(
+            "<h3>Inputs per channel</h3><p class='muted'>this window (baseline: the sample convert "
+            "recorded)</p><table><tr><th>input</th><th>channel</th><th>mean</th><th>std</th><th>min</th>"
+            f"<th>max</th><th>zeros</th><th>PSI</th></tr>{rows}</table>"
+        )
+    outputs = r.get("outputs") or []
+    if outputs:
+        rows = "".join(
+            f"<tr><td>{escape(str(o.get('name')))}</td><td>{escape(str(o.get('reduce')))}</td>"
+            f"<td>{_num(o.get('psi'))}</td><td>{_num(o.get('ks'))}</td><td>{_num(o.get('mean'))}</td>"
+            f"<td>{_num(o.get('std'))}</td></tr>"
+            for o in outputs
+        )
+        out.append(
+            "<h3>Outputs</h3><table><tr><th>output</th><th>compared as</th><th>PSI</th><th>KS</th>"
+            f"<th>mean</th><th>std</th></tr>{rows}</table>"
+        )
     return "".join(out)
 
 
