@@ -154,13 +154,19 @@ def script_mode(life: Life) -> bool:
     step("Predict with image tensors (TF Serving's row format) on the digits the script never saw")
     x, y = held_out_digits(life, job)
     answer = life.predict(SCRIPT_MODEL, x.tolist())
-    got = np.asarray(answer["predictions"], dtype=np.float64).argmax(axis=1)
+    got = np.asarray(answer.get("labels") or [], dtype=np.int64)  # the classes the job's data named
+    argmax = np.asarray(answer["predictions"], dtype=np.float64).argmax(axis=1)
+    if got.shape != y.shape or not np.array_equal(got, argmax):
+        say(
+            f"the answer's labels do not name each image's highest probability: {answer.get('labels')!r:.200}"
+        )
+        return False
     accuracy = float(np.mean(got == y))
     say(
         f'POST {life.twin.api_url}/models/{SCRIPT_MODEL}/predict {{"instances": [{len(x)} images, each '
-        f"8×8×1]}} → version {answer['version']}, ten probabilities per image"
+        f"8×8×1]}} → version {answer['version']}, ten probabilities and a label per image"
     )
-    say(f"digits {y[:12].tolist()}, predicted {got[:12].tolist()}, …")
+    say(f"digits {y[:12].tolist()}, labels {got[:12].tolist()}, …")
     say(f"accuracy on the {len(y)} held-out digits: {accuracy:.3f} (the demo wants ≥ {MIN_DIGIT_ACCURACY})")
     if accuracy < MIN_DIGIT_ACCURACY:
         say(f"the script's model is right on only {accuracy:.3f} of the held-out digits: something is wrong")
