@@ -218,6 +218,29 @@ def _validation(
     return {"features": features, "feature_types": {}, "classes": classes}
 
 
+def _check_tensor_eval(eval_csv: Path, target: str, types: dict[str, str], inputs: list[Input]) -> None:
+    """Usage error unless the gate can feed the ``--eval`` rows to this tensor model exactly
+    (``modelops.domain.evaluation.feed_problem``): one input, whose values per row are the CSV's columns
+    but the target (row-major, in the CSV's order), none of them categories."""
+    columns = [c for c in _header(eval_csv) if c != target]
+    if len(inputs) != 1:
+        raise _usage(
+            f"--eval: the gate feeds each row to a model with one input; this one takes {_describe(inputs)} "
+            "(leave --eval out; --classes names a classifier's classes)"
+        )
+    name, shape, dtype = inputs[0]
+    size = math.prod(shape)
+    if len(columns) != size:
+        raise _usage(
+            f"--eval: {eval_csv.name} has {len(columns)} columns besides the target {target!r}; input "
+            f"{name!r} takes {list(shape)} {dtype}, {size} values per row (the columns, in their order, "
+            "fill it row-major)"
+        )
+    cats = [c for c in columns if types.get(c) == "categorical"]
+    if cats:
+        raise _usage(f"--eval: {', '.join(cats[:5])} hold categories; input {name!r} takes numbers ({dtype})")
+
+
 def _read_spec(ctx: Context, name: str, spec_file: Path | None) -> ModelSpec:
     if spec_file is not None:
         raw: bytes | None = spec_file.read_bytes()
@@ -253,7 +276,8 @@ def _who(ctx: Context) -> str:
     "eval_csv",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Labelled rows (CSV: the features and the target) the gate scores on.",
+    help="Labelled rows (CSV: the features and the target) the gate scores on; for a tensor model, "
+    "its one input's values, flattened row-major, and the target.",
 )
 @click.option(
     "--spec",
@@ -305,6 +329,8 @@ def import_model(
             )
         features = validation["features"]
         tabular = len(inputs) == 1 and inputs[0][1] == (len(features),) and bool(features)
+        if eval_csv is not None and not tabular:
+            _check_tensor_eval(eval_csv, spec.target, validation["feature_types"], inputs)
         tensors: dict[str, np.ndarray] | None = None
         if sample is not None and sample_csv is None:
             tensors = tensor_sample(sample, inputs)

@@ -66,8 +66,9 @@ def digits_csv() -> bytes:
 
 
 def images(pixels: np.ndarray) -> np.ndarray:
-    """Rows of 64 pixels (0..16) as the models' input: [rows, 8, 8, 1] float32 in [0, 1]."""
-    return (np.asarray(pixels, dtype=np.float32) / 16.0).reshape(-1, 8, 8, 1)
+    """Rows of 64 pixels (0..16) as the models' input: [rows, 8, 8, 1] float32, the values unchanged
+    (the models scale them with a ``Rescaling`` layer, so the gate can feed the CSV's rows as they are)."""
+    return np.asarray(pixels, dtype=np.float32).reshape(-1, 8, 8, 1)
 
 
 def job_record(life: Life, job: str) -> dict[str, Any]:
@@ -112,7 +113,8 @@ def train_outside(root: Path, epochs: int = 15, train_rows: int = 1400) -> Outsi
     order = np.random.default_rng(0).permutation(len(y))
     train, held = order[:train_rows], order[train_rows:]
     inputs = keras.Input(shape=(8, 8, 1), name="image")
-    h = keras.layers.Conv2D(8, 3, activation="relu", padding="same")(inputs)
+    h = keras.layers.Rescaling(1 / 16)(inputs)
+    h = keras.layers.Conv2D(8, 3, activation="relu", padding="same")(h)
     h = keras.layers.MaxPooling2D()(h)
     h = keras.layers.Flatten()(h)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))

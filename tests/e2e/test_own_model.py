@@ -99,6 +99,24 @@ def test_a_users_cnn_script_trains_on_uploaded_digits_and_serves_image_tensors(e
     status, doc = life.http("POST", f"/models/{SCRIPT_MODEL}/predict", {"instances": [[[0.0] * 8] * 8]})
     assert (status, doc["error"]["code"]) == (422, "invalid_instances"), doc
 
+    # When a second dataset (the first 1,500 digits) trains version 2 with the same script
+    text = digits_csv().decode().splitlines(keepends=True)
+    life.upload_dataset(SCRIPT_MODEL, "digits-2.csv", "".join(text[:1501]).encode())
+    life.settle()
+
+    # Then the gate compared v2 with v1 itself, on the same held-out rows fed to the image input as the
+    # CSV has them (64 pixel columns -> [8, 8, 1], the scaling is the models' own layer)
+    assert life.versions(SCRIPT_MODEL) == [1, 2]
+    (decision,) = [
+        h for h in life.history(SCRIPT_MODEL) if h.get("kind") == "gate" and h.get("candidate") == 2
+    ]
+    assert decision["source"] == "heldout" and decision["evaluation"]["rows"] >= len(y_held), decision
+    assert decision["evaluation"]["inputs"] == ["image [8, 8, 1] float32"], decision
+    assert decision["evaluation"]["columns"] == 64, decision
+    # both scored as predict scores them: v1's accuracy on these rows is the one measured over HTTP above
+    assert decision["candidate_value"] >= 0.9 and decision["production_value"] >= 0.9, decision
+    assert decision["interval"]["resamples"] == 1000, decision
+
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Outside:

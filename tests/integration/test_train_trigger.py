@@ -1055,6 +1055,49 @@ def test_a_column_numeric_in_production_and_text_now_is_schema_changed(stack: St
     assert "column 'a' is numeric in production v3, text here" in res["reason"]
 
 
+def test_a_tensor_production_does_not_hold_a_new_dataset_to_columns(stack: Stack) -> None:
+    """A script's tensor model (schema ``inputs``/``outputs``) has no feature columns to keep: a new
+    dataset for it trains (its script decides the input; the gate compares only the same signature),
+    and a class of production's missing here is a warning (no column continuity binds it)."""
+    spec = {**SPEC, "task": "multiclass", "training": {**SPEC.get("training", {}), "entry_point": "train.py"}}
+    stack.put_spec(spec)
+    stack.put("datasets/demo/code/train.py", b"print('train')\n")
+    manifest = {
+        "model": "demo",
+        "version": 3,
+        "artifacts": {},
+        "task": "multiclass",
+        "schema": {
+            "task": "multiclass",
+            "classes": [0, 1],
+            "inputs": [{"name": "image", "shape": [2, 1], "dtype": "float32"}],
+            "outputs": [{"name": "output_0", "shape": [2], "dtype": "float32"}],
+        },
+        "spec": spec,
+    }
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/versions/3/manifest.json", Body=json.dumps(manifest)
+    )
+    stack.s3.put_object(
+        Bucket="registry", Key="models/demo/aliases/production.json", Body=json.dumps({"version": 3})
+    )
+    body = "a,b,y\n" + "".join(f"{i},{i % 5},{i % 2}\n" for i in range(60))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/d.csv", body.encode())]})[
+        "results"
+    ]
+    assert res["status"] == "started", res
+    assert stack.keys("registry", "inputs/") and not [
+        k for k in stack.keys("registry", "inputs/") if k.endswith("input_schema.json")
+    ]
+    no_ones = "a,b,y\n" + "".join(f"{i},{i % 5},{2 * (i % 2)}\n" for i in range(60))
+    [res] = stack.trigger().handle_event({"Records": [stack.put("datasets/demo/e.csv", no_ones.encode())]})[
+        "results"
+    ]
+    assert res["status"] == "started", res  # production's class 1 has no row: said, not refused
+    started = [d for kind, d in stack.events() if kind == "TrainingJobStarted"]
+    assert "class 1 of production v3 has no rows in this dataset" in started[-1]["warnings"]
+
+
 def test_reordered_columns_train_on_productions_schema(stack: Stack) -> None:
     stack.put_spec(SPEC)
     put_typed_production(stack, PROD_FEATURES)

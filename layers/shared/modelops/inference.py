@@ -338,3 +338,20 @@ def predict_rows(model: LoadedModel, x: np.ndarray, chunk: int = PREDICT_CHUNK_R
         return np.empty((0, model.n_outputs), dtype=np.float32)
     parts = [model.predict(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
     return np.concatenate(parts, axis=0)
+
+
+def predict_tensor_rows(
+    model: LoadedModel, inputs: Mapping[str, np.ndarray], output: str, values: int = 1 << 22
+) -> np.ndarray:
+    """A tensor model's ``output`` as (n, values per row) for its inputs by name (batch first, checked
+    by the caller), in batches of at most ``values`` input values per call (the gate's scoring)."""
+    n = len(next(iter(inputs.values())))
+    per_row = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs.values()))
+    chunk = max(1, values // per_row)
+    parts = [
+        np.asarray(model.predict_tensors({k: a[i : i + chunk] for k, a in inputs.items()})[output])
+        for i in range(0, n, chunk)
+    ]
+    if not parts:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=0)

@@ -16,6 +16,11 @@ else the evaluation rows of every dataset the model accepted) and hands their by
   model's* vocabulary: ``modelops.domain.encoding``) and its targets (regression: floats;
   classification: the index of the label in that model's ``classes``, -1 for a label it does not
   know: always wrong for accuracy).
+
+A tensor model (:func:`combine_for_tensors`, :func:`feed_problem`, :func:`tensor_inputs_for`,
+:func:`output_problem`) is scored on the same CSVs only where that is exact: one input whose values per
+row are the CSV's columns but the target, each row reshaped row-major in the CSV's order; anything
+else is a reason, never a guess (docs/convert.md "Tensor models").
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 
 from modelops.domain import metrics
 from modelops.domain.encoding import InputSchema, category
+from modelops.domain.signature import DTYPES, Signature, classes_problem
 
 MAX_ROWS = 20_000
 """Default cap on the rows scored per decision (``GATE_MAX_EVAL_ROWS``)."""
@@ -211,3 +217,157 @@ def targets_for(rows: Rows, task: str, classes: Sequence[Any] | None) -> np.ndar
         raise ValueError("a classifier without classes in its schema cannot be scored")
     found = [metrics.match_class(v, classes) for v in rows.targets]
     return np.array([-1 if i is None else i for i in found], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------- tensor models
+# A tensor model (``modelops.domain.signature``) is scored on the same CSVs where that is exact: one
+# input whose values per row are the rows' feature columns, each row reshaped row-major in the columns'
+# order (the CSV's: the features in order, then the target) and cast to the input's dtype; its first
+# output is the prediction the metric reads (docs/convert.md "Tensor models").
+
+
+class FeedError(ValueError):
+    """The evaluation rows cannot be fed to a tensor model, or its outputs cannot be scored (the reason)."""
+
+
+def row_columns(table: Table, target: str) -> tuple[str, ...] | None:
+    """A table's feature columns (every column but the target, in its order); None without the target."""
+    if target not in table.header:
+        return None
+    return tuple(c for c in table.header if c != target)
+
+
+def tensor_columns(tables: Sequence[Table], target: str, size: int) -> tuple[str, ...]:
+    """The feature columns a tensor model is fed from: of the tables' column lists, the one most tables
+    hold among those with ``size`` columns (else among all; ties: the first), () when no table has the
+    target."""
+    counts: dict[tuple[str, ...], int] = {}
+    for t in tables:
+        cols = row_columns(t, target)
+        if cols is not None:
+            counts[cols] = counts.get(cols, 0) + 1
+    fitting = {c: n for c, n in counts.items() if len(c) == size} or counts
+    return max(fitting, key=lambda c: fitting[c]) if fitting else ()
+
+
+def combine_for_tensors(tables: Sequence[Table], target: str, size: int, *, max_rows: int = MAX_ROWS) -> Rows:
+    """:func:`combine` over :func:`tensor_columns`, every column read as a number; a table whose feature
+    columns are others (not just in another order) is left out (``skipped``: ``"columns"``)."""
+    cols = tensor_columns(tables, target, size)
+    same = [t for t in tables if row_columns(t, target) == cols]
+    rows = combine(same, cols, target, max_rows=max_rows)
+    for t in tables:
+        theirs = row_columns(t, target)
+        if theirs is None:
+            rows.skipped.append({"sha256": t.sha256, "missing": [target]})
+        elif theirs != cols:
+            rows.skipped.append({"sha256": t.sha256, "columns": len(theirs), "other_columns": True})
+    return rows
+
+
+def text_columns(tables: Iterable[Table], columns: Sequence[str]) -> list[str]:
+    """The ``columns`` where some table holds a cell that is neither a number nor missing (categories)."""
+    found: list[str] = []
+    for t in tables:
+        for c in columns:
+            if c in found or c not in t.header:
+                continue
+            i = t.header.index(c)
+            for r in t.rows:
+                if i < len(r) and category(r[i]) is not None and not _is_number(r[i]):
+                    found.append(c)
+                    break
+    return [c for c in columns if c in found]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(columns: Sequence[str]) -> str:
+    shown = columns if len(columns) <= 4 else [*columns[:3], "...", columns[-1]]
+    names = ", ".join(shown)
+    return f"{len(columns)} columns: {names}" if columns else "no feature columns"
+
+
+def feed_problem(
+    rows: Rows, sig: Signature, *, categorical: Collection[str] = (), text: Collection[str] = ()
+) -> str | None:
+    """Why ``rows`` cannot be fed to the model of signature ``sig`` (None: they can, exactly).
+
+    ``categorical``: columns the spec declares categorical; ``text``: columns holding text cells
+    (:func:`text_columns`). Both are refused: a tensor model takes numbers."""
+    cols = rows.columns[:-1]
+    where = f"the evaluation rows ({_shown(cols)})"
+    inputs = ", ".join(s.describe() for s in sig.inputs)
+    if len(sig.inputs) != 1:
+        return (
+            f"{where} cannot be fed to inputs {inputs}: the gate feeds each row to a model with one input; "
+            "promote by hand"
+        )
+    spec = sig.inputs[0]
+    if spec.size != len(cols):
+        return (
+            f"{where} cannot be fed to input {inputs} ({spec.size} values per row): the gate feeds one "
+            "value per column; promote by hand"
+        )
+    cats = [c for c in cols if c in categorical or c in text]
+    if cats:
+        return (
+            f"{where}: {', '.join(cats[:5])} hold categories (text), which input {inputs} cannot take: "
+            "promote by hand"
+        )
+    x = rows.features
+    if spec.dtype == "float32":
+        if x.size and float(np.abs(x).max()) > float(np.finfo(np.float32).max):
+            return f"{where}: values beyond the float32 range of input {inputs}; promote by hand"
+        return None
+    info = np.iinfo(np.dtype(spec.dtype))
+    if x.size and not np.array_equal(x, np.round(x)):
+        return (
+            f"{where}: values with a fraction, which input {inputs} (integers) cannot take: promote by hand"
+        )
+    if x.size and (float(x.min()) < info.min or float(x.max()) > info.max):
+        return f"{where}: values beyond the {spec.dtype} range of input {inputs}; promote by hand"
+    return None
+
+
+def tensor_inputs_for(rows: Rows, sig: Signature) -> dict[str, np.ndarray]:
+    """A tensor model's inputs: each row reshaped row-major to its input's shape, in its dtype.
+    :class:`FeedError` when :func:`feed_problem` names a reason."""
+    problem = feed_problem(rows, sig)
+    if problem is not None:
+        raise FeedError(problem)
+    spec = sig.inputs[0]
+    x = rows.features.reshape(len(rows), *spec.shape)
+    return {spec.name: np.ascontiguousarray(x, dtype=DTYPES[spec.dtype])}
+
+
+def output_problem(task: str, classes: Sequence[Any] | None, sig: Signature) -> str | None:
+    """Why the first output of a tensor model cannot be scored for ``task`` (None: it can): one value
+    per row for regression, one or two for binary, one per class for multiclass; a classifier needs its
+    classes (``schema.classes``) to read the labels."""
+    out = sig.outputs[0]
+    what = f"the first output {out.describe()}"
+    if task == "regression":
+        return (
+            None
+            if out.size == 1
+            else f"{what} has {out.size} values per row; a regression model is scored on one"
+        )
+    if classes is None:
+        return (
+            f"a {task} model without classes (schema.classes) cannot be scored on labelled rows: import it "
+            "with --classes or --eval, or train it on a dataset with the target"
+        )
+    problem = classes_problem(task, classes, out)
+    if problem is not None:
+        return problem
+    want = (1, 2) if task == "binary" else (len(classes),)
+    if out.size not in want:
+        return f"{what} has {out.size} scores per row; the gate scores one score vector per row"
+    return None

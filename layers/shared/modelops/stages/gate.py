@@ -16,7 +16,9 @@ LiteRT artifacts (:mod:`modelops.inference`, the loader predict serves with) on 
 the platform holds (:class:`modelops.storage.evaluation.EvaluationStore`: the owner's pinned set, else
 the evaluation rows of every dataset the model accepted; :mod:`modelops.domain.evaluation`), with the
 spec's promotion metric (:mod:`modelops.domain.metrics`) and a paired bootstrap of the difference
-(:mod:`modelops.domain.bootstrap`). The job's ``metrics.json`` (the manifest's ``metrics``) is recorded as
+(:mod:`modelops.domain.bootstrap`). A tensor model is fed the same rows reshaped to its one input
+(:func:`select_tensor_rows`; both versions with the same inputs), or not compared at all, with the
+reason (docs/convert.md "Tensor models"). The job's ``metrics.json`` (the manifest's ``metrics``) is recorded as
 its claim and never decided on. An artifact that fails its SHA-256 during the comparison is never loaded:
 production is kept and ``ArtifactIntegrityFailed`` is sent.
 
@@ -54,7 +56,6 @@ from modelops import aws
 from modelops.domain import bootstrap, gate
 from modelops.domain import evaluation as evalrows
 from modelops.domain.alias import AliasDoc
-from modelops.domain.encoding import InputSchema
 from modelops.domain.errors import (
     CorruptDocumentError,
     IntegrityError,
@@ -65,14 +66,17 @@ from modelops.domain.errors import (
 )
 from modelops.domain.events import SOURCE
 from modelops.domain.metrics import score
+from modelops.domain.signature import Signature
 from modelops.domain.spec import ModelSpec, check_model_name, parse_spec
 from modelops.inference import (
     InterpreterFactory,
     LoadedModel,
+    ModelInfo,
     check_identifier,
     litert_interpreter,
     model_info,
     predict_rows,
+    predict_tensor_rows,
 )
 from modelops.stages import runtime
 from modelops.stages.runtime import logger
@@ -125,8 +129,28 @@ def _manifest_metrics(manifest: Manifest) -> Mapping[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def _schema(manifest: Manifest) -> InputSchema:
-    return model_info(manifest).input_schema
+def _tensor_pair_problem(task: str, infos: tuple[ModelInfo, ModelInfo]) -> str | None:
+    """Why a candidate and production of which one at least is a tensor model cannot be scored on the
+    same rows (None: they can): both tensor models with the same inputs (names, shapes, dtypes), each
+    with a first output the metric can read (``evaluation.output_problem``)."""
+    cand, prod = infos
+    if cand.signature is None or prod.signature is None:
+        kinds = ["a tensor" if i.signature is not None else "a tabular" for i in infos]
+        return (
+            f"candidate v{cand.version} is {kinds[0]} model and production v{prod.version} {kinds[1]} one: "
+            "they cannot be fed the same rows; promote by hand"
+        )
+    if cand.signature.inputs != prod.signature.inputs:
+        return (
+            f"candidate v{cand.version}: its inputs ({cand.signature.describe_inputs()}) are not production "
+            f"v{prod.version}'s ({prod.signature.describe_inputs()}), so the two cannot be fed the same rows: "
+            "promote by hand"
+        )
+    for info, role, sig in ((cand, "candidate", cand.signature), (prod, "production", prod.signature)):
+        problem = evalrows.output_problem(task, info.classes, sig)
+        if problem is not None:
+            return f"{role} v{info.version} cannot be scored: {problem}; promote by hand"
+    return None
 
 
 def select_rows(
@@ -144,6 +168,18 @@ def select_rows(
     platform holds none. Columns in ``categorical`` are kept as text (``evaluation.combine``). A stored
     CSV that fails its SHA-256 raises ``IntegrityError``; one that does not parse raises
     ``CorruptDocumentError``."""
+    read = read_tables(evaluation, model)
+    if read is None:
+        return None
+    source, tables = read
+    return source, evalrows.combine(
+        tables, feature_columns, target, max_rows=max_rows, categorical=categorical, numeric=numeric
+    )
+
+
+def read_tables(evaluation: EvaluationStore | None, model: str) -> tuple[str, list[evalrows.Table]] | None:
+    """``(source, tables)``: the pinned CSV when ``pinned.json`` names one, else every held-out CSV;
+    None when the platform holds none. Raises as :func:`select_rows` does."""
     if evaluation is None:
         return None
     pinned = evaluation.pinned(model)
@@ -161,9 +197,42 @@ def select_rows(
             tables.append(evalrows.parse(digest, body))
         except ValueError as exc:
             raise CorruptDocumentError(f"{key}: {exc}") from exc
-    return source, evalrows.combine(
-        tables, feature_columns, target, max_rows=max_rows, categorical=categorical, numeric=numeric
-    )
+    return source, tables
+
+
+@dataclass(frozen=True)
+class TensorRows:
+    """The rows a pair of tensor models is scored on, or why they cannot be (``problem``)."""
+
+    source: str
+    rows: evalrows.Rows
+    problem: str | None
+
+
+def select_tensor_rows(
+    evaluation: EvaluationStore | None,
+    model: str,
+    sig: Signature,
+    target: str,
+    *,
+    max_rows: int = evalrows.MAX_ROWS,
+    categorical: Collection[str] = (),
+) -> TensorRows | None:
+    """The rows a tensor model of signature ``sig`` is scored on (:func:`evalrows.combine_for_tensors`:
+    every column but the target, in the CSV's order) and whether they feed it exactly
+    (:func:`evalrows.feed_problem`); None when the platform holds none. Raises as :func:`select_rows`."""
+    read = read_tables(evaluation, model)
+    if read is None:
+        return None
+    source, tables = read
+    size = sig.inputs[0].size if len(sig.inputs) == 1 else -1
+    rows = evalrows.combine_for_tensors(tables, target, size, max_rows=max_rows)
+    columns = rows.columns[:-1]
+    text = evalrows.text_columns(tables, columns) if rows.unusable else []
+    problem = None
+    if columns or len(rows):
+        problem = evalrows.feed_problem(rows, sig, categorical=categorical, text=text)
+    return TensorRows(source, rows, problem)
 
 
 @dataclass
@@ -215,7 +284,11 @@ def score_version(
         raise ArtifactProblem(manifest, role, "checksum_mismatch", exc) from exc
     except (CorruptDocumentError, VersionNotFoundError, ValueError, RuntimeError, OSError) as exc:
         raise ArtifactProblem(manifest, role, "load_failed", exc) from exc
-    outputs = predict_rows(loaded, evalrows.inputs_for(rows, info.input_schema))
+    if info.signature is not None:
+        first = info.signature.outputs[0].name
+        outputs = predict_tensor_rows(loaded, evalrows.tensor_inputs_for(rows, info.signature), first)
+    else:
+        outputs = predict_rows(loaded, evalrows.inputs_for(rows, info.input_schema))
     targets = evalrows.targets_for(rows, info.task, info.classes)
     return Scored(manifest.version, role, info.sha256, outputs, targets)
 
@@ -271,7 +344,7 @@ class Comparer:
             "note": "the training jobs' own metrics.json: recorded, never decided on",
         }
         try:
-            schemas = (_schema(self.candidate), _schema(prod))
+            infos = (model_info(self.candidate), model_info(prod))
         except CorruptDocumentError as exc:
             return gate.Comparison("none", claims=claims, problem=f"the versions cannot be compared: {exc}")
         if (prod.get("task") or self.spec.task) != self.spec.task:
@@ -281,18 +354,38 @@ class Comparer:
                 problem=f"production v{production} is a {prod.get('task')} model, candidate "
                 f"v{self.candidate.version} a {self.spec.task} model: promote by hand if wanted",
             )
+        sig = infos[0].signature
+        tensor = sig is not None or infos[1].signature is not None
+        if tensor:
+            problem = _tensor_pair_problem(self.spec.task, infos)
+            if problem is not None:
+                return gate.Comparison("none", claims=claims, problem=problem)
+        schemas = (infos[0].input_schema, infos[1].input_schema)
         columns = list(dict.fromkeys(name for s in schemas for name in s.names))
         kinds = [(f.name, f.categorical) for s in schemas for f in s.features]
+        picked: TensorRows | None = None
         try:
-            selected = select_rows(
-                self.evaluation,
-                model,
-                columns,
-                self.spec.target,
-                max_rows=self.max_eval_rows,
-                categorical={name for name, cat in kinds if cat},
-                numeric={name for name, cat in kinds if not cat},
-            )
+            if sig is not None:
+                declared = {n for n, kind in self.spec.feature_types.items() if kind == "categorical"}
+                picked = select_tensor_rows(
+                    self.evaluation,
+                    model,
+                    sig,
+                    self.spec.target,
+                    max_rows=self.max_eval_rows,
+                    categorical=declared,
+                )
+                selected = None if picked is None else (picked.source, picked.rows)
+            else:
+                selected = select_rows(
+                    self.evaluation,
+                    model,
+                    columns,
+                    self.spec.target,
+                    max_rows=self.max_eval_rows,
+                    categorical={name for name, cat in kinds if cat},
+                    numeric={name for name, cat in kinds if not cat},
+                )
         except IntegrityError as exc:
             self.integrity.append(
                 {
@@ -312,6 +405,11 @@ class Comparer:
             return gate.Comparison("job_claim", evaluation={"source": "job_claim", "rows": 0}, claims=claims)
         source, rows = selected
         described = {"source": source, "max_rows": self.max_eval_rows, **rows.describe()}
+        if picked is not None and sig is not None:
+            described["columns"] = len(rows.columns) - 1
+            described["inputs"] = [s.describe() for s in sig.inputs]
+            if picked.problem is not None:
+                return gate.Comparison("none", len(rows), described, claims=claims, problem=picked.problem)
         if len(rows) < self.policy.min_eval_rows:
             return gate.Comparison(source, len(rows), described, claims=claims)
         rows_id = ",".join(rows.sha256) + f"|{len(rows)}|" + ",".join(rows.columns)

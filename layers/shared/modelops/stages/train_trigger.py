@@ -504,7 +504,9 @@ class TrainTrigger:
     def _production(self, model: str, spec: ModelSpec) -> Production | None:
         """What a new dataset is held to (docs/training.md "Schema continuity"): production's input schema,
         unless the spec resets it (``"schema": "reset"``) or lists other features than production's spec
-        did; and, for classification, production's classes. None without a production version."""
+        did, or production is a tensor model (its signature is its script's: the gate compares only
+        versions of the same signature); and, for classification, production's classes. None without a
+        production version."""
         found = self._production_manifest(model)
         if found is None:
             return None
@@ -514,7 +516,8 @@ class TrainTrigger:
             return None
         classes = doc.get("classes") if spec.task != "regression" else None
         schema: InputSchema | None = None
-        if spec.schema_mode == "keep" and not _features_changed(spec, manifest.get("spec")):
+        tensor = "inputs" in doc  # a tensor model's input is what its script makes of the columns
+        if spec.schema_mode == "keep" and not tensor and not _features_changed(spec, manifest.get("spec")):
             schema = InputSchema.from_dict(doc)  # SchemaError: the dataset is rejected, naming it
         return Production(version, schema, list(classes) if isinstance(classes, list) else None)
 
