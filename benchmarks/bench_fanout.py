@@ -52,28 +52,6 @@ REPEATS = 3
 MODEL = "bench"  # bench_monitor.write_workload's model
 AGE_SECONDS = 600  # the records' age: inside the window of a run started now (lag 90 s)
 CHUNK_TIMEOUT_S = 900  # template.yaml MonitorChunkFunction Timeout
-# what differs between two runs over the same captures: when they ran and what they are called
-VOLATILE = {
-    "at",
-    "generated_at",
-    "report_url",
-    "stamp",
-    "window",
-    "run",
-    "report",
-    "report_html",
-    "link",
-    "links",
-    "url",
-}
-
-
-def _stable(doc: Any) -> Any:
-    if isinstance(doc, dict):
-        return {k: _stable(v) for k, v in doc.items() if k not in VOLATILE}
-    if isinstance(doc, list):
-        return [_stable(v) for v in doc]
-    return doc
 
 
 def workload(workdir: Path) -> dict[str, Any]:
@@ -238,6 +216,7 @@ def _rows_of(summary: dict[str, Any]) -> int:
 
 
 def run() -> list[dict[str, Any]]:
+    from modelops.domain.report import run_independent
     from modelops.stages.monitor import fanout
 
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
@@ -246,7 +225,7 @@ def run() -> list[dict[str, Any]]:
     local = chunk_in_process(wl)
     twin = on_twin(wl)
 
-    stable = {n: _stable(r["summary"]) for n, r in twin.items()}
+    stable = {n: run_independent(r["summary"]) for n, r in twin.items()}
     identical = stable[1] == stable[4] == stable[16]
     if not identical:
         differ = sorted(k for k in stable[1] if stable[1].get(k) != stable[16].get(k))

@@ -74,6 +74,7 @@ class Life:
     twin: Twin
     say: Callable[[str], None] = field(default=lambda _m: None)
     _alert_queue: str | None = None
+    _predicted: dict[str, int] = field(default_factory=dict)  # rows predict answered, per model
 
     # ------------------------------------------------------------------ clients
     @property
@@ -150,7 +151,13 @@ class Life:
         status, doc = self.http("POST", f"/models/{model}/predict", {"instances": list(instances)})
         if status != 200:
             raise RuntimeError(f"predict answered {status}: {doc}")
+        self._predicted[model] = self._predicted.get(model, 0) + len(instances)
         return dict(doc)
+
+    def predicted_rows(self, model: str) -> int:
+        """Rows predict has answered for ``model`` through :meth:`predict` (this Life's calls, wait_serving's
+        probes included): what ``wait_captured`` waits for when every row is captured."""
+        return self._predicted.get(model, 0)
 
     def wait_serving(self, model: str, version: int, probe: Sequence[Any], timeout: float = 60.0) -> float:
         """Call predict until ``version`` answers (the alias cache's TTL); returns the seconds it took."""
@@ -217,10 +224,51 @@ class Life:
         self.settle(120)
         return [results, transitions]
 
+    def monitor_report(self, uri: str) -> dict[str, Any]:
+        """The ``report.json`` a monitor run names in its summary (``models[].report``, an s3:// URI of
+        the registry bucket): the single pass's and the fan-out's alike."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if bucket != self.registry_bucket or not key.endswith("/report.json"):
+            raise ValueError(f"{uri!r} is not a report of the registry bucket")
+        return dict(json.loads(self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+    def monitor_run(self, run: str) -> dict[str, Any]:
+        """``monitor-runs/{run}/result.json``: what the monitor fan-out's execution ``run`` decided
+        (``complete``, and its ``summary``, the single pass's summary of the same window)."""
+        obj = self.s3().get_object(Bucket=self.registry_bucket, Key=f"monitor-runs/{run}/result.json")
+        return dict(json.loads(obj["Body"].read()))
+
+    # ------------------------------------------------------------------ batch scoring
+    def score_manifest(self, model: str, run: str) -> dict[str, Any]:
+        """The manifest of scoring run ``run`` of ``model`` (``scores/{model}/{version}/{run}/``,
+        whichever version it pinned); raises when the run wrote none (yet)."""
+        s3 = self.s3()
+        found = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.data_bucket, Prefix=f"scores/{model}/"
+            )
+            for o in page.get("Contents", [])
+            if o["Key"].endswith(f"/{run}/manifest.json")
+        ]
+        if len(found) != 1:
+            raise LookupError(f"scoring run {run} of {model} has {len(found)} manifests: {found}")
+        return dict(json.loads(s3.get_object(Bucket=self.data_bucket, Key=found[0])["Body"].read()))
+
+    def score_rows(self, manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+        """A scoring run's parts read back in order: their header and every scored row (``row`` first)."""
+        header: list[str] = []
+        rows: list[list[str]] = []
+        for key in manifest["parts"]:
+            body = self.s3().get_object(Bucket=self.data_bucket, Key=key)["Body"].read().decode()
+            lines = list(csv.reader(io.StringIO(body)))
+            header, rows = lines[0], rows + lines[1:]
+        return header, rows
+
     def alerts(self, wait_seconds: int = 1) -> list[AlertMessage]:
         assert self._alert_queue, "subscribe_alerts() first"
         sqs = self.twin.client("sqs")
-        out = []
+        out: list[AlertMessage] = []
         while True:
             msgs = sqs.receive_message(
                 QueueUrl=self._alert_queue,

@@ -1,20 +1,27 @@
 """The whole life on the twin, with real clients, on a table the demo does not use (diabetes,
-regression): every step asserted. `make demo` narrates the same steps on breast cancer."""
+regression): every step asserted, the two state machines included (the monitor fan-out started with
+`modelops local tick`, a batch scoring run with `modelops score`). `make demo` narrates the same steps
+on breast cancer."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner, Result
 
-from modelops_local.lifecycle import Life, sklearn_table
+from modelops.domain.report import run_independent
+from modelops_cli.main import cli
+from modelops_local.lifecycle import Dataset, Life, sklearn_table
 
 MODEL = "progression"
-SPEC = {
+SPEC: dict[str, Any] = {
     "task": "regression",
     "target": "progression",
     "training": {
@@ -31,6 +38,10 @@ SPEC = {
     "monitoring": {"psi_threshold": 0.25},
 }
 
+SCORE_ROWS = 3000
+TREND = frozenset({"trend"})
+"""Left out of the comparison too: each run's report lists the windows judged before it (the single
+pass's among the fan-out's)."""
 pytestmark = [pytest.mark.slow, pytest.mark.twin]
 
 
@@ -54,8 +65,21 @@ def savedmodel_outputs(life: Life, version: int, x: np.ndarray, tmp: Path) -> np
     return np.asarray(next(iter(out.values()))).reshape(len(x), -1)[:, -1]
 
 
-def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def modelops(*args: str) -> Result:
+    """The ``modelops`` CLI, in this process, in the environment ``modelops local env`` prints."""
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_the_whole_life(  # type: ignore[no-untyped-def]
+    twin, twin_env, aws_cli, table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     life = Life(twin)
+    # the directory `modelops local up` ran in: its state file names the twin for `modelops local tick`
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".modelops").mkdir()
+    (tmp_path / ".modelops" / "local.json").write_text(json.dumps(twin.state()))
     life.subscribe_alerts("e2e-alerts")
     order = np.random.default_rng(7).permutation(len(table.y))
     bucket = life.data_bucket
@@ -142,8 +166,9 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
     col = table.features.index(feature)
     shifted[:, col] += 3 * table.x[:, col].std()
     life.send_traffic(MODEL, shifted, batch=10)
-    life.wait_captured(300, model=MODEL)
-    life.run_monitor()
+    # every row predict answered has landed (the sample rate is 1): the fan-out below reads the same
+    assert life.wait_captured(life.predicted_rows(MODEL), model=MODEL) == life.predicted_rows(MODEL)
+    (single_pass,), _ = life.run_monitor()
     drift = [a for a in life.alerts() if a.attributes.get("kind") == "drift"]
     assert len(drift) == 1, [a.subject for a in drift]
     alert = drift[0]
@@ -151,12 +176,70 @@ def test_the_whole_life(twin, aws_cli, table, tmp_path: Path) -> None:  # type: 
     assert f"{MODEL} v{expected}" in alert.subject + alert.body
     assert feature in alert.body
     assert len(alert.subject) < 100
+
+    # The monitor fanned out, as a user starts it: `modelops local tick MonitorStateMachine` runs the
+    # template's Distributed Map (plan -> chunks -> reduce) over the same window of captures, and its
+    # report is the single pass's: the same samples, the same PSI, KS and verdict for every feature
+    assert single_pass.ok, single_pass.error_message
+    single = [m for m in single_pass.result["models"] if m["model"] == MODEL]  # one entry per version
+    single_report = life.monitor_report(single[0]["report"])  # now: a run in the same second rewrites it
+    tick = json.loads(modelops("local", "tick", "MonitorStateMachine", "--json").stdout)
+    (execution,) = tick["executions"]
+    assert (execution["state_machine"], execution["status"]) == ("MonitorStateMachine", "SUCCEEDED"), (
+        execution
+    )
+    ran = [(i["function"], i["outcome"]) for i in tick["invocations"]]
+    assert {"MonitorPlanFunction", "MonitorChunkFunction", "MonitorReduceFunction"} <= {f for f, _ in ran}
+    assert {o for _, o in ran} == {"ok"}, ran
+    result = life.monitor_run(execution["execution"])
+    assert result["complete"] is True
+    fanned = [m for m in result["summary"]["models"] if m["model"] == MODEL]
+    assert run_independent(fanned, TREND) == run_independent(single, TREND)
+    # (what is compared holds both halves of the traffic, and the shift)
+    (served,) = [m for m in fanned if m["version"] == expected]
+    assert served["verdict"] == "drift" and served["drifted_features"] == [feature], served
+    assert served["samples"] >= 300, served
+    assert run_independent(life.monitor_report(fanned[0]["report"]), TREND) == run_independent(
+        single_report, TREND
+    )
+    twin.wait_idle()
+
+    # Batch scoring, as a user starts it: `modelops score NAME FILE.csv` uploads the file, the upload
+    # starts ScoreStateMachine, and every row is scored by the production version as predict scores it
+    rng = np.random.default_rng(11)
+    pick = rng.integers(0, len(table.y), SCORE_ROWS)
+    noise = rng.normal(1.0, 0.05, size=(SCORE_ROWS, len(table.features)))
+    customers = Dataset(table.features, table.target, table.x[pick] * noise, table.y[pick])
+    scoring_file = tmp_path / "customers.csv"
+    scoring_file.write_bytes(customers.csv_bytes())
+    started = json.loads(modelops("score", MODEL, str(scoring_file), "--json").stdout)
+    life.settle()
+    manifest = life.score_manifest(MODEL, started["run"])
+    assert (manifest["status"], manifest["version"]) == ("completed", expected), manifest
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rejected"]) == (SCORE_ROWS, SCORE_ROWS, 0)
+    assert manifest["input"]["sha256"] == hashlib.sha256(scoring_file.read_bytes()).hexdigest()
+    assert manifest["failed_chunks"] == []
+    header, scored = life.score_rows(manifest)
+    assert header == ["row", "prediction"]
+    assert [int(r[0]) for r in scored] == list(range(1, SCORE_ROWS + 1))
+    sample = rng.choice(SCORE_ROWS, size=50, replace=False)
+    answer = life.predict(MODEL, customers.x[sample].tolist())
+    assert answer["version"] == expected
+    np.testing.assert_array_equal(
+        np.array([scored[i][1] for i in sample], dtype=np.float32),
+        np.asarray(answer["predictions"], dtype=np.float32).reshape(len(sample)),
+    )
+
+    # The subscriber hears of the run once, and not again of the drift the fan-out judged again
+    heard = [a for a in life.alerts() if a.attributes.get("model") == MODEL]
+    assert [a.subject for a in heard] == [f"[INFO] ScoringCompleted: {MODEL} v{expected}"]
+    assert f"rows_out: {SCORE_ROWS}\n" in heard[0].body and started["run"] in heard[0].body, heard[0].body
     twin.wait_idle()
 
 
-def test_a_rejected_dataset_is_quarantined_alerted_and_trains_nothing(
+def test_a_rejected_dataset_is_quarantined_alerted_and_trains_nothing(  # type: ignore[no-untyped-def]
     twin, aws_cli, table, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     life = Life(twin)
     life.subscribe_alerts("e2e-rejects")
     model = "rejects"

@@ -15,6 +15,7 @@ import requests
 
 from modelops.domain.baseline import compute_baseline
 from modelops.domain.capture import encode_record
+from modelops.domain.report import run_independent
 from modelops.stages import fanout as fanout_stage
 from modelops.storage.registry import Registry
 from modelops_local.twin import Twin
@@ -25,20 +26,6 @@ FEATURES = ["f0", "f1", "f2", "f3"]
 W = np.array([1.0, -2.0, 0.5, 3.0])
 OBJECTS = 40
 ROWS = 30
-# what differs between two runs over the same captures: when they ran and what they are called
-VOLATILE = {
-    "at",
-    "generated_at",
-    "report_url",
-    "stamp",
-    "window",
-    "run",
-    "report",
-    "report_html",
-    "link",
-    "links",
-    "url",
-}
 
 
 def _publish(twin: Twin, model: str) -> None:
@@ -95,15 +82,6 @@ def _report(twin: Twin, model: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def _stable(doc: Any) -> Any:
-    """``doc`` without the fields that name the run or its time."""
-    if isinstance(doc, dict):
-        return {k: _stable(v) for k, v in doc.items() if k not in VOLATILE}
-    if isinstance(doc, list):
-        return [_stable(v) for v in doc]
-    return doc
-
-
 def _result(twin: Twin, run: str) -> dict[str, Any]:
     obj = twin.client("s3").get_object(
         Bucket=twin.outputs["RegistryBucketName"], Key=f"monitor-runs/{run}/result.json"
@@ -139,11 +117,11 @@ def test_sixteen_chunks_on_the_state_machine_give_the_single_pass_report(twin: T
     chunk_runs = twin.invocations_of("MonitorChunkFunction", since=before)
     assert sorted(i.source for i in chunk_runs) == ["states"] * 16 and all(i.ok for i in chunk_runs)
     got = _report(twin, model)
-    assert _stable(got) == _stable(expected)
+    assert run_independent(got) == run_independent(expected)
     (version,) = [m for m in single.result["models"] if m["model"] == model]
     assert version["verdict"] == "drift" and version["samples"] == OBJECTS * ROWS
     fanned = _result(twin, ex.name)["summary"]["models"]
-    assert _stable([m for m in fanned if m["model"] == model]) == _stable([version])
+    assert run_independent([m for m in fanned if m["model"] == model]) == run_independent([version])
 
 
 def test_a_chunk_that_fails_its_retries_leaves_the_window_incomplete(

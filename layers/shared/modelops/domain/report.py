@@ -95,6 +95,36 @@ def latest_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RUN_KEYS = frozenset(
+    {
+        "at",
+        "generated_at",
+        "report_url",
+        "stamp",
+        "window",
+        "run",
+        "report",
+        "report_html",
+        "link",
+        "links",
+        "url",
+    }
+)
+"""What differs between two monitor runs over the same captures: when they ran, what they are called and
+where their reports are."""
+
+
+def run_independent(doc: Any, also: frozenset[str] = frozenset()) -> Any:
+    """A report or summary without ``RUN_KEYS`` (and ``also``) at any depth: two runs over the same
+    captures (the single pass and the fan-out, or any two fan-outs) give equal results."""
+    drop = RUN_KEYS | also
+    if isinstance(doc, dict):
+        return {k: run_independent(v, also) for k, v in doc.items() if k not in drop}
+    if isinstance(doc, list):
+        return [run_independent(v, also) for v in doc]
+    return doc
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.integer):
         return int(o)
