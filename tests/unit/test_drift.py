@@ -212,3 +212,25 @@ def test_one_class_matcher_for_csv_text_and_captured_labels() -> None:
     assert match_class("setosa", ["setosa", "virginica"]) == 0 and match_class("3", ["1", "3"]) == 1
     assert match_class("2", [0, 1]) is None and match_class(None, [0, 1]) is None
     assert match_class("1", [True, False]) is None  # a boolean is not the number 1 here
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-5, 5), min_size=0, max_size=300),
+    st.lists(st.floats(-6, 6, allow_nan=False, width=32), min_size=0, max_size=100),
+)
+def test_partial_cells_and_ties_count_every_value_as_a_brute_force_does(
+    ints: list[int], floats: list[float]
+) -> None:
+    """Cells and ties against a count by hand, with many values exactly on grid points (integers)."""
+    train = np.arange(-4, 5, dtype=np.float64).repeat(30)
+    ref = drift.references(compute_baseline(train[:, None], ["a"], train), ["a"])[0][0]
+    values = np.asarray([*ints, *floats], dtype=np.float32)
+    part = drift.partial(ref, values)
+    grid = ref.grid
+    v = values.astype(np.float64)
+    expected_ties = [int(np.sum(v == g)) for g in grid]
+    edges = np.concatenate([[-np.inf], grid, [np.inf]])
+    expected_cells = [int(np.sum((v >= lo) & (v < hi))) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    assert part.ties.tolist() == expected_ties
+    assert part.cells.tolist() == expected_cells

@@ -354,10 +354,15 @@ def partial(ref: FeatureReference, values: np.ndarray) -> FeaturePartial:
     v = ordered.astype(np.float64, copy=False)
     m = ref.grid.size
     left = np.searchsorted(v, ref.grid, side="left")  # values < grid[i]
-    right = np.searchsorted(v, ref.grid, side="right")  # values <= grid[i]
+    # values equal to grid[i]: only where the first value at or above grid[i] is grid[i] itself (most
+    # grid points have none, so the second search runs on those few points, not the whole grid)
+    ties = np.zeros(m, dtype=np.int64)
+    if v.size:
+        hit = np.flatnonzero(v[np.minimum(left, v.size - 1)] == ref.grid)
+        if hit.size:
+            ties[hit] = np.searchsorted(v, ref.grid[hit], side="right") - left[hit]
     bounds = np.concatenate([[0], left, [v.size]])
     cells = np.diff(bounds).astype(np.int64)
-    ties = (right - left).astype(np.int64)
     sums = np.zeros(m + 1)
     nonempty = cells > 0
     if v.size:
