@@ -126,7 +126,7 @@ def test_read_block_takes_only_what_the_line_path_takes_with_the_same_values(nam
     assert len(got.models) == len(parts)
     for i, e in enumerate(expected):
         assert e is not None
-        assert (got.models[i], got.versions[i], got.request_ids[i]) == e[:3]
+        assert (got.models[i], got.versions[i], got.request_id(i)) == e[:3]
         assert got.ts[i] == e[3] and type(e[3]) is float
         assert (int(got.n[i]), int(got.f[i]), int(got.k[i])) == e[4:7]
         assert (got.x[i], got.y[i]) == e[7:]
@@ -139,7 +139,7 @@ def test_read_block_reads_canonical_lines_as_decode_line_does() -> None:
     assert got is not None
     for i, line in enumerate(lines):
         rec = capture.decode_line(line)
-        assert (got.models[i], got.versions[i], got.request_ids[i], got.ts[i]) == (
+        assert (got.models[i], got.versions[i], got.request_id(i), got.ts[i]) == (
             rec.model,
             rec.version,
             rec.request_id,

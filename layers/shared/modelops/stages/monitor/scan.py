@@ -206,13 +206,13 @@ class WindowScan:
             return False
         total = len(b.models)
         inside = (b.ts >= self.start) & (b.ts < self.end)
-        keys = list(zip(b.models, b.versions, strict=True))
-        if keys.count(keys[0]) == total:  # one version's lines (the common case)
-            by_key: dict[tuple[str, int], np.ndarray] = {keys[0]: np.flatnonzero(inside)}
+        first = (b.models[0], b.versions[0])
+        if b.models.count(first[0]) == total and b.versions.count(first[1]) == total:  # the common case
+            by_key: dict[tuple[str, int], np.ndarray] = {first: np.flatnonzero(inside)}
         else:
             rows: dict[tuple[str, int], list[int]] = {}
             for i in np.flatnonzero(inside).tolist():
-                rows.setdefault(keys[i], []).append(i)
+                rows.setdefault((b.models[i], b.versions[i]), []).append(i)
             by_key = {key: np.asarray(idx, dtype=np.int64) for key, idx in rows.items()}
         plan: list[tuple[tuple[str, int], GroupState | None, np.ndarray]] = []
         for key, idx in by_key.items():
@@ -256,7 +256,7 @@ class WindowScan:
             ids = self._label_ids.get(key[0]) if self._label_ids else None
             if ids:
                 for i, n in zip(idx.tolist(), rows_n, strict=True):
-                    base, offset = split_request_id(b.request_ids[i])
+                    base, offset = split_request_id(b.request_id(i))
                     if base in ids:
                         g.labelled_lines.append((base, g.block_rows, n, offset))
                     g.block_rows += n
