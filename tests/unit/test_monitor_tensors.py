@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from modelops.domain.baseline import compute_baseline, compute_tensor_baseline
 from modelops.domain.capture import encode_record, encode_tensor_record
@@ -155,6 +156,55 @@ def test_the_html_report_shows_each_channel_beside_its_baseline_and_every_output
     assert f"{c0['mean']:.4f}" in row and f"({c0['baseline']['mean']:.4f})" in row
     assert all(f"<td>{n}</td>" in channels for n in ("image[c1]", "meta"))
     assert "<td>digit</td><td>argmax</td>" in outputs and "<td>score</td>" in outputs
+
+
+def test_labels_of_a_tensor_classifier_are_joined_to_its_first_output(bus: FakeBus) -> None:
+    """Late labels name (request, row) as for a tabular model; a tensor classifier's quality is its first
+    output (the class probabilities) against them, in the window's report, and no retrain dataset is
+    written (its inputs are not a table)."""
+    world = World(bus)
+    version = _publish_with_classes(world)
+    lines = _lines(world, 400)  # 80 lines of 5 rows: request ids r0, r5, ...
+    _capture(world, lines)
+    ins, outs = _traffic(400, seed=7)
+    predicted = outs["digit"].argmax(axis=1)
+    # every row of even requests labelled: rows 0-4 of r0, r10, r20, ... ; the odd rows of one request wrong
+    truth = []
+    for start in range(0, 400, 10):
+        for row in range(5):
+            label = int(predicted[start + row])
+            if start == 0 and row % 2:
+                label = (label + 1) % 3
+            truth.append(json.dumps({"request_id": f"r{start}", "row": row, "label": label}))
+    world.data.put("labels/digits/truth.jsonl", "\n".join(truth).encode())
+
+    world.run()
+
+    v = _version(world)
+    assert v["version"] == version
+    q = v["quality"]
+    assert (q["labelled"], q["used"]) == (200, 200), q
+    assert q["metrics"]["accuracy"] == pytest.approx(198 / 200)
+    assert world.data.keys("datasets/digits/") == []  # no retrain dataset from a tensor model
+
+
+def _publish_with_classes(world: World) -> int:
+    ins, outs = _traffic(2000, seed=1)
+    baseline = compute_tensor_baseline(ins, {"score": outs["score"], "digit": outs["digit"]})
+    m = world.registry.publish_version(
+        "digits",
+        {
+            "tflite": ("model.tflite", b"TFL3"),
+            "baseline": ("baseline.json", json.dumps(baseline, sort_keys=True).encode()),
+        },
+        {
+            "task": "multiclass",
+            "schema": {**SCHEMA, "classes": [0, 1, 2]},
+            "spec": {"task": "multiclass", "monitoring": {"retrain_on_drift": True}},
+        },
+    )
+    world.registry.promote("digits", m.version)
+    return m.version
 
 
 def test_lines_that_do_not_fit_the_signature_are_counted_not_fatal(bus: FakeBus) -> None:

@@ -372,6 +372,12 @@ class WindowScan:
             return
         g.first_ts = min(g.first_ts, rec.ts)
         g.last_ts = max(g.last_ts, rec.ts)
+        ids = self._label_ids.get(rec.model) if self._label_ids else None
+        if ids:  # the labels name rows of the request (see _feed_each); joined to the first output
+            base, offset = split_request_id(rec.request_id)
+            if base in ids:
+                g.labelled_lines.append((base, g.block_rows, rec.n, offset))
+            g.block_rows += rec.n
         g.tensors.append((rec.inputs, rec.outputs))
 
     def _group(self, key: tuple[str, int]) -> GroupState | None:
@@ -390,7 +396,10 @@ class WindowScan:
             self._pending = 0
         for g in self._groups.values():
             if g.tensors:
-                _fold_tensors(g)
+                first = _fold_tensors(g)
+                g.block_rows = 0
+                if g.labelled_lines:
+                    self._join_labels(g, None, first)
             if not g.xb or not everything:
                 continue
             x = np.frombuffer(b"".join(g.xb), dtype="<f4").reshape(-1, g.nf)
@@ -411,7 +420,9 @@ class WindowScan:
             if g.labelled_lines:
                 self._join_labels(g, x, y)
 
-    def _join_labels(self, g: GroupState, x: np.ndarray, y: np.ndarray) -> None:
+    def _join_labels(self, g: GroupState, x: np.ndarray | None, y: np.ndarray) -> None:
+        """The labelled rows of the block: their outputs (``y``) and labels, and their features
+        (``x``; None for a tensor model, whose inputs are not a table: no retrain dataset)."""
         labels = self.labels.get(g.ctx.model, {})
         rows: list[int] = []
         for rid, first, n, offset in g.labelled_lines:
@@ -423,7 +434,8 @@ class WindowScan:
         g.labelled_lines = []
         if rows:
             idx = np.asarray(rows)
-            g.label_x.append(x[idx].copy())
+            if x is not None:
+                g.label_x.append(x[idx].copy())
             g.label_y.append(y[idx].copy())
 
     # ------------------------------------------------------------------ output
@@ -445,13 +457,20 @@ class WindowScan:
         }
 
 
-def _fold_tensors(g: GroupState) -> None:
-    """A tensor group's block into its channels' and outputs' partials (``drift.judge_tensors``)."""
+def _fold_tensors(g: GroupState) -> np.ndarray:
+    """A tensor group's block into its channels' and outputs' partials (``drift.judge_tensors``);
+    returns the block's first output, a row each (rows x its values, float32: what labels are judged
+    against, as a tabular model's outputs are)."""
     lines, g.tensors = g.tensors, []
     layout, refs = g.ctx.tensor, g.ctx.refs
     g.rows += sum(next(iter(ins.values())).shape[0] for ins, _ in lines)
+    first = np.zeros((0, 1), np.float32)
+    if layout is not None:
+        name = layout.outputs[0][0]
+        first = np.concatenate([outs[name] for _, outs in lines]).astype(np.float32, copy=False)
+        first = first.reshape(first.shape[0], -1)
     if layout is None or refs is None or g.parts is None or g.pred is None or g.ctx.pred_ref is None:
-        return
+        return first
     j = 0
     for name, _, _, _ in layout.inputs:
         x = np.concatenate([ins[name] for ins, _ in lines])
@@ -463,6 +482,7 @@ def _fold_tensors(g: GroupState) -> None:
         g.parts[j + i].merge(drift.partial(layout.out_refs[i], y))
         if i == 0:
             g.pred.merge(drift.partial(g.ctx.pred_ref, y))
+    return first
 
 
 def evaluate(g: GroupState, min_samples: int) -> dict[str, Any]:
