@@ -236,7 +236,7 @@ def _decoder() -> Any:
     return _block_decoder
 
 
-def read_block(block: bytes) -> Block | None:
+def read_block(block: bytes | memoryview) -> Block | None:
     """Every line of ``block`` (lines joined by ``\n``, no blank line) as columns, when every line is
     a v1 record that :func:`read_header` and :func:`read_arrays` accept; else None, and the caller
     reads the lines one by one, which names what is wrong with each. The monitor's hot path: one call

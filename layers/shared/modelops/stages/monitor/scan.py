@@ -188,17 +188,18 @@ class WindowScan:
         column-wise (:meth:`_feed_piece`), any other piece line by line (:meth:`feed_lines`). Both
         count every line the same way and give the same rows (tests/unit/test_monitor_block.py)."""
         pos, size = start, len(block) if stop is None else stop
+        view = memoryview(block)  # pieces are views: the block is not copied again
         while pos < size:
             end = block.find(b"\n", pos + PIECE_BYTES, size)
             if end < 0:
                 end = size
-            piece = block[pos:end]
+            piece = view[pos:end]
             pos = end + 1
             if not self._feed_piece(piece):
-                self._feed_each(piece.split(b"\n"))
+                self._feed_each(bytes(piece).split(b"\n"))
         self._fold_if_full()
 
-    def _feed_piece(self, piece: bytes) -> bool:
+    def _feed_piece(self, piece: bytes | memoryview) -> bool:
         """One piece column-wise; False, with nothing counted, when :func:`read_block` refuses it or a
         line does not fit its version (the line-by-line path then says how)."""
         b = read_block(piece)
