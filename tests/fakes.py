@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,9 @@ class _Body(io.BytesIO):
 
 
 class MemoryObjectStore:
-    """A bucket in a dict: key -> (body, etag, content type, last modified)."""
+    """A bucket in a dict: key -> (body, etag, content type, last modified). Its conditional writes
+    (``create``: If-None-Match, ``replace``: If-Match) are atomic across threads, as S3's are (moto's are
+    enforced but not atomic under real concurrency)."""
 
     def __init__(self, bucket: str = "bucket", unavailable: type[Exception] = RegistryUnavailableError):
         self.bucket = bucket
@@ -38,6 +41,7 @@ class MemoryObjectStore:
         self.calls: list[tuple[str, str]] = []
         self._failures: dict[str, int] = {}
         self.s3: Any = None
+        self._conditional = threading.Lock()
 
     # ------------------------------------------------------------------ test hooks
     def fail_next(self, method: str, times: int = 1) -> None:
@@ -110,10 +114,11 @@ class MemoryObjectStore:
 
     def create(self, key: str, body: bytes, content_type: str = "application/json", **kwargs: Any) -> bool:
         self._enter("create", key)
-        if key in self.objects:
-            return False
-        self._store(key, body, content_type)
-        return True
+        with self._conditional:
+            if key in self.objects:
+                return False
+            self._store(key, body, content_type)
+            return True
 
     def create_file(self, key: str, path: Any, content_type: str) -> dict[str, Any] | None:
         with open(path, "rb") as fh:
@@ -122,10 +127,11 @@ class MemoryObjectStore:
 
     def replace(self, key: str, body: bytes, etag: str, content_type: str = "application/json") -> bool:
         self._enter("replace", key)
-        if key not in self.objects or self.objects[key][1] != etag:
-            return False
-        self._store(key, body, content_type)
-        return True
+        with self._conditional:
+            if key not in self.objects or self.objects[key][1] != etag:
+                return False
+            self._store(key, body, content_type)
+            return True
 
     def put(
         self, key: str, body: bytes, content_type: str = "application/json", **kwargs: Any

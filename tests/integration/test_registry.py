@@ -20,6 +20,7 @@ from modelops.domain.errors import (
     VersionNotFoundError,
 )
 from modelops.storage.registry import AliasDoc, Registry, sha256_hex
+from tests.fakes import MemoryObjectStore
 
 
 @pytest.fixture
@@ -64,13 +65,33 @@ def test_two_writers_racing_for_one_number_both_win_different_numbers(reg: Regis
     assert reg.read_artifact(reg.get_manifest("demo", 2), "tflite") == b"from-b"
 
 
-def test_many_threads_publishing_smoke(reg: Registry, s3) -> None:  # type: ignore[no-untyped-def]
-    # moto in-process serialises requests; this is a smoke test, the guarantee is S3's If-None-Match.
+class RacingStore(MemoryObjectStore):
+    """Holds every writer's first manifest create until all of them have one: they all computed the
+    same "next version" and race for it (the forced interleaving of the smoke test below)."""
+
+    def __init__(self, bucket: str, writers: int) -> None:
+        super().__init__(bucket)
+        self._all_ready = threading.Barrier(writers, timeout=30)
+        self._first = threading.local()
+
+    def create(self, key: str, body: bytes, content_type: str = "application/json", **kwargs: object) -> bool:
+        if key.endswith("/manifest.json") and not getattr(self._first, "done", False):
+            self._first.done = True
+            self._all_ready.wait()
+        return super().create(key, body, content_type, **kwargs)
+
+
+def test_many_threads_publishing_get_distinct_versions() -> None:
+    # The guarantee is S3's If-None-Match, which is atomic. moto's conditional writes are enforced but
+    # not atomic under real concurrency (two racing creates can both succeed), so the threads race on
+    # an in-memory store whose conditional writes are atomic as S3's are: this tests the registry's
+    # retry on a lost number, not moto. All six first try version 1 at once.
+    store = RacingStore("registry", writers=6)
     results: list[int] = []
     lock = threading.Lock()
 
     def work(i: int) -> None:
-        m = publish(Registry(s3, "registry"), payload=f"w{i}".encode())
+        m = publish(Registry.over(store, actor=f"w{i}"), payload=f"w{i}".encode())
         with lock:
             results.append(m.version)
 
@@ -80,6 +101,9 @@ def test_many_threads_publishing_smoke(reg: Registry, s3) -> None:  # type: igno
     for t in threads:
         t.join()
     assert sorted(results) == [1, 2, 3, 4, 5, 6]
+    reader = Registry.over(store, actor="reader")
+    payloads = {reader.read_artifact(reader.get_manifest("demo", n), "tflite") for n in range(1, 7)}
+    assert payloads == {f"w{i}".encode() for i in range(6)}  # each writer's own version, none overwritten
 
 
 def test_dedup_key_makes_a_replay_publish_once(reg: Registry) -> None:
