@@ -1081,12 +1081,7 @@ def _convert(bundle: Bundle, spec: ModelSpec, opts: Options) -> ConvertOutput:
         metric=spec.metric,
         quantize=spec.conversion.quantize,
         parity_tolerance=spec.conversion.parity_tolerance,
-        limits=ml_convert.Limits(
-            max_tflite_bytes=opts.max_tflite_bytes,
-            max_single_row_latency_us=opts.max_single_row_latency_us,
-            latency_calls=opts.latency_calls,
-            parity_max_rows=opts.parity_max_rows,
-        ),
+        limits=_limits(opts),
     )
 
 
