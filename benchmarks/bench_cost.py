@@ -42,11 +42,8 @@ import math
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -179,33 +176,12 @@ def largest_body(rows: list[list[float]], limit: int = 1_048_576) -> str:
 
 def _cold_run(work: dict[str, Any], env: dict[str, str]) -> dict[str, float]:
     """A fresh process: wall milliseconds from its start to its first answer, and its own timings."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _COLD, json.dumps(work)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("READY "):
-            wall = (time.perf_counter() - start) * 1000.0
-            _, status, doc = line.split(" ", 2)
-            if status != "200":
-                raise RuntimeError(f"cold start answered {status}")
-            got: dict[str, float] = {"wall_ms": wall, **json.loads(doc)}
-            for rest in proc.stdout:
-                if rest.startswith("RSS "):
-                    got["peak_rss_mb"] = float(rest.split()[1])
-            if proc.wait(120) != 0:
-                raise RuntimeError(
-                    f"cold process failed:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}"
-                )
-            return got
-    proc.wait(60)
-    raise RuntimeError(f"cold process gave no answer:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}")
+    wall, (_, doc), after = bp.cold_process(_COLD, work, env)
+    got: dict[str, float] = {"wall_ms": wall, **json.loads(doc)}
+    for rest in after:
+        if rest.startswith("RSS "):
+            got["peak_rss_mb"] = float(rest.split()[1])
+    return got
 
 
 def cold_starts(work: dict[str, Any], body: str) -> dict[str, list[dict[str, float]]]:

@@ -308,8 +308,12 @@ def _script(code: str, work: dict[str, Any], timeout: float = 900, tree: Path = 
     return json.loads(out.read_text()) if out.exists() else {}
 
 
-def _cold(code: str, work: dict[str, Any], env: dict[str, str], tree: Path = ROOT) -> float:
-    """Milliseconds from starting a fresh process to its first answer."""
+def cold_process(
+    code: str, work: dict[str, Any], env: dict[str, str], tree: Path = ROOT
+) -> tuple[float, list[str], list[str]]:
+    """A fresh process running ``code``: milliseconds from its start to its ``READY status ...`` line,
+    that line's words after READY, and the lines it printed after it. Fails unless the status is 200
+    and the process exits 0."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(work)],
@@ -323,15 +327,24 @@ def _cold(code: str, work: dict[str, Any], env: dict[str, str], tree: Path = ROO
     for line in proc.stdout:
         if line.startswith("READY "):
             elapsed = (time.perf_counter() - start) * 1000.0
-            status = line.split()[1]
-            proc.wait(60)
-            if status != "200":
-                raise RuntimeError(f"cold start answered {status}")
-            return elapsed
+            words = line.rstrip("\n").split(" ", 2)[1:]
+            after = list(proc.stdout)
+            if proc.wait(120) != 0:
+                raise RuntimeError(
+                    f"cold process failed:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}"
+                )
+            if words[0] != "200":
+                raise RuntimeError(f"cold start answered {words[0]}")
+            return elapsed, words, after
     proc.wait(60)
     raise RuntimeError(
         f"cold-start process gave no answer:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}"
     )
+
+
+def _cold(code: str, work: dict[str, Any], env: dict[str, str], tree: Path = ROOT) -> float:
+    """Milliseconds from starting a fresh process to its first answer."""
+    return cold_process(code, work, env, tree)[0]
 
 
 def _dist_bytes(name: str, skip: tuple[str, ...] = ()) -> int:
