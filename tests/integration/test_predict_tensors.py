@@ -296,3 +296,51 @@ def test_a_converted_model_with_custom_ops_is_refused_after_conversion(tmp_path:
         check_builtin_ops(converter.convert())
     assert exc.value.ops == ["tf.AsString", "tf.StringToNumber"]
     assert "Flex/TF Select" in str(exc.value)
+
+
+def test_a_tensor_answer_that_could_pass_the_response_limit_is_a_413_before_inference(
+    tensor_model: dict[str, Any],
+    s3,
+    registry_bucket: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from modelops.inference import model_info
+    from modelops.stages.predict.render import request_bound, tensor_answer_bound
+
+    # Given a tensor model served under a small response limit
+    registry = Registry(s3, registry_bucket, actor="test")
+    manifest = registry.publish_version(
+        "digits",
+        {"tflite": ("model.tflite", tensor_model["out"].tflite)},
+        {"task": "regression", "schema": {"task": "regression", **tensor_model["sig"].to_dict()}, "spec": {}},
+    )
+    registry.promote("digits", manifest.version)
+    limit = 20_000
+    settings = Settings(
+        registry_bucket=registry_bucket,
+        capture_stream="",
+        artifact_dir=str(tmp_path / "a"),
+        max_response_bytes=limit,
+    )
+    configure(PredictService.from_settings(settings, s3=s3, events_factory=lambda: None))
+    try:
+        fixed, per_row = tensor_answer_bound(model_info(manifest))
+        fit = (limit - fixed - request_bound("digits", "req-0001")) // per_row
+        assert fit >= 2
+        sample = tensor_model["sample"]
+        row = {"image": sample["image"][0].tolist(), "meta": sample["meta"][0].tolist()}
+
+        # When as many rows as fit are sent, the answer is served and within the limit
+        text = json.dumps({"instances": [row] * fit})
+        res = lambda_handler(api_event("POST", "/models/digits/predict", body=text), Ctx())
+        assert res["statusCode"] == 200, res["body"][:300]
+        assert len(json.dumps(res).encode()) <= limit  # the proxy result Lambda returns
+
+        # and one row more is refused before the model runs, naming how many rows fit
+        text = json.dumps({"instances": [row] * (fit + 1)})
+        res = lambda_handler(api_event("POST", "/models/digits/predict", body=text), Ctx())
+        error = json.loads(res["body"])["error"]
+        assert (res["statusCode"], error["code"]) == (413, "response_too_large"), error
+        assert f"send at most {fit} rows" in error["message"]
+    finally:
+        configure(None)

@@ -191,8 +191,9 @@ class LoadedModel:
         self._lock = threading.Lock()
         self._single = factory(str(path))
         self.answer_bound: tuple[int, int, int] | None = None
-        """(fixed, per row) bytes of an answer (``render.answer_bound``) and the rows that always
-        fit: the service's, kept here (``PredictService._answer_bound``)."""
+        """(fixed, per row) bytes of an answer (``render.answer_bound``, ``render.tensor_answer_bound``
+        for a tensor model) and the rows that always fit: the service's, kept here
+        (``PredictService._answer_bound``)."""
         if info.signature is not None:
             self._runner = _TensorRunner(self._single, info.signature)
             self.n_outputs = sum(s.size for s in info.signature.outputs)

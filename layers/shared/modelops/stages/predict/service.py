@@ -187,11 +187,9 @@ class PredictService:
         except TensorRequestError as exc:
             raise RequestError(413 if exc.code == "too_many_rows" else 422, exc.code, str(exc)) from None
         rows = req.rows = treq.rows
-        bound = lm.answer_bound
-        if bound is None:  # once per loaded version (its classes' texts are measured once)
-            fixed, per_row = tensor_answer_bound(info)
-            bound = lm.answer_bound = (fixed, per_row, 0)
-        _check_answer_size(rows, bound, req, self.settings.max_response_bytes)
+        bound = lm.answer_bound or self._answer_bound(lm)
+        if rows > bound[2] or len(req.request_id) > _REQUEST_ID_MAX:  # else it fits: no arithmetic
+            _check_answer_size(rows, bound, req, self.settings.max_response_bytes)
         y = lm.predict_tensors(treq.inputs)
         body = render_tensors(info, req.name, y, req.request_id, treq.columnar)
         sink = self.sink
@@ -226,9 +224,13 @@ class PredictService:
         )
 
     def _answer_bound(self, lm: LoadedModel) -> tuple[int, int, int]:
-        """``render.answer_bound`` of a loaded version and the rows that always fit (for a request id
-        of at most ``_REQUEST_ID_MAX`` characters), kept on it (computed at its first request)."""
-        fixed, per_row = answer_bound(lm.info, lm.n_outputs)
+        """``render.answer_bound`` (``render.tensor_answer_bound`` for a tensor model) of a loaded
+        version and the rows that always fit (for a request id of at most ``_REQUEST_ID_MAX``
+        characters), kept on it (computed at its first request)."""
+        if lm.info.signature is not None:
+            fixed, per_row = tensor_answer_bound(lm.info)
+        else:
+            fixed, per_row = answer_bound(lm.info, lm.n_outputs)
         room = self.settings.max_response_bytes - fixed - request_bound(lm.info.model, "x" * _REQUEST_ID_MAX)
         bound = lm.answer_bound = (fixed, per_row, max(0, room // per_row))
         return bound
