@@ -253,10 +253,9 @@ class WindowScan:
             ts = b.ts[idx]
             g.first_ts = min(g.first_ts, float(ts.min()))
             g.last_ts = max(g.last_ts, float(ts.max()))
-            rows_n = b.n[idx].tolist()
             ids = self._label_ids.get(key[0]) if self._label_ids else None
             if ids:
-                for i, n in zip(idx.tolist(), rows_n, strict=True):
+                for i, n in zip(idx.tolist(), b.n[idx].tolist(), strict=True):
                     base, offset = split_request_id(b.request_id(i))
                     if base in ids:
                         g.labelled_lines.append((base, g.block_rows, n, offset))
